@@ -1,0 +1,364 @@
+//! The language registry: a TOML file (shipped default plus an operator's override) that says how
+//! to find each toolchain and how to compile and run with it. At start every entry is resolved to
+//! real binaries on this host (never shims: a pyenv shim costs ~70 ms a run) and its version read;
+//! the ones the host lacks are listed as unavailable, with the reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// The registry shipped with Kiln.
+pub const DEFAULT_REGISTRY: &str = include_str!("../config/languages.toml");
+
+/// Directories every pod already sees; toolchains elsewhere are mounted separately.
+const SYSTEM_PREFIXES: &[&str] = &["/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/etc/"];
+
+#[derive(Debug, Deserialize)]
+struct RegistryFile {
+    #[serde(default)]
+    language: Vec<Entry>,
+}
+
+/// One `[[language]]` entry as written in the file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub binaries: Vec<String>,
+    #[serde(default)]
+    pub sysroot: Option<Vec<String>>,
+    pub version: Vec<String>,
+    pub entry: String,
+    #[serde(default)]
+    pub compile: Option<Vec<String>>,
+    pub run: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Floors for the compile step's limits (compilers need more than programs).
+    #[serde(default)]
+    pub compile_limits: LimitOverrides,
+    /// Floors for the run step's limits (a JVM needs threads).
+    #[serde(default)]
+    pub run_limits: LimitOverrides,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Limit floors a language sets for itself.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub wall_time_ms: Option<u64>,
+    pub cpu_time_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u32>,
+}
+
+/// A language this host can run.
+#[derive(Clone, Debug)]
+pub struct Language {
+    pub name: String,
+    pub version: String,
+    pub aliases: Vec<String>,
+    pub entry: String,
+    pub compile: Option<Vec<String>>,
+    pub run: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Toolchain directories outside the system dirs that pods must see read-only.
+    pub mounts: Vec<PathBuf>,
+    pub compile_limits: LimitOverrides,
+    pub run_limits: LimitOverrides,
+}
+
+/// All languages, resolved against this host.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    pub available: Vec<Language>,
+    /// Entries whose toolchain this host lacks, and why.
+    pub unavailable: Vec<(String, String)>,
+}
+
+impl Registry {
+    /// Reads the shipped registry and the optional override, and resolves every entry.
+    pub fn load(override_file: Option<&Path>) -> Result<Registry, String> {
+        let mut entries = parse(DEFAULT_REGISTRY).map_err(|e| format!("the built-in language registry: {e}"))?;
+        if let Some(path) = override_file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            for entry in parse(&text).map_err(|e| format!("{}: {e}", path.display()))? {
+                entries.retain(|e| e.name != entry.name);
+                entries.push(entry);
+            }
+        }
+        let resolved: Vec<(String, Result<Language, String>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = entries
+                .iter()
+                .filter(|e| e.enabled)
+                .map(|e| (e.name.clone(), s.spawn(|| resolve(e))))
+                .collect();
+            handles.into_iter().map(|(n, h)| (n, h.join().unwrap_or_else(|_| Err("resolver panicked".into())))).collect()
+        });
+        let mut registry = Registry::default();
+        for (name, r) in resolved {
+            match r {
+                Ok(lang) => registry.available.push(lang),
+                Err(why) => registry.unavailable.push((name, why)),
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Finds a language by name or alias, and by version prefix when one is given.
+    pub fn find(&self, name: &str, version: Option<&str>) -> Result<&Language, String> {
+        let wanted = name.to_ascii_lowercase();
+        let lang = self
+            .available
+            .iter()
+            .find(|l| l.name == wanted || l.aliases.iter().any(|a| *a == wanted))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.available.iter().map(|l| l.name.as_str()).collect();
+                let why = self
+                    .unavailable
+                    .iter()
+                    .find(|(n, _)| *n == wanted)
+                    .map(|(_, w)| format!(" (not available on this host: {w})"))
+                    .unwrap_or_default();
+                format!("unknown language {name:?}{why}; available: {}", known.join(", "))
+            })?;
+        match version {
+            None | Some("*") | Some("") => Ok(lang),
+            Some(v) if version_matches(&lang.version, v) => Ok(lang),
+            Some(v) => Err(format!("{} {v} is not available; this host has {} {}", lang.name, lang.name, lang.version)),
+        }
+    }
+
+    /// Every directory some toolchain needs visible inside pods.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let mut all: Vec<PathBuf> = self.available.iter().flat_map(|l| l.mounts.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// "3" matches 3.11.2, "3.11" matches 3.11.2, "3.1" does not.
+fn version_matches(have: &str, want: &str) -> bool {
+    let have: Vec<&str> = have.split('.').collect();
+    let want: Vec<&str> = want.trim_start_matches('v').split('.').collect();
+    want.len() <= have.len() && want.iter().zip(&have).all(|(w, h)| w == h || *w == "x" || *w == "*")
+}
+
+fn parse(text: &str) -> Result<Vec<Entry>, String> {
+    let file: RegistryFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    for e in &file.language {
+        if e.binaries.is_empty() || e.run.is_empty() || e.version.is_empty() {
+            return Err(format!("language {:?} needs binaries, version and run", e.name));
+        }
+    }
+    Ok(file.language)
+}
+
+fn resolve(entry: &Entry) -> Result<Language, String> {
+    let mut bins: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for name in &entry.binaries {
+        bins.insert(name.clone(), find_real_binary(name)?);
+    }
+    let mut mounts = Vec::new();
+    if let Some(cmd) = &entry.sysroot {
+        let out = run_capture(&substitute(cmd, &bins, &entry.entry))?;
+        let sysroot = PathBuf::from(out.trim());
+        for (name, path) in bins.iter_mut() {
+            let inside = sysroot.join("bin").join(name);
+            if inside.is_file() {
+                *path = inside;
+            }
+        }
+        mounts.push(sysroot);
+    }
+    for path in bins.values() {
+        if !SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            mounts.push(toolchain_root(path));
+        }
+    }
+    let version_text = run_capture(&substitute(&entry.version, &bins, &entry.entry))?;
+    let version = extract_version(&version_text)
+        .ok_or_else(|| format!("no version number in the output of {:?}: {version_text:?}", entry.version))?;
+
+    let mut path_dirs: Vec<String> = bins.values().filter_map(|p| p.parent()).map(|d| d.display().to_string()).collect();
+    path_dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from));
+    path_dirs.dedup();
+    let mut env = vec![
+        ("PATH".to_string(), path_dirs.join(":")),
+        ("HOME".into(), "/tmp".into()),
+        ("TMPDIR".into(), "/tmp".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    env.extend(entry.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+    Ok(Language {
+        name: entry.name.clone(),
+        version,
+        aliases: entry.aliases.clone(),
+        entry: entry.entry.clone(),
+        compile: entry.compile.as_ref().map(|c| substitute(c, &bins, &entry.entry)),
+        run: substitute(&entry.run, &bins, &entry.entry),
+        env,
+        mounts,
+        compile_limits: entry.compile_limits.clone(),
+        run_limits: entry.run_limits.clone(),
+    })
+}
+
+/// Replaces `{binary}` and `{entry}`; `{memory_*}` stay for the job to fill.
+fn substitute(argv: &[String], bins: &BTreeMap<String, PathBuf>, entry: &str) -> Vec<String> {
+    argv.iter()
+        .map(|arg| {
+            let mut out = arg.replace("{entry}", entry);
+            for (name, path) in bins {
+                out = out.replace(&format!("{{{name}}}"), &path.display().to_string());
+            }
+            out
+        })
+        .collect()
+}
+
+/// Fills the per-job placeholders of a command line.
+pub fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
+    argv.iter()
+        .map(|a| a.replace("{memory_bytes}", &memory_bytes.to_string()).replace("{memory_mb}", &(memory_bytes >> 20).to_string()))
+        .collect()
+}
+
+/// Finds `name` on PATH, skipping shims and wrapper scripts, and follows symlinks to the file
+/// that really runs.
+fn find_real_binary(name: &str) -> Result<PathBuf, String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut dirs: Vec<&str> = path.split(':').filter(|d| !d.is_empty()).collect();
+    for extra in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        if !dirs.contains(&extra) {
+            dirs.push(extra);
+        }
+    }
+    let mut skipped = Vec::new();
+    for dir in dirs {
+        let candidate = Path::new(dir).join(name);
+        let Ok(real) = std::fs::canonicalize(&candidate) else { continue };
+        if !real.is_file() {
+            continue;
+        }
+        if dir.contains("/shims") || !is_elf(&real) {
+            skipped.push(candidate.display().to_string());
+            continue;
+        }
+        return Ok(real);
+    }
+    if skipped.is_empty() {
+        Err(format!("{name} is not installed (not found on PATH)"))
+    } else {
+        Err(format!("{name} was found only as shims or scripts ({}), not as a real binary", skipped.join(", ")))
+    }
+}
+
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+}
+
+/// `/opt/x/bin/tool` -> `/opt/x`; `/opt/tool` -> `/opt`.
+fn toolchain_root(binary: &Path) -> PathBuf {
+    let dir = binary.parent().unwrap_or(Path::new("/"));
+    if dir.file_name().is_some_and(|n| n == "bin") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+fn run_capture(argv: &[String]) -> Result<String, String> {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .map_err(|e| format!("running {}: {e}", argv[0]))?;
+    if !out.status.success() {
+        return Err(format!("{} failed: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok(text)
+}
+
+/// The first `N.N[.N...]` in a tool's version output.
+fn extract_version(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+                i += 1;
+            }
+            let candidate = text[start..i].trim_end_matches('.');
+            if candidate.contains('.') {
+                return Some(candidate.to_string());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_from_typical_tool_output() {
+        assert_eq!(extract_version("rustc 1.95.0 (59807616e 2026-04-14)").as_deref(), Some("1.95.0"));
+        assert_eq!(extract_version("go1.26.8\n").as_deref(), Some("1.26.8"));
+        assert_eq!(extract_version("javac 17.0.15").as_deref(), Some("17.0.15"));
+        assert_eq!(extract_version("v20.20.2").as_deref(), Some("20.20.2"));
+        assert_eq!(extract_version("no digits"), None);
+    }
+
+    #[test]
+    fn version_prefixes_match_whole_components() {
+        assert!(version_matches("3.11.2", "3"));
+        assert!(version_matches("3.11.2", "3.11"));
+        assert!(!version_matches("3.11.2", "3.1"));
+        assert!(!version_matches("3.11.2", "3.11.2.1"));
+    }
+
+    #[test]
+    fn an_override_replaces_and_disables_shipped_entries() {
+        let dir = std::env::temp_dir().join(format!("kiln-lang-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("languages.toml");
+        std::fs::write(
+            &file,
+            "[[language]]\nname = \"bash\"\nenabled = false\nbinaries = [\"bash\"]\nversion = [\"x\"]\nentry = \"a\"\nrun = [\"x\"]\n",
+        )
+        .unwrap();
+        let reg = Registry::load(Some(&file)).unwrap();
+        assert!(reg.find("bash", None).is_err());
+        assert!(reg.find("python", None).is_ok(), "python3 is on every supported host");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shims_are_not_chosen() {
+        let reg = Registry::load(None).unwrap();
+        let py = reg.find("py", None).unwrap();
+        assert!(!py.run[0].contains("shims"), "{:?}", py.run);
+        assert!(is_elf(Path::new(&py.run[0])));
+    }
+}

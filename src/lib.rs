@@ -1,0 +1,14 @@
+//! Kiln runs untrusted programs in pre-warmed, isolated pods and returns one result each.
+//!
+//! Where things are: a submission enters through `api` (HTTP) or a `queue`; the actors in
+//! `actors` hold it until a pod from `pods` runs it with `kiln-runner` (`runner`), and the
+//! result leaves through the queue's results side.
+
+pub mod bytes;
+pub mod job;
+pub mod languages;
+pub mod outcome;
+pub mod pods;
+pub mod runner;
+pub mod sandbox;
+pub mod submission;

@@ -1,0 +1,324 @@
+//! Local pods: each standby pod is a `kiln-runner` that is pid 1 of its own pid, mount, network,
+//! IPC and UTS namespaces (plus a user namespace when Kiln runs unprivileged), with a cgroup of
+//! its own for the program. The pod is built before any job needs it; a job costs only its own
+//! program.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use super::{BoxFuture, PodBackend, PodError, PodKiller, StandbyPod};
+use crate::job::Job;
+use crate::outcome::Outcome;
+use crate::runner::protocol::{self, RunnerReport, MAX_FRAME};
+use crate::sandbox::cgroup::{CgroupLayout, CgroupPaths};
+use crate::sandbox::setup::PodSetup;
+
+/// Settings of the local backend.
+#[derive(Clone, Debug)]
+pub struct LocalSettings {
+    pub runner: PathBuf,
+    pub tmpfs_bytes: u64,
+    /// Host paths every pod sees read-only (system dirs plus the toolchains found at start).
+    pub read_only: Vec<PathBuf>,
+    pub masked: Vec<PathBuf>,
+    /// Unprivileged identity for programs when Kiln runs as root.
+    pub sandbox_user: (u32, u32),
+}
+
+impl LocalSettings {
+    /// System directories a program needs; the toolchains outside them are added by the caller.
+    pub fn default_read_only() -> Vec<PathBuf> {
+        ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc"].iter().map(PathBuf::from).collect()
+    }
+
+    pub fn default_masked() -> Vec<PathBuf> {
+        ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers", "/etc/ssh"]
+            .iter()
+            .map(PathBuf::from)
+            .collect()
+    }
+}
+
+/// Makes local standby pods.
+pub struct LocalBackend {
+    settings: LocalSettings,
+    cgroups: CgroupLayout,
+    rootless: bool,
+    next: AtomicU64,
+}
+
+impl LocalBackend {
+    /// Detects what this host offers, removes pods left by an earlier crash, and checks that the
+    /// runner binary exists. Fails with the step that did not work.
+    pub fn new(settings: LocalSettings) -> Result<LocalBackend, PodError> {
+        if !settings.runner.is_file() {
+            return Err(PodError::Create {
+                step: "find kiln-runner".into(),
+                error: format!("{} does not exist; build it with `cargo build --bins`", settings.runner.display()),
+            });
+        }
+        let rootless = unsafe { libc::geteuid() } != 0;
+        let mut cgroups = CgroupLayout::detect();
+        if !matches!(cgroups, CgroupLayout::Unavailable { .. }) {
+            if let Err(e) = cgroups.prepare() {
+                cgroups = CgroupLayout::Unavailable { reason: format!("cannot create Kiln's cgroup: {e}") };
+            }
+        }
+        for stale in cgroups.leftover_pod_groups() {
+            let _ = stale.remove();
+        }
+        Ok(LocalBackend { settings, cgroups, rootless, next: AtomicU64::new(0) })
+    }
+
+    pub fn cgroups(&self) -> &CgroupLayout {
+        &self.cgroups
+    }
+
+    fn setup_for(&self, cgroup: Option<CgroupPaths>) -> PodSetup {
+        PodSetup {
+            cgroup,
+            tmpfs_bytes: self.settings.tmpfs_bytes,
+            read_only: self.settings.read_only.clone(),
+            masked: self.settings.masked.clone(),
+            hostname: "kiln".into(),
+            sandbox_user: (!self.rootless).then_some(self.settings.sandbox_user),
+        }
+    }
+}
+
+impl PodBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!("local pods: namespaces pid, mount, network, ipc, uts{}; seccomp; rlimits; {}",
+            if self.rootless { ", user" } else { "" },
+            self.cgroups.describe())];
+        if self.rootless {
+            lines.push("running unprivileged: programs run as the mapped user of a user namespace, not as a separate uid".into());
+        }
+        if let CgroupLayout::Unavailable { reason } = &self.cgroups {
+            lines.push(format!(
+                "WEAKER LIMITS: {reason}. Memory is capped with RLIMIT_AS (JVM and V8 programs may fail to start), \
+                 processes with RLIMIT_NPROC (per user, shared by all pods), CPU with RLIMIT_CPU per process"
+            ));
+        }
+        lines
+    }
+
+    fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("pod-{}-{n}", std::process::id());
+        let cgroup = self.cgroups.create_pod_group(&id);
+        let runner = self.settings.runner.clone();
+        let rootless = self.rootless;
+        let setup = cgroup.as_ref().ok().map(|c| self.setup_for(c.clone()));
+        Box::pin(async move {
+            let cgroup = cgroup.map_err(|e| PodError::Create { step: "create the pod's cgroup".into(), error: e.to_string() })?;
+            let setup = setup.expect("set when the cgroup was made");
+            let spawned = spawn_in_namespaces(&runner, rootless).map_err(|e| {
+                if let Some(c) = &cgroup {
+                    let _ = c.remove();
+                }
+                PodError::Create { step: "clone into new namespaces".into(), error: e.to_string() }
+            })?;
+            let mut pod = LocalPod { id, pid: spawned.pid, to_runner: spawned.to_runner, from_runner: spawned.from_runner, cgroup, reaped: Arc::new(Mutex::new(false)) };
+            match pod.handshake(&setup).await {
+                Ok(()) => Ok(Box::new(pod) as Box<dyn StandbyPod>),
+                Err(e) => {
+                    pod.retire().await;
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// One local standby pod.
+pub struct LocalPod {
+    id: String,
+    pid: i32,
+    to_runner: pipe::Sender,
+    from_runner: pipe::Receiver,
+    cgroup: Option<CgroupPaths>,
+    /// Set once the runner is being reaped: from then on its pid may belong to someone else, so
+    /// a `PodKiller` must no longer signal it.
+    reaped: Arc<Mutex<bool>>,
+}
+
+impl LocalPod {
+    async fn handshake(&mut self, setup: &PodSetup) -> Result<(), PodError> {
+        let fail = |step: &str, e: String| PodError::Create { step: step.into(), error: e };
+        let frame = protocol::encode(setup).map_err(|e| fail("encode the pod setup", e))?;
+        self.to_runner.write_all(&frame).await.map_err(|e| fail("send the pod setup to kiln-runner", e.to_string()))?;
+        match self.read_report().await {
+            Ok(RunnerReport::Ready) => Ok(()),
+            Ok(RunnerReport::SetupFailed { step, error }) => Err(PodError::Create { step, error }),
+            Ok(other) => Err(fail("wait for the pod to be ready", format!("unexpected report {other:?}"))),
+            Err(e) => Err(fail("wait for the pod to be ready", e)),
+        }
+    }
+
+    async fn read_report(&mut self) -> Result<RunnerReport, String> {
+        let mut len = [0u8; 4];
+        self.from_runner.read_exact(&mut len).await.map_err(|e| format!("kiln-runner closed its output ({e})"))?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(format!("kiln-runner sent a frame of {len} bytes"));
+        }
+        let mut payload = vec![0u8; len];
+        self.from_runner.read_exact(&mut payload).await.map_err(|e| format!("kiln-runner closed its output ({e})"))?;
+        protocol::decode(&payload)
+    }
+
+    /// Kills the runner (and with it the whole pod), reaps it and removes the cgroup.
+    async fn retire(&mut self) {
+        if !std::mem::replace(&mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()), true) {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let pid = self.pid;
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut status = 0;
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+            })
+            .await;
+        }
+        if let Some(c) = self.cgroup.take() {
+            let _ = tokio::task::spawn_blocking(move || c.remove()).await;
+        }
+    }
+}
+
+impl StandbyPod for LocalPod {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn killer(&self) -> PodKiller {
+        let pid = self.pid;
+        let reaped = self.reaped.clone();
+        PodKiller::new(move || {
+            let reaped = reaped.lock().unwrap_or_else(|p| p.into_inner());
+            if !*reaped {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        })
+    }
+
+    fn run(mut self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
+        Box::pin(async move {
+            let result = async {
+                let frame = protocol::encode(&job).map_err(PodError::Lost)?;
+                self.to_runner.write_all(&frame).await.map_err(|e| PodError::Lost(format!("sending the job: {e}")))?;
+                match self.read_report().await {
+                    Ok(RunnerReport::Finished(outcome)) => Ok(*outcome),
+                    Ok(other) => Err(PodError::Lost(format!("unexpected report {other:?}"))),
+                    Err(e) => Err(PodError::Lost(e)),
+                }
+            }
+            .await;
+            self.retire().await;
+            result
+        })
+    }
+
+    fn destroy(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.retire().await })
+    }
+}
+
+impl Drop for LocalPod {
+    fn drop(&mut self) {
+        if !std::mem::replace(&mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()), true) {
+            // Dropped without retire (a panicking owner): kill and reap on a helper thread.
+            let pid = self.pid;
+            let cgroup = self.cgroup.take();
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            std::thread::spawn(move || {
+                let mut status = 0;
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                if let Some(c) = cgroup {
+                    let _ = c.remove();
+                }
+            });
+        }
+    }
+}
+
+struct Spawned {
+    pid: i32,
+    to_runner: pipe::Sender,
+    from_runner: pipe::Receiver,
+}
+
+/// Clones a child into new namespaces and execs `kiln-runner pod` in it. Everything the child
+/// needs is prepared first: between clone and exec it only makes system calls.
+fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool) -> std::io::Result<Spawned> {
+    let (job_read, job_write) = pipe_pair()?;
+    let (report_read, report_write) = pipe_pair()?;
+
+    let path = crate::sandbox::setup::c_path(runner)?;
+    let argv0 = CString::new("kiln-runner").expect("no NUL");
+    let argv1 = CString::new("pod").expect("no NUL");
+    let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+    let env0 = CString::new("PATH=/usr/local/bin:/usr/bin:/bin").expect("no NUL");
+    let envp = [env0.as_ptr(), std::ptr::null()];
+    let uid = unsafe { libc::geteuid() };
+    let gid = unsafe { libc::getegid() };
+    let uid_map = format!("0 {uid} 1");
+    let gid_map = format!("0 {gid} 1");
+
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    let (jr, rw) = (job_read.as_raw_fd(), report_write.as_raw_fd());
+    // A raw clone with no new stack behaves like fork: the child continues here with a copy.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        unsafe {
+            if rootless {
+                write_proc_file(c"/proc/self/setgroups", b"deny");
+                write_proc_file(c"/proc/self/uid_map", uid_map.as_bytes());
+                write_proc_file(c"/proc/self/gid_map", gid_map.as_bytes());
+            }
+            if libc::dup2(jr, 0) < 0 || libc::dup2(rw, 1) < 0 {
+                libc::_exit(126);
+            }
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    drop(job_read);
+    drop(report_write);
+    Ok(Spawned {
+        pid: pid as i32,
+        to_runner: pipe::Sender::from_owned_fd(job_write)?,
+        from_runner: pipe::Receiver::from_owned_fd(report_read)?,
+    })
+}
+
+unsafe fn write_proc_file(path: &std::ffi::CStr, content: &[u8]) {
+    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+    if fd >= 0 {
+        libc::write(fd, content.as_ptr().cast(), content.len());
+        libc::close(fd);
+    }
+}
+
+fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

@@ -1,0 +1,397 @@
+//! Runs one command under limits and watches it: feeds stdin, captures stdout and stderr up to
+//! their caps, enforces wall and CPU time, and ends the whole process tree when it is done.
+//! One thread and `poll(2)` on a pidfd and the pipes: nothing to synchronise, nothing to leak.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::job::Limits;
+use crate::sandbox::cgroup::Cgroup;
+use crate::sandbox::seccomp::SyscallFilter;
+
+/// Where the runner executes: what isolation it has to work with.
+pub struct Isolation {
+    pub cgroup: Option<Arc<Cgroup>>,
+    /// The runner is pid 1 of a pid namespace of its own: `kill(-1)` ends every process but it.
+    pub owns_pid_namespace: bool,
+    /// Identity to switch to before exec (root runners); `None` keeps the current one.
+    pub sandbox_user: Option<(u32, u32)>,
+}
+
+/// Which limit ended a command early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Breach {
+    WallTime,
+    CpuTime,
+    Output,
+}
+
+/// What one command did.
+#[derive(Debug, Default)]
+pub struct Execution {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub wall_time_ms: u64,
+    pub cpu_time_ms: u64,
+    pub memory_bytes: u64,
+    pub oom_killed: bool,
+    pub breach: Option<Breach>,
+}
+
+/// How a command's output is collected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// stdout and stderr apart, each capped at `Limits::output_bytes`.
+    Separate,
+    /// stderr joined to stdout in the order written (compiler diagnostics).
+    Merged,
+}
+
+const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+pub fn execute(
+    argv: &[String],
+    env: &[(String, String)],
+    work_dir: &Path,
+    stdin: &[u8],
+    limits: &Limits,
+    capture: Capture,
+    isolation: &Isolation,
+) -> io::Result<Execution> {
+    let filter = Arc::new(SyscallFilter::new(limits.network).map_err(|e| io::Error::other(format!("seccomp filter: {e}")))?);
+    if let Some(cg) = &isolation.cgroup {
+        cg.apply(limits.memory_bytes, limits.processes)?;
+    }
+    let oom_before = isolation.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+    let cpu_before = isolation.cgroup.as_ref().map(|c| c.cpu_usage_ns()).unwrap_or(0);
+
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = match capture {
+        Capture::Separate => {
+            let (r, w) = pipe()?;
+            (Some(r), w)
+        }
+        Capture::Merged => (None, out_write.try_clone()?),
+    };
+
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(work_dir)
+        .stdin(if stdin.is_empty() { Stdio::null() } else { Stdio::piped() })
+        .stdout(Stdio::from(out_write))
+        .stderr(Stdio::from(err_write));
+    let pre_exec = PreExec {
+        cgroup: isolation.cgroup.clone(),
+        filter,
+        user: isolation.sandbox_user,
+        rlimits: rlimits_for(limits, isolation.cgroup.is_some()),
+    };
+    unsafe { cmd.pre_exec(move || pre_exec.apply()) };
+
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", argv[0])))?;
+    drop(cmd); // closes the parent's copies of the write ends, so EOF arrives when the program ends
+    let pid = child.id() as i32;
+    let pidfd = pidfd_open(pid)?;
+    let stdin_fd: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
+
+    let mut watch = Watch {
+        stdin: stdin_fd,
+        stdin_data: stdin,
+        stdin_pos: 0,
+        streams: [Some(out_read), err_read],
+        buffers: [Vec::new(), Vec::new()],
+        cap: limits.output_bytes as usize,
+        breach: None,
+    };
+    for fd in watch.stdin.iter().chain(watch.streams.iter().flatten()) {
+        set_nonblocking(fd.as_raw_fd())?;
+    }
+
+    let deadline = started + Duration::from_millis(limits.wall_time_ms);
+    let cpu_limit_ns = limits.cpu_time_ms.saturating_mul(1_000_000);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            watch.breach.get_or_insert(Breach::WallTime);
+        }
+        if let Some(cg) = &isolation.cgroup {
+            if cg.cpu_usage_ns().saturating_sub(cpu_before) > cpu_limit_ns {
+                watch.breach.get_or_insert(Breach::CpuTime);
+            }
+        }
+        if watch.breach.is_some() {
+            break;
+        }
+        let wait = deadline.saturating_duration_since(now).min(CPU_CHECK_EVERY);
+        if watch.poll_once(&pidfd, wait)? {
+            break;
+        }
+    }
+
+    // The program, or its limit, has ended: nothing it started may outlive it.
+    end_process_tree(pid, isolation);
+    let (status, rusage) = wait4(pid)?;
+    let wall = started.elapsed();
+    std::mem::forget(child); // already reaped by wait4
+    watch.stdin = None;
+    watch.drain();
+    if isolation.owns_pid_namespace {
+        reap_orphans();
+    }
+
+    let cpu_time_ms = match &isolation.cgroup {
+        Some(cg) => cg.cpu_usage_ns().saturating_sub(cpu_before) / 1_000_000,
+        None => rusage_cpu_ms(&rusage),
+    };
+    let memory_bytes = match &isolation.cgroup {
+        Some(cg) => cg.memory_peak(),
+        None => (rusage.ru_maxrss as u64) * 1024,
+    };
+    let oom_killed = isolation.cgroup.as_ref().map(|c| c.oom_kills() > oom_before).unwrap_or(false);
+    let [stdout, stderr] = watch.buffers;
+    Ok(Execution {
+        exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        stdout,
+        stderr,
+        wall_time_ms: wall.as_millis() as u64,
+        cpu_time_ms,
+        memory_bytes,
+        oom_killed,
+        breach: watch.breach,
+    })
+}
+
+/// The pipes of a running command and what has come through them.
+struct Watch<'a> {
+    stdin: Option<OwnedFd>,
+    stdin_data: &'a [u8],
+    stdin_pos: usize,
+    streams: [Option<OwnedFd>; 2],
+    buffers: [Vec<u8>; 2],
+    cap: usize,
+    breach: Option<Breach>,
+}
+
+impl Watch<'_> {
+    /// Waits up to `wait` for something to happen; true when the program has exited.
+    fn poll_once(&mut self, pidfd: &OwnedFd, wait: Duration) -> io::Result<bool> {
+        let mut fds = vec![libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        for s in self.streams.iter().flatten() {
+            fds.push(libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+        if let Some(s) = &self.stdin {
+            fds.push(libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 });
+        }
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, wait.as_millis().max(1) as i32) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+        }
+        for i in 0..2 {
+            if self.streams[i].is_some() {
+                self.read_stream(i);
+            }
+        }
+        if self.stdin.is_some() {
+            self.feed_stdin();
+        }
+        Ok(fds[0].revents & libc::POLLIN != 0)
+    }
+
+    /// Reads what is available on one stream, keeping bytes up to the cap. Output past the cap
+    /// ends the program; the bytes before it are kept.
+    fn read_stream(&mut self, i: usize) {
+        let mut chunk = [0u8; 65536];
+        loop {
+            let Some(fd) = &self.streams[i] else { return };
+            let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n == 0 {
+                self.streams[i] = None;
+                return;
+            }
+            if n < 0 {
+                if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    return;
+                }
+                continue;
+            }
+            let buf = &mut self.buffers[i];
+            let room = self.cap.saturating_sub(buf.len());
+            let n = n as usize;
+            buf.extend_from_slice(&chunk[..n.min(room)]);
+            if n > room {
+                self.breach.get_or_insert(Breach::Output);
+                self.streams[i] = None;
+                return;
+            }
+        }
+    }
+
+    fn feed_stdin(&mut self) {
+        while let Some(fd) = &self.stdin {
+            let rest = &self.stdin_data[self.stdin_pos..];
+            if rest.is_empty() {
+                self.stdin = None; // EOF for the program
+                return;
+            }
+            let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len().min(1 << 16)) };
+            if n < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    Some(libc::EINTR) => continue,
+                    _ => self.stdin = None, // EPIPE: the program stopped reading, which is its right
+                }
+            } else {
+                self.stdin_pos += n as usize;
+            }
+        }
+    }
+
+    /// After every writer is gone: take what is still in the pipes.
+    fn drain(&mut self) {
+        for i in 0..2 {
+            if self.streams[i].is_some() {
+                self.read_stream(i);
+            }
+            self.streams[i] = None;
+        }
+    }
+}
+
+/// Everything the child does between fork and exec, prepared beforehand so that it only makes
+/// system calls.
+struct PreExec {
+    cgroup: Option<Arc<Cgroup>>,
+    filter: Arc<SyscallFilter>,
+    user: Option<(u32, u32)>,
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+}
+
+impl PreExec {
+    fn apply(&self) -> io::Result<()> {
+        unsafe {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            cg.enter_self()?;
+        }
+        for &(resource, value) in &self.rlimits {
+            let soft = value;
+            let hard = if resource == libc::RLIMIT_CPU { value + 1 } else { value };
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // With the bounding set empty, not even an exec of a setuid or root-owned file can give
+        // capabilities back.
+        for cap in 0..64 {
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        }
+        if let Some((uid, gid)) = self.user {
+            unsafe {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        self.filter.install()
+    }
+}
+
+fn rlimits_for(limits: &Limits, has_cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64)> {
+    let cpu_secs = limits.cpu_time_ms.div_ceil(1000) + 1;
+    let mut v = vec![
+        (libc::RLIMIT_CPU, cpu_secs),
+        (libc::RLIMIT_FSIZE, limits.file_size_bytes),
+        (libc::RLIMIT_NOFILE, limits.open_files as u64),
+        (libc::RLIMIT_CORE, 0),
+        (libc::RLIMIT_STACK, limits.memory_bytes.min(256 << 20)),
+    ];
+    if !has_cgroup {
+        // Without a cgroup these are the only brakes. RLIMIT_AS counts reserved address space,
+        // which JVMs and V8 reserve generously: such programs need a memory cgroup.
+        v.push((libc::RLIMIT_AS, limits.memory_bytes));
+        v.push((libc::RLIMIT_NPROC, limits.processes as u64));
+    }
+    v
+}
+
+fn end_process_tree(pid: i32, isolation: &Isolation) {
+    unsafe {
+        if isolation.owns_pid_namespace {
+            libc::kill(-1, libc::SIGKILL);
+        } else {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    if let Some(cg) = &isolation.cgroup {
+        cg.kill_all();
+    }
+}
+
+fn reap_orphans() {
+    let mut status = 0;
+    while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
+}
+
+fn wait4(pid: i32) -> io::Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+        if r == pid {
+            return Ok((status, rusage));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn rusage_cpu_ms(r: &libc::rusage) -> u64 {
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(r.ru_utime) + ms(r.ru_stime)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

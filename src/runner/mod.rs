@@ -1,0 +1,186 @@
+//! `kiln-runner`: takes one job, writes its files, compiles, runs, and reports one outcome.
+//! The same code runs as pid 1 of a local standby pod and inside a Kubernetes pod.
+
+pub mod execute;
+pub mod pod;
+pub mod protocol;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path};
+
+use crate::job::{Job, Limits};
+use crate::outcome::{Outcome, Status};
+use execute::{execute, Breach, Capture, Execution, Isolation};
+
+/// Compiler output kept per job; diagnostics past this are not useful to anyone.
+const COMPILE_OUTPUT_CAP: u64 = 64 * 1024;
+
+/// Runs a job in `work_dir` and says what happened. Never panics on the job's content: every
+/// failure becomes an outcome with a message.
+pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation) -> Outcome {
+    if let Err(e) = write_files(job, work_dir, isolation.sandbox_user) {
+        return Outcome::failed(Status::Rejected, e);
+    }
+    let mut compile_output = Vec::new();
+    if let Some(compile) = &job.compile {
+        let mut limits = compile.limits.clone();
+        limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
+        let run = match execute(&compile.argv, &job.env, work_dir, &[], &limits, Capture::Merged, isolation) {
+            Ok(r) => r,
+            Err(e) => return Outcome::failed(Status::InternalError, format!("compiler could not start: {e}")),
+        };
+        compile_output = run.stdout.clone();
+        let failure = match (run.breach, run.oom_killed, run.exit_code) {
+            (Some(Breach::WallTime | Breach::CpuTime), _, _) => Some(format!(
+                "compilation exceeded its time limit ({} ms wall, {} ms cpu)",
+                limits.wall_time_ms, limits.cpu_time_ms
+            )),
+            (_, true, _) => Some(format!("compilation exceeded its memory limit ({} bytes)", limits.memory_bytes)),
+            (_, _, Some(0)) => None,
+            (_, _, Some(code)) => Some(format!("compiler exited with code {code}")),
+            (_, _, None) => Some(format!("compiler killed by signal {}", run.signal.unwrap_or(0))),
+        };
+        if let Some(message) = failure {
+            let mut o = Outcome::failed(Status::CompileError, message);
+            o.compile_output = compile_output.into();
+            o.wall_time_ms = run.wall_time_ms;
+            o.cpu_time_ms = run.cpu_time_ms;
+            o.memory_bytes = run.memory_bytes;
+            return o;
+        }
+    }
+    let run = match execute(&job.run.argv, &job.env, work_dir, &job.stdin.0, &job.run.limits, Capture::Separate, isolation) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut o = Outcome::failed(Status::InternalError, format!("program could not start: {e}"));
+            o.compile_output = compile_output.into();
+            return o;
+        }
+    };
+    let (status, message) = verdict(&run, &job.run.limits, job.expected_output.as_ref().map(|b| &b.0[..]), isolation);
+    Outcome {
+        status,
+        exit_code: run.exit_code,
+        signal: run.signal,
+        stdout: run.stdout.into(),
+        stderr: run.stderr.into(),
+        compile_output: compile_output.into(),
+        cpu_time_ms: run.cpu_time_ms,
+        wall_time_ms: run.wall_time_ms,
+        memory_bytes: run.memory_bytes,
+        message,
+    }
+}
+
+/// Tells apart the ways a run can end. OOM kills, time limits and a program's own SIGKILL all
+/// look alike from the exit status: the cgroup's OOM counter, the breach the watcher saw and the
+/// CPU time decide.
+fn verdict(run: &Execution, limits: &Limits, expected: Option<&[u8]>, isolation: &Isolation) -> (Status, Option<String>) {
+    if run.breach == Some(Breach::Output) {
+        return (
+            Status::OutputLimitExceeded,
+            Some(format!("output exceeded {} bytes on one stream; the first {0} bytes are kept", limits.output_bytes)),
+        );
+    }
+    if run.oom_killed {
+        return (Status::MemoryLimitExceeded, Some(format!("memory limit of {} bytes exceeded", limits.memory_bytes)));
+    }
+    let cpu_signal = matches!(run.signal, Some(libc::SIGXCPU))
+        || (run.signal == Some(libc::SIGKILL) && run.cpu_time_ms >= limits.cpu_time_ms);
+    if run.breach == Some(Breach::CpuTime) || cpu_signal {
+        return (Status::TimeLimitExceeded, Some(format!("cpu time limit of {} ms exceeded", limits.cpu_time_ms)));
+    }
+    if run.breach == Some(Breach::WallTime) {
+        return (Status::TimeLimitExceeded, Some(format!("wall time limit of {} ms exceeded", limits.wall_time_ms)));
+    }
+    let failed = run.signal.is_some() || run.exit_code != Some(0);
+    if failed && isolation.cgroup.is_none() && run.memory_bytes >= limits.memory_bytes / 2 {
+        return (
+            Status::MemoryLimitExceeded,
+            Some(format!(
+                "the program failed near its memory limit of {} bytes (no memory cgroup on this host: judged from peak RSS)",
+                limits.memory_bytes
+            )),
+        );
+    }
+    if let Some(sig) = run.signal {
+        let message = match sig {
+            libc::SIGXFSZ => format!("killed by signal {sig} (SIGXFSZ): file size limit of {} bytes exceeded", limits.file_size_bytes),
+            _ => format!("killed by signal {sig} ({})", signal_name(sig)),
+        };
+        return (Status::Signaled, Some(message));
+    }
+    match (run.exit_code, expected) {
+        (Some(0), Some(want)) if same_output(&run.stdout, want) => (Status::Accepted, None),
+        (Some(0), Some(_)) => (Status::WrongAnswer, Some("stdout differs from expected_output".into())),
+        (Some(0), None) => (Status::Accepted, None),
+        (Some(code), _) => (Status::RuntimeError, Some(format!("exited with code {code}"))),
+        (None, _) => (Status::InternalError, Some("the program ended without an exit status".into())),
+    }
+}
+
+/// Output comparison the way judges do it: trailing whitespace on lines and at the end is ignored.
+fn same_output(got: &[u8], want: &[u8]) -> bool {
+    fn normalise(b: &[u8]) -> Vec<&[u8]> {
+        let mut lines: Vec<&[u8]> = b.split(|&c| c == b'\n').map(|l| l.trim_ascii_end()).collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+    normalise(got) == normalise(want)
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGINT => "SIGINT",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => "other",
+    }
+}
+
+/// Checks a submitted file name: relative, no `..`, no empty parts.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    let path = Path::new(name);
+    if name.is_empty() || name.len() > 255 {
+        return Err(format!("file name {name:?} must be 1 to 255 bytes"));
+    }
+    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("file name {name:?} must be a relative path without '..'"));
+    }
+    Ok(())
+}
+
+fn write_files(job: &Job, work_dir: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+    for file in &job.files {
+        check_file_name(&file.name)?;
+        let path = work_dir.join(&file.name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("creating the folder of {}: {e}", file.name))?;
+            chown(parent, owner).map_err(|e| format!("chown {}: {e}", parent.display()))?;
+        }
+        fs::write(&path, &file.content.0).map_err(|e| format!("writing {}: {e}", file.name))?;
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o755));
+        chown(&path, owner).map_err(|e| format!("chown {}: {e}", file.name))?;
+    }
+    Ok(())
+}
+
+fn chown(path: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
+}

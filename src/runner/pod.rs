@@ -1,0 +1,112 @@
+//! The runner's two ways of being started: as pid 1 of a local standby pod (framed protocol on
+//! stdin/stdout), or directly with one job on stdin (inside a Kubernetes pod, or by hand).
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::execute::Isolation;
+use super::protocol::{read_frame, write_frame, RunnerReport};
+use super::run_job;
+use crate::job::Job;
+use crate::outcome::{Outcome, Status};
+use crate::sandbox::cgroup::Cgroup;
+use crate::sandbox::setup::{enter_pod, PodSetup, SetupError, WORK_DIR};
+
+/// Pod mode: build the pod from the host's `PodSetup`, report ready, run one job, report, exit.
+/// Exiting as pid 1 makes the kernel kill anything left in the pod.
+pub fn serve_pod() -> i32 {
+    let mut input = io::stdin().lock();
+    let mut output = io::stdout().lock();
+    let setup: PodSetup = match read_frame(&mut input) {
+        Ok(Some(s)) => s,
+        Ok(None) => return 0,
+        Err(e) => {
+            let _ = write_frame(&mut output, &RunnerReport::SetupFailed { step: "read the pod setup".into(), error: e.to_string() });
+            return 2;
+        }
+    };
+    let isolation = match build(&setup) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = write_frame(&mut output, &RunnerReport::SetupFailed { step: e.step, error: e.error });
+            return 2;
+        }
+    };
+    if write_frame(&mut output, &RunnerReport::Ready).is_err() {
+        return 2;
+    }
+    let outcome = match read_frame::<Job>(&mut input) {
+        Ok(Some(job)) => run_job(&job, Path::new(WORK_DIR), &isolation),
+        Ok(None) => return 0, // the host retired this pod unused
+        Err(e) => Outcome::failed(Status::Rejected, format!("the job could not be decoded: {e}")),
+    };
+    match write_frame(&mut output, &RunnerReport::Finished(Box::new(outcome))) {
+        Ok(()) => 0,
+        Err(_) => 2,
+    }
+}
+
+fn build(setup: &PodSetup) -> Result<Isolation, SetupError> {
+    let cgroup = match &setup.cgroup {
+        Some(paths) => Some(Arc::new(
+            Cgroup::open(paths).map_err(|e| SetupError { step: "open the pod's cgroup".into(), error: e.to_string() })?,
+        )),
+        None => None,
+    };
+    enter_pod(setup)?;
+    Ok(Isolation { cgroup, owns_pid_namespace: std::process::id() == 1, sandbox_user: setup.sandbox_user })
+}
+
+/// Direct mode: one job on stdin (bincode, or JSON when `json`), one outcome on stdout, run in a
+/// fresh work dir that is removed afterwards. Used where the pod itself is the sandbox
+/// (Kubernetes): the runner adds rlimits, no_new_privs and seccomp, and drops root if it has it.
+pub fn run_direct(json: bool) -> i32 {
+    let mut raw = Vec::new();
+    if let Err(e) = io::stdin().lock().read_to_end(&mut raw) {
+        eprintln!("kiln-runner: reading the job from stdin: {e}");
+        return 2;
+    }
+    let job: Result<Job, String> = if json {
+        serde_json::from_slice(&raw).map_err(|e| format!("the job is not valid JSON: {e}"))
+    } else {
+        super::protocol::decode(&raw).map_err(|e| format!("the job is not valid bincode: {e}"))
+    };
+    let outcome = match job {
+        Ok(job) => run_in_temp_dir(&job),
+        Err(e) => Outcome::failed(Status::Rejected, e),
+    };
+    let encoded = if json {
+        serde_json::to_vec(&outcome).map_err(|e| e.to_string())
+    } else {
+        bincode::serde::encode_to_vec(&outcome, bincode::config::standard()).map_err(|e| e.to_string())
+    };
+    match encoded {
+        Ok(bytes) => {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&bytes);
+            let _ = out.flush();
+            0
+        }
+        Err(e) => {
+            eprintln!("kiln-runner: encoding the outcome: {e}");
+            2
+        }
+    }
+}
+
+fn run_in_temp_dir(job: &Job) -> Outcome {
+    let root = unsafe { libc::geteuid() } == 0;
+    let dir = std::env::temp_dir().join(format!("kiln-work-{}-{}", std::process::id(), job.id.replace('/', "_")));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return Outcome::failed(Status::InternalError, format!("creating the work dir {}: {e}", dir.display()));
+    }
+    let sandbox_user = root.then_some((65534, 65534));
+    if let Some((uid, gid)) = sandbox_user {
+        let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
+    }
+    let isolation = Isolation { cgroup: None, owns_pid_namespace: std::process::id() == 1, sandbox_user };
+    let outcome = run_job(job, &dir, &isolation);
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}

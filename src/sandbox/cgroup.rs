@@ -1,0 +1,373 @@
+//! Control groups, v1 and v2. The host side makes one cgroup per standby pod; the runner inside the
+//! pod holds directory handles to it (opened before `pivot_root` hides the cgroup filesystem) to
+//! set the job's limits, move the program in, and read what it used.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Which cgroup hierarchy this host offers for sandboxes, found once at start.
+#[derive(Clone, Debug)]
+pub enum CgroupLayout {
+    /// Separate hierarchies per controller (many hosts still run these).
+    V1 { memory: PathBuf, pids: PathBuf, cpuacct: PathBuf },
+    /// The unified hierarchy with memory, pids and cpu enabled below `root`.
+    V2 { root: PathBuf },
+    /// No usable cgroups; limits fall back to rlimits. The reason says what is missing.
+    Unavailable { reason: String },
+}
+
+/// The directories of one pod's cgroup, as handed to the runner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupPaths {
+    pub version: u8,
+    /// v1: memory, pids, cpuacct (in that order); v2: the one directory.
+    pub dirs: Vec<PathBuf>,
+}
+
+const KILN_GROUP: &str = "kiln";
+
+impl CgroupLayout {
+    /// Looks at the mounted cgroup filesystems and picks the one that can enforce memory and
+    /// process limits. Prefers v2 when it has the controllers; v1 otherwise.
+    pub fn detect() -> CgroupLayout {
+        let mounts = match fs::read_to_string("/proc/self/mounts") {
+            Ok(m) => m,
+            Err(e) => return CgroupLayout::Unavailable { reason: format!("cannot read /proc/self/mounts: {e}") },
+        };
+        let mut v1_memory = None;
+        let mut v1_pids = None;
+        let mut v1_cpuacct = None;
+        let mut v2_root = None;
+        for line in mounts.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 4 {
+                continue;
+            }
+            let (dir, fstype, opts) = (PathBuf::from(fields[1]), fields[2], fields[3]);
+            if fstype == "cgroup2" {
+                v2_root.get_or_insert(dir);
+            } else if fstype == "cgroup" {
+                for opt in opts.split(',') {
+                    match opt {
+                        "memory" => v1_memory = Some(dir.clone()),
+                        "pids" => v1_pids = Some(dir.clone()),
+                        "cpuacct" => v1_cpuacct = Some(dir.clone()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut missing_v2 = String::from("no cgroup2 filesystem is mounted");
+        if let Some(root) = &v2_root {
+            let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+            let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+            if has("memory") && has("pids") && has("cpu") {
+                return CgroupLayout::V2 { root: root.clone() };
+            }
+            missing_v2 = format!(
+                "cgroup2 at {} offers controllers [{}], not memory+pids+cpu",
+                root.display(),
+                controllers.trim()
+            );
+        }
+        match (v1_memory, v1_pids, v1_cpuacct) {
+            (Some(memory), Some(pids), Some(cpuacct)) => CgroupLayout::V1 { memory, pids, cpuacct },
+            (m, p, c) => {
+                let mut absent = Vec::new();
+                if m.is_none() {
+                    absent.push("memory");
+                }
+                if p.is_none() {
+                    absent.push("pids");
+                }
+                if c.is_none() {
+                    absent.push("cpuacct");
+                }
+                CgroupLayout::Unavailable {
+                    reason: format!("{missing_v2}; cgroup v1 lacks the {} controller(s)", absent.join(", ")),
+                }
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            CgroupLayout::V1 { memory, .. } => format!("cgroup v1 (memory at {})", memory.display()),
+            CgroupLayout::V2 { root } => format!("cgroup v2 at {}", root.display()),
+            CgroupLayout::Unavailable { reason } => format!("no cgroups ({reason})"),
+        }
+    }
+
+    /// Makes the parent `kiln` group (and on v2 enables the controllers for its children).
+    pub fn prepare(&self) -> io::Result<()> {
+        match self {
+            CgroupLayout::V1 { memory, pids, cpuacct } => {
+                for base in [memory, pids, cpuacct] {
+                    mkdir_if_missing(&base.join(KILN_GROUP))?;
+                }
+                // Swap would let a memory bomb outlive its limit slowly instead of being killed.
+                let _ = fs::write(memory.join(KILN_GROUP).join("memory.swappiness"), "0");
+                Ok(())
+            }
+            CgroupLayout::V2 { root } => {
+                let enable = "+memory +pids +cpu";
+                fs::write(root.join("cgroup.subtree_control"), enable).map_err(|e| {
+                    io::Error::new(e.kind(), format!("enabling {enable} in {}/cgroup.subtree_control: {e}", root.display()))
+                })?;
+                let kiln = root.join(KILN_GROUP);
+                mkdir_if_missing(&kiln)?;
+                fs::write(kiln.join("cgroup.subtree_control"), enable)
+            }
+            CgroupLayout::Unavailable { .. } => Ok(()),
+        }
+    }
+
+    /// Creates the cgroup of one pod.
+    pub fn create_pod_group(&self, name: &str) -> io::Result<Option<CgroupPaths>> {
+        let paths = match self {
+            CgroupLayout::V1 { memory, pids, cpuacct } => CgroupPaths {
+                version: 1,
+                dirs: [memory, pids, cpuacct].iter().map(|b| b.join(KILN_GROUP).join(name)).collect(),
+            },
+            CgroupLayout::V2 { root } => CgroupPaths { version: 2, dirs: vec![root.join(KILN_GROUP).join(name)] },
+            CgroupLayout::Unavailable { .. } => return Ok(None),
+        };
+        for dir in &paths.dirs {
+            fs::create_dir(dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
+        }
+        Ok(Some(paths))
+    }
+
+    /// Lists pod groups left behind by an earlier process (a crash), so start-up can remove them.
+    pub fn leftover_pod_groups(&self) -> Vec<CgroupPaths> {
+        let (version, bases): (u8, Vec<PathBuf>) = match self {
+            CgroupLayout::V1 { memory, pids, cpuacct } => {
+                (1, [memory, pids, cpuacct].iter().map(|b| b.join(KILN_GROUP)).collect())
+            }
+            CgroupLayout::V2 { root } => (2, vec![root.join(KILN_GROUP)]),
+            CgroupLayout::Unavailable { .. } => return Vec::new(),
+        };
+        let Ok(entries) = fs::read_dir(&bases[0]) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| CgroupPaths { version, dirs: bases.iter().map(|b| b.join(e.file_name())).collect() })
+            .collect()
+    }
+}
+
+impl CgroupPaths {
+    /// Kills whatever is still in the group and removes its directories. Retries briefly because
+    /// processes killed an instant ago may still be leaving.
+    pub fn remove(&self) -> io::Result<()> {
+        for attempt in 0..200 {
+            let mut busy = false;
+            for dir in &self.dirs {
+                if !dir.exists() {
+                    continue;
+                }
+                if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                    for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                match fs::remove_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) if attempt == 199 => {
+                        return Err(io::Error::new(e.kind(), format!("removing cgroup {}: {e}", dir.display())))
+                    }
+                    Err(_) => busy = true,
+                }
+            }
+            if !busy {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}
+
+fn mkdir_if_missing(dir: &Path) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A pod's cgroup as seen by the runner: directory handles that stay valid after the cgroup
+/// filesystem is hidden from the sandbox.
+pub struct Cgroup {
+    version: u8,
+    dirs: Vec<OwnedFd>,
+    /// `cgroup.procs` of every hierarchy, open for writing, so the program's process can move
+    /// itself in between fork and exec without allocating.
+    procs: Vec<OwnedFd>,
+    /// v2 `memory.peak`, kept open: a write resets the peak seen through this handle.
+    peak: Option<OwnedFd>,
+}
+
+impl Cgroup {
+    pub fn open(paths: &CgroupPaths) -> io::Result<Cgroup> {
+        let mut dirs = Vec::new();
+        let mut procs = Vec::new();
+        for dir in &paths.dirs {
+            let fd = open_path(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+            procs.push(open_at(&fd, "cgroup.procs", libc::O_WRONLY)?);
+            dirs.push(fd);
+        }
+        let peak = if paths.version == 2 { open_at(&dirs[0], "memory.peak", libc::O_RDWR).ok() } else { None };
+        Ok(Cgroup { version: paths.version, dirs, procs, peak })
+    }
+
+    fn memory(&self) -> &OwnedFd {
+        &self.dirs[0]
+    }
+
+    fn pids(&self) -> &OwnedFd {
+        if self.version == 1 { &self.dirs[1] } else { &self.dirs[0] }
+    }
+
+    fn cpu(&self) -> &OwnedFd {
+        if self.version == 1 { &self.dirs[2] } else { &self.dirs[0] }
+    }
+
+    /// Applies one stage's limits and resets the peak-memory counter.
+    pub fn apply(&self, memory_bytes: u64, processes: u32) -> io::Result<()> {
+        if self.version == 1 {
+            // memsw must stay >= the memory limit: lower the memory limit first when shrinking.
+            let _ = write_at(self.memory(), "memory.memsw.limit_in_bytes", "-1");
+            write_at(self.memory(), "memory.limit_in_bytes", &memory_bytes.to_string())?;
+            let _ = write_at(self.memory(), "memory.memsw.limit_in_bytes", &memory_bytes.to_string());
+            let _ = write_at(self.memory(), "memory.max_usage_in_bytes", "0");
+        } else {
+            write_at(self.memory(), "memory.max", &memory_bytes.to_string())?;
+            let _ = write_at(self.memory(), "memory.swap.max", "0");
+            if let Some(peak) = &self.peak {
+                let _ = write_fd(peak, "reset");
+            }
+        }
+        write_at(self.pids(), "pids.max", &processes.to_string())
+    }
+
+    /// Moves the calling process into this cgroup. Called between fork and exec: no allocation.
+    pub fn enter_self(&self) -> io::Result<()> {
+        for fd in &self.procs {
+            if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Peak memory of the group since the last `apply`, in bytes.
+    pub fn memory_peak(&self) -> u64 {
+        if self.version == 1 {
+            read_u64_at(self.memory(), "memory.max_usage_in_bytes").unwrap_or(0)
+        } else if let Some(peak) = &self.peak {
+            let mut text = String::new();
+            let mut file = fs::File::from(peak.try_clone().expect("dup memory.peak"));
+            use std::io::Seek;
+            let _ = file.seek(io::SeekFrom::Start(0));
+            let _ = file.read_to_string(&mut text);
+            text.trim().parse().unwrap_or(0)
+        } else {
+            read_u64_at(self.memory(), "memory.current").unwrap_or(0)
+        }
+    }
+
+    /// How many times the kernel's OOM killer has killed a process in this group.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.version == 1 { "memory.oom_control" } else { "memory.events" };
+        let text = read_at(self.memory(), file).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// CPU time used by the group so far, in nanoseconds.
+    pub fn cpu_usage_ns(&self) -> u64 {
+        if self.version == 1 {
+            read_u64_at(self.cpu(), "cpuacct.usage").unwrap_or(0)
+        } else {
+            let text = read_at(self.cpu(), "cpu.stat").unwrap_or_default();
+            text.lines()
+                .find_map(|l| l.strip_prefix("usage_usec ").and_then(|n| n.trim().parse::<u64>().ok()))
+                .map(|us| us * 1000)
+                .unwrap_or(0)
+        }
+    }
+
+    /// Pids of the processes in the group (v1: from the memory hierarchy).
+    pub fn pids_inside(&self) -> Vec<i32> {
+        read_at(self.memory(), "cgroup.procs")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Kills every process in the group.
+    pub fn kill_all(&self) {
+        if self.version == 2 && write_at(self.memory(), "cgroup.kill", "1").is_ok() {
+            return;
+        }
+        for _ in 0..100 {
+            let pids = self.pids_inside();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn open_path(path: &Path, flags: i32) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("opening {}: {e}", path.display())));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_at(dir: &OwnedFd, name: &str, flags: i32) -> io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("opening cgroup file {name}: {e}")));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn write_fd(fd: &OwnedFd, value: &str) -> io::Result<()> {
+    let mut file = fs::File::from(fd.try_clone()?);
+    file.write_all(value.as_bytes())
+}
+
+fn write_at(dir: &OwnedFd, name: &str, value: &str) -> io::Result<()> {
+    let fd = open_at(dir, name, libc::O_WRONLY)?;
+    write_fd(&fd, value).map_err(|e| io::Error::new(e.kind(), format!("writing {value} to cgroup file {name}: {e}")))
+}
+
+fn read_at(dir: &OwnedFd, name: &str) -> io::Result<String> {
+    let mut text = String::new();
+    fs::File::from(open_at(dir, name, libc::O_RDONLY)?).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn read_u64_at(dir: &OwnedFd, name: &str) -> io::Result<u64> {
+    read_at(dir, name)?.trim().parse().map_err(|_| io::ErrorKind::InvalidData.into())
+}

@@ -1,0 +1,272 @@
+//! Submissions as producers write them (HTTP JSON, Kafka JSON or bincode), their validation, and
+//! their resolution into a `Job` against the language registry and the server's limits.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::Bytes;
+use crate::job::{Job, JobFile, Limits, Stage};
+use crate::languages::{fill_limits, LimitOverrides, Registry};
+
+/// Version of the submission and result wire formats.
+pub const WIRE_VERSION: u32 = 1;
+
+/// How a file's `content` is encoded in JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    Base64,
+    Hex,
+}
+
+/// One source file as submitted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmittedFile {
+    /// Defaults to the language's entry file name for the first file.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub content: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// Limits a submission asks for; each falls back to the server default when absent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedLimits {
+    pub wall_time_ms: Option<u64>,
+    pub cpu_time_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u32>,
+    pub output_bytes: Option<u64>,
+    pub file_size_bytes: Option<u64>,
+}
+
+/// A submission: what a producer asks Kiln to run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// Client-chosen id; the same id submitted twice is the same submission.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub language: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub files: Vec<SubmittedFile>,
+    /// Shorthand for one file with the language's default name.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub stdin: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub expected_output: Option<String>,
+    #[serde(default)]
+    pub limits: RequestedLimits,
+}
+
+/// The server's defaults and maxima for every limit, plus size bounds on submissions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LimitPolicy {
+    pub default: Limits,
+    pub maximum: Limits,
+    /// Limits of the compile step (languages may raise them with `compile_limits`).
+    pub compile: Limits,
+    pub max_files: usize,
+    pub max_args: usize,
+    /// Source files and stdin together, decoded.
+    pub max_submission_bytes: usize,
+}
+
+impl Default for LimitPolicy {
+    fn default() -> Self {
+        LimitPolicy {
+            default: Limits {
+                wall_time_ms: 10_000,
+                cpu_time_ms: 5_000,
+                memory_bytes: 256 << 20,
+                processes: 64,
+                output_bytes: 1 << 20,
+                file_size_bytes: 16 << 20,
+                open_files: 256,
+                network: false,
+            },
+            maximum: Limits {
+                wall_time_ms: 60_000,
+                cpu_time_ms: 30_000,
+                memory_bytes: 2 << 30,
+                processes: 512,
+                output_bytes: 16 << 20,
+                file_size_bytes: 256 << 20,
+                open_files: 1024,
+                network: false,
+            },
+            compile: Limits {
+                wall_time_ms: 30_000,
+                cpu_time_ms: 30_000,
+                memory_bytes: 512 << 20,
+                processes: 128,
+                output_bytes: 64 << 10,
+                file_size_bytes: 256 << 20,
+                open_files: 1024,
+                network: false,
+            },
+            max_files: 64,
+            max_args: 256,
+            max_submission_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Why a submission cannot run: shown to the user as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Submission {
+    /// Checks the submission and turns it into a job for `id`.
+    pub fn resolve(&self, id: &str, registry: &Registry, policy: &LimitPolicy) -> Result<Job, Invalid> {
+        let lang = registry.find(&self.language, self.version.as_deref()).map_err(Invalid)?;
+        let limits = self.limits(policy)?;
+
+        let mut files = Vec::new();
+        if let Some(source) = &self.source {
+            files.push(JobFile { name: lang.entry.clone(), content: Bytes(source.as_bytes().to_vec()) });
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            let name = match (&f.name, i == 0 && self.source.is_none()) {
+                (Some(n), _) => n.clone(),
+                (None, true) => lang.entry.clone(),
+                (None, false) => return Err(Invalid(format!("files[{i}] needs a name"))),
+            };
+            crate::runner::check_file_name(&name).map_err(|e| Invalid(format!("files[{i}]: {e}")))?;
+            let content = decode(&f.content, f.encoding).map_err(|e| Invalid(format!("files[{i}] ({name}): {e}")))?;
+            files.push(JobFile { name, content: Bytes(content) });
+        }
+        if files.is_empty() {
+            return Err(Invalid("the submission has no source: give \"source\" or \"files\"".into()));
+        }
+        if files.len() > policy.max_files {
+            return Err(Invalid(format!("{} files is over the maximum of {}", files.len(), policy.max_files)));
+        }
+        let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Invalid("two files have the same name".into()));
+        }
+        if self.args.len() > policy.max_args {
+            return Err(Invalid(format!("{} args is over the maximum of {}", self.args.len(), policy.max_args)));
+        }
+        let total: usize = files.iter().map(|f| f.content.len()).sum::<usize>()
+            + self.stdin.len()
+            + self.args.iter().map(String::len).sum::<usize>();
+        if total > policy.max_submission_bytes {
+            return Err(Invalid(format!(
+                "files, stdin and args come to {total} bytes, over the maximum of {}",
+                policy.max_submission_bytes
+            )));
+        }
+        // The entry point: the first file, whatever it is called, is what the language runs.
+        let entry = files[0].name.clone();
+        let swap_entry = |argv: &[String]| -> Vec<String> {
+            argv.iter().map(|a| if *a == lang.entry { entry.clone() } else { a.clone() }).collect()
+        };
+        let mut run_argv = fill_limits(&swap_entry(&lang.run), limits.memory_bytes);
+        run_argv.extend(self.args.iter().cloned());
+        let compile = lang.compile.as_ref().map(|argv| Stage {
+            argv: fill_limits(&swap_entry(argv), limits.memory_bytes),
+            limits: raise(&policy.compile, &lang.compile_limits),
+        });
+        Ok(Job {
+            id: id.to_string(),
+            language: lang.name.clone(),
+            files,
+            compile,
+            run: Stage { argv: run_argv, limits: raise(&limits, &lang.run_limits) },
+            env: lang.env.clone(),
+            stdin: Bytes(self.stdin.as_bytes().to_vec()),
+            expected_output: self.expected_output.as_ref().map(|s| Bytes(s.as_bytes().to_vec())),
+        })
+    }
+
+    /// The run limits: requested values, or defaults; each checked against the maximum.
+    pub fn limits(&self, policy: &LimitPolicy) -> Result<Limits, Invalid> {
+        let (d, m, r) = (&policy.default, &policy.maximum, &self.limits);
+        fn pick<T: PartialOrd + Copy + std::fmt::Display>(name: &str, req: Option<T>, def: T, max: T) -> Result<T, Invalid> {
+            match req {
+                Some(v) if v > max => Err(Invalid(format!("limits.{name} = {v} is over the server maximum of {max}"))),
+                Some(v) => Ok(v),
+                None => Ok(if def > max { max } else { def }),
+            }
+        }
+        let limits = Limits {
+            wall_time_ms: pick("wall_time_ms", r.wall_time_ms, d.wall_time_ms, m.wall_time_ms)?,
+            cpu_time_ms: pick("cpu_time_ms", r.cpu_time_ms, d.cpu_time_ms, m.cpu_time_ms)?,
+            memory_bytes: pick("memory_bytes", r.memory_bytes, d.memory_bytes, m.memory_bytes)?,
+            processes: pick("processes", r.processes, d.processes, m.processes)?,
+            output_bytes: pick("output_bytes", r.output_bytes, d.output_bytes, m.output_bytes)?,
+            file_size_bytes: pick("file_size_bytes", r.file_size_bytes, d.file_size_bytes, m.file_size_bytes)?,
+            open_files: d.open_files,
+            network: d.network,
+        };
+        for (name, v) in [("wall_time_ms", limits.wall_time_ms), ("cpu_time_ms", limits.cpu_time_ms), ("memory_bytes", limits.memory_bytes)] {
+            if v == 0 {
+                return Err(Invalid(format!("limits.{name} must be above 0")));
+            }
+        }
+        if limits.memory_bytes < 4 << 20 {
+            return Err(Invalid("limits.memory_bytes must be at least 4194304 (4 MiB)".into()));
+        }
+        if limits.processes == 0 {
+            return Err(Invalid("limits.processes must be at least 1".into()));
+        }
+        Ok(limits)
+    }
+}
+
+/// A language may need more than the defaults (a JVM's threads): its floors raise the limits.
+fn raise(base: &Limits, floor: &LimitOverrides) -> Limits {
+    let mut l = base.clone();
+    if let Some(v) = floor.wall_time_ms {
+        l.wall_time_ms = l.wall_time_ms.max(v);
+    }
+    if let Some(v) = floor.cpu_time_ms {
+        l.cpu_time_ms = l.cpu_time_ms.max(v);
+    }
+    if let Some(v) = floor.memory_bytes {
+        l.memory_bytes = l.memory_bytes.max(v);
+    }
+    if let Some(v) = floor.processes {
+        l.processes = l.processes.max(v);
+    }
+    l
+}
+
+fn decode(content: &str, encoding: Encoding) -> Result<Vec<u8>, String> {
+    match encoding {
+        Encoding::Utf8 => Ok(content.as_bytes().to_vec()),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(content.trim())
+            .map_err(|e| format!("invalid base64: {e}")),
+        Encoding::Hex => {
+            let s = content.trim().as_bytes();
+            if s.len() % 2 != 0 {
+                return Err("invalid hex: odd number of digits".into());
+            }
+            s.chunks(2)
+                .enumerate()
+                .map(|(i, pair)| {
+                    std::str::from_utf8(pair)
+                        .ok()
+                        .and_then(|p| u8::from_str_radix(p, 16).ok())
+                        .ok_or_else(|| format!("invalid hex at offset {}", i * 2))
+                })
+                .collect()
+        }
+    }
+}

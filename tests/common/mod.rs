@@ -1,0 +1,44 @@
+//! Shared by the integration tests: real local pods running the real `kiln-runner`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kiln::languages::Registry;
+use kiln::outcome::Outcome;
+use kiln::pods::local::{LocalBackend, LocalSettings};
+use kiln::pods::PodBackend;
+use kiln::submission::{LimitPolicy, Submission};
+
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| Registry::load(None).expect("the built-in registry loads"))
+}
+
+pub fn runner_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln-runner"))
+}
+
+pub fn backend() -> LocalBackend {
+    let mut read_only = LocalSettings::default_read_only();
+    read_only.extend(registry().mounts());
+    LocalBackend::new(LocalSettings {
+        runner: runner_path(),
+        tmpfs_bytes: 64 << 20,
+        read_only,
+        masked: LocalSettings::default_masked(),
+        sandbox_user: (65534, 65534),
+    })
+    .expect("local backend starts")
+}
+
+/// Runs a submission in a fresh standby pod and returns what the runner reported.
+pub async fn run(sub: Submission) -> Outcome {
+    let job = sub.resolve("test", registry(), &LimitPolicy::default()).expect("valid submission");
+    let pod = backend().create().await.expect("standby pod");
+    pod.run(job).await.expect("pod finished the job")
+}
+
+pub fn source(language: &str, source: &str) -> Submission {
+    Submission { language: language.into(), source: Some(source.into()), ..Default::default() }
+}
