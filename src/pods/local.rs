@@ -50,8 +50,10 @@ pub struct LocalBackend {
     settings: LocalSettings,
     cgroups: CgroupLayout,
     rootless: bool,
-    next: AtomicU64,
 }
+
+/// Pod names are unique per process, however many backends it makes.
+static NEXT_POD: AtomicU64 = AtomicU64::new(0);
 
 impl LocalBackend {
     /// Detects what this host offers, removes pods left by an earlier crash, and checks that the
@@ -73,7 +75,7 @@ impl LocalBackend {
         for stale in cgroups.leftover_pod_groups() {
             let _ = stale.remove();
         }
-        Ok(LocalBackend { settings, cgroups, rootless, next: AtomicU64::new(0) })
+        Ok(LocalBackend { settings, cgroups, rootless })
     }
 
     pub fn cgroups(&self) -> &CgroupLayout {
@@ -114,7 +116,7 @@ impl PodBackend for LocalBackend {
     }
 
     fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = NEXT_POD.fetch_add(1, Ordering::Relaxed);
         let id = format!("pod-{}-{n}", std::process::id());
         let cgroup = self.cgroups.create_pod_group(&id);
         let runner = self.settings.runner.clone();

@@ -143,7 +143,8 @@ impl CgroupLayout {
         Ok(Some(paths))
     }
 
-    /// Lists pod groups left behind by an earlier process (a crash), so start-up can remove them.
+    /// Lists pod groups left behind by Kiln processes that are gone (a crash), so start-up can
+    /// remove them. Pod groups are named `pod-<pid of the owner>-<n>`; live owners keep theirs.
     pub fn leftover_pod_groups(&self) -> Vec<CgroupPaths> {
         let (version, bases): (u8, Vec<PathBuf>) = match self {
             CgroupLayout::V1 { memory, pids, cpuacct } => {
@@ -156,6 +157,11 @@ impl CgroupLayout {
         entries
             .flatten()
             .filter(|e| e.path().is_dir())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let owner = name.strip_prefix("pod-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+                owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            })
             .map(|e| CgroupPaths { version, dirs: bases.iter().map(|b| b.join(e.file_name())).collect() })
             .collect()
     }

@@ -59,6 +59,10 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
         bind_read_only(root, host)?;
     }
     make_dev(root)?;
+    // Hidden files are replaced by an empty file nobody may open.
+    let blank = root.join(".masked");
+    step("create the mask file", fs::write(&blank, b""))?;
+    step("chmod the mask file", fs::set_permissions(&blank, fs::Permissions::from_mode(0o000)))?;
     for hidden in &setup.masked {
         let inside = inside(root, hidden);
         let what = format!("mask {}", hidden.display());
@@ -66,7 +70,7 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
             let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
             step(what, mount(Some("kiln-masked"), &inside, Some("tmpfs"), flags, Some("size=4k,mode=755")))?;
         } else if inside.exists() {
-            step(what, mount(Some("/dev/null"), &inside, None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
+            step(what, mount(Some(blank.as_path()), &inside, None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
         }
     }
 

@@ -34,7 +34,12 @@ pub fn backend() -> LocalBackend {
 
 /// Runs a submission in a fresh standby pod and returns what the runner reported.
 pub async fn run(sub: Submission) -> Outcome {
-    let job = sub.resolve("test", registry(), &LimitPolicy::default()).expect("valid submission");
+    run_with(sub, &LimitPolicy::default()).await
+}
+
+/// Same, under a policy other than the default.
+pub async fn run_with(sub: Submission, policy: &LimitPolicy) -> Outcome {
+    let job = sub.resolve("test", registry(), policy).expect("valid submission");
     let pod = backend().create().await.expect("standby pod");
     pod.run(job).await.expect("pod finished the job")
 }
