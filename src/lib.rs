@@ -4,6 +4,7 @@
 //! `actors` hold it until a pod from `pods` runs it with `kiln-runner` (`runner`), and the
 //! result leaves through the queue's results side.
 
+pub mod bench;
 pub mod bytes;
 pub mod job;
 pub mod languages;

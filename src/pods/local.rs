@@ -225,7 +225,8 @@ impl StandbyPod for LocalPod {
                 }
             }
             .await;
-            self.retire().await;
+            // The outcome goes back now; tearing the pod down is nobody's latency.
+            tokio::spawn(async move { self.retire().await });
             result
         })
     }

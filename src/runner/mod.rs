@@ -12,22 +12,27 @@ use std::path::{Component, Path};
 
 use crate::job::{Job, Limits};
 use crate::outcome::{Outcome, Status};
-use execute::{execute, Breach, Capture, Execution, Isolation};
+use execute::{execute, Breach, Capture, Execution, Isolation, Zygote};
 
 /// Compiler output kept per job; diagnostics past this are not useful to anyone.
 const COMPILE_OUTPUT_CAP: u64 = 64 * 1024;
 
-/// Runs a job in `work_dir` and says what happened. Never panics on the job's content: every
-/// failure becomes an outcome with a message.
-pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation) -> Outcome {
+/// Runs a job in `work_dir` and says what happened. `ready` is a zygote forked while the pod was
+/// on standby. Never panics on the job's content: every failure becomes an outcome with a message.
+pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation, ready: Option<Zygote>) -> Outcome {
     if let Err(e) = write_files(job, work_dir, isolation.sandbox_user) {
         return Outcome::failed(Status::Rejected, e);
     }
+    let mut ready = ready;
+    let mut zygote = || match ready.take() {
+        Some(z) => Ok(z),
+        None => Zygote::fork(isolation),
+    };
     let mut compile_output = Vec::new();
     if let Some(compile) = &job.compile {
         let mut limits = compile.limits.clone();
         limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
-        let run = match execute(&compile.argv, &job.env, work_dir, &[], &limits, Capture::Merged, isolation) {
+        let run = match zygote().and_then(|z| execute(z, &compile.argv, &job.env, work_dir, &[], &limits, Capture::Merged, isolation)) {
             Ok(r) => r,
             Err(e) => return Outcome::failed(Status::InternalError, format!("compiler could not start: {e}")),
         };
@@ -51,7 +56,7 @@ pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation) -> Outcome {
             return o;
         }
     }
-    let run = match execute(&job.run.argv, &job.env, work_dir, &job.stdin.0, &job.run.limits, Capture::Separate, isolation) {
+    let run = match zygote().and_then(|z| execute(z, &job.run.argv, &job.env, work_dir, &job.stdin.0, &job.run.limits, Capture::Separate, isolation)) {
         Ok(r) => r,
         Err(e) => {
             let mut o = Outcome::failed(Status::InternalError, format!("program could not start: {e}"));

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::execute::Isolation;
+use super::execute::{Isolation, Zygote};
 use super::protocol::{read_frame, write_frame, RunnerReport};
 use super::run_job;
 use crate::job::Job;
@@ -26,8 +26,13 @@ pub fn serve_pod() -> i32 {
             return 2;
         }
     };
-    let isolation = match build(&setup) {
-        Ok(i) => i,
+    let built = build(&setup).and_then(|isolation| {
+        let mut zygote = Zygote::fork(&isolation).map_err(|e| SetupError { step: "fork the program's process".into(), error: e.to_string() })?;
+        zygote.wait_ready().map_err(|e| SetupError { step: "move the program's process into the cgroup".into(), error: e.to_string() })?;
+        Ok((isolation, zygote))
+    });
+    let (isolation, zygote) = match built {
+        Ok(b) => b,
         Err(e) => {
             let _ = write_frame(&mut output, &RunnerReport::SetupFailed { step: e.step, error: e.error });
             return 2;
@@ -37,7 +42,7 @@ pub fn serve_pod() -> i32 {
         return 2;
     }
     let outcome = match read_frame::<Job>(&mut input) {
-        Ok(Some(job)) => run_job(&job, Path::new(WORK_DIR), &isolation),
+        Ok(Some(job)) => run_job(&job, Path::new(WORK_DIR), &isolation, Some(zygote)),
         Ok(None) => return 0, // the host retired this pod unused
         Err(e) => Outcome::failed(Status::Rejected, format!("the job could not be decoded: {e}")),
     };
@@ -106,7 +111,7 @@ fn run_in_temp_dir(job: &Job) -> Outcome {
         let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
     }
     let isolation = Isolation { cgroup: None, owns_pid_namespace: std::process::id() == 1, sandbox_user };
-    let outcome = run_job(job, &dir, &isolation);
+    let outcome = run_job(job, &dir, &isolation, None);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }

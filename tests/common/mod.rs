@@ -24,7 +24,7 @@ pub fn backend() -> LocalBackend {
     read_only.extend(registry().mounts());
     LocalBackend::new(LocalSettings {
         runner: runner_path(),
-        tmpfs_bytes: 64 << 20,
+        tmpfs_bytes: 512 << 20,
         read_only,
         masked: LocalSettings::default_masked(),
         sandbox_user: (65534, 65534),
