@@ -51,6 +51,17 @@ pub struct EngineFigures {
     pub idle_pss_bytes: u64,
     pub idle_host_bytes: i64,
     pub idle_pods: usize,
+    /// Host CPU time (all cores, kernel included) to make and retire one unused pod.
+    pub lifecycle_cpu: Duration,
+}
+
+/// Busy CPU time of the whole host so far (from /proc/stat), kernel work included.
+pub fn host_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: u64 = cpu.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(busy * 1000 / hz)
 }
 
 /// Floor spawns, runs through claimed standby pods, and pod creation, interleaved so that noise
@@ -99,7 +110,15 @@ pub async fn engine(backend: &dyn PodBackend, registry: &Registry, runs: usize) 
     for pod in pods {
         pod.destroy().await;
     }
+    let cycles = 100;
+    let busy_before = host_busy();
+    for _ in 0..cycles {
+        backend.create().await.map_err(|e| e.to_string())?.destroy().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lifecycle_cpu = (host_busy() - busy_before) / cycles;
     Ok(EngineFigures {
+        lifecycle_cpu,
         floor: Summary::of(floor),
         sandboxed: Summary::of(sandboxed),
         create: Summary::of(create),
@@ -150,11 +169,129 @@ pub fn report_engine(f: &EngineFigures) -> String {
          | claimed standby pod: send job, run, outcome back | {} | {} | {} | {:.2} |\n\
          | make one standby pod (clone, namespaces, cgroup, mounts, ready) | {} | {} | {} | {:.2} |\n\n\
          Idle standby pod: {:.2} MB proportional set size of its runner; {:.2} MB of host memory per pod \
-         (MemAvailable before and after making {} pods).\n",
+         (MemAvailable before and after making {} pods). Making and retiring one pod costs {} of host CPU \
+         (all cores, kernel included, from /proc/stat).\n",
         f.floor.n, ms(f.floor.p50), ms(f.floor.p99),
         f.sandboxed.n, ms(f.sandboxed.p50), ms(f.sandboxed.p99), ratio(f.sandboxed.p50, f.floor.p50),
         f.create.n, ms(f.create.p50), ms(f.create.p99), ratio(f.create.p50, f.floor.p50),
-        f.idle_pss_bytes as f64 / 1e6, f.idle_host_bytes as f64 / 1e6, f.idle_pods,
+        f.idle_pss_bytes as f64 / 1e6, f.idle_host_bytes as f64 / 1e6, f.idle_pods, ms(f.lifecycle_cpu),
     )
 }
 
+
+/// The HTTP benchmark: starts `kiln serve` as a child process, then measures bare spawns and
+/// `POST /v1/submissions?wait=true`, sequentially and at concurrency = cores, interleaved.
+pub fn http(kiln: &std::path::Path, runs: usize) -> Result<String, String> {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("kiln-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(kiln)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting kiln serve: {e}"))?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let addr = first.strip_prefix("kiln listening on ").ok_or(format!("unexpected first line {first:?}"))?.to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let result = http_measure(&addr, runs, child.id());
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn http_measure(base: &str, runs: usize, server_pid: u32) -> Result<String, String> {
+    let registry = Registry::load(None)?;
+    let python = registry.find("python", None)?.run[0].clone();
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    let body = serde_json::json!({"language": "python", "source": "print(1)"});
+    let submit = |agent: &ureq::Agent| -> Result<Duration, String> {
+        let t = Instant::now();
+        let r: serde_json::Value = agent
+            .post(&format!("{base}/v1/submissions?wait=true"))
+            .send_json(body.clone())
+            .map_err(|e| e.to_string())?
+            .into_json()
+            .map_err(|e| e.to_string())?;
+        let took = t.elapsed();
+        if r["stdout"] != "1\n" {
+            return Err(format!("unexpected result {r}"));
+        }
+        Ok(took)
+    };
+    // Ready: the pool is warm.
+    for _ in 0..100 {
+        if agent.get(&format!("{base}/readyz")).call().is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = rss_of(server_pid);
+    for _ in 0..5 {
+        submit(&agent)?;
+    }
+    floor_python(&python, 5);
+
+    let mut floor = Vec::new();
+    let mut e2e = Vec::new();
+    for _ in 0..runs {
+        e2e.push(submit(&agent)?);
+        floor.push(floor_python(&python, 1).p50);
+    }
+    let (floor, e2e) = (Summary::of(floor), Summary::of(e2e));
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let per_thread = runs.max(cores) / cores;
+    let total = per_thread * cores;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            let python = python.clone();
+            s.spawn(move || floor_python(&python, per_thread));
+        }
+    });
+    let floor_tput = total as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                let agent = agent.clone();
+                let submit = &submit;
+                s.spawn(move || (0..per_thread).map(|_| submit(&agent)).filter_map(|r| r.err()).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    if let Some(e) = errors.first() {
+        return Err(e.clone());
+    }
+    let kiln_tput = total as f64 / t.elapsed().as_secs_f64();
+
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    Ok(format!(
+        "| measurement | n | p50 | p99 | p50 ratio to floor |\n|---|---|---|---|---|\n\
+         | floor: bare `python3 -c 'print(1)'` | {} | {} | {} | 1.00 |\n\
+         | `POST /v1/submissions?wait=true` (`print(1)`), sequential | {} | {} | {} | {:.2} |\n\n\
+         | at concurrency {cores} | runs | throughput | ratio to floor |\n|---|---|---|---|\n\
+         | floor: bare spawns | {total} | {floor_tput:.1}/s | 1.00 |\n\
+         | Kiln over HTTP | {total} | {kiln_tput:.1}/s | {:.2} |\n\n\
+         `kiln serve` idle RSS (before any job, pool warm): {:.1} MB (the standby pods are separate processes).\n",
+        floor.n, ms(floor.p50), ms(floor.p99),
+        e2e.n, ms(e2e.p50), ms(e2e.p99), ratio(e2e.p50, floor.p50),
+        kiln_tput / floor_tput,
+        idle_rss as f64 / 1e6,
+    ))
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()))
+        .unwrap_or(0)
+        * 1024
+}

@@ -257,6 +257,11 @@ fn find_real_binary(name: &str) -> Result<PathBuf, String> {
             skipped.push(candidate.display().to_string());
             continue;
         }
+        // A multi-call binary (rustup, busybox) decides what to be from the name it is run by:
+        // keep that name.
+        if real.file_name() != candidate.file_name() && !real.file_name().is_some_and(|n| n.to_string_lossy().starts_with(name)) {
+            return Ok(candidate);
+        }
         return Ok(real);
     }
     if skipped.is_empty() {

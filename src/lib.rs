@@ -4,12 +4,21 @@
 //! `actors` hold it until a pod from `pods` runs it with `kiln-runner` (`runner`), and the
 //! result leaves through the queue's results side.
 
+pub mod actors;
+pub mod api;
 pub mod bench;
 pub mod bytes;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod queue;
+pub mod result;
 pub mod job;
 pub mod languages;
 pub mod outcome;
 pub mod pods;
 pub mod runner;
 pub mod sandbox;
+pub mod serve;
 pub mod submission;

@@ -1,43 +1,120 @@
 //! `kiln`: the command line. Thin: parses arguments and calls the library.
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kiln", about = "Runs untrusted programs in isolated, pre-warmed sandboxes")]
+#[command(name = "kiln", version, about = "Runs untrusted programs in isolated, pre-warmed sandboxes")]
 struct Cli {
+    /// Configuration file (TOML); KILN_* environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start the API, the scheduler, the embedded queue and local standby pods in one process.
+    Serve {
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run one file and print its output; exits with the program's exit code.
+    Run {
+        file: PathBuf,
+        /// Language name or alias (default: from the file's extension).
+        #[arg(long, short)]
+        language: Option<String>,
+        /// File whose content is the program's stdin.
+        #[arg(long)]
+        stdin: Option<PathBuf>,
+        /// A running Kiln (e.g. http://127.0.0.1:8080); without it an embedded one is started.
+        #[arg(long)]
+        server: Option<String>,
+        /// Arguments for the program.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// List the languages this host can run, and the ones it cannot with the reason.
+    Runtimes,
     /// Measure Kiln against the bare-spawn floor and print a Markdown report.
     Bench {
         #[arg(long, default_value_t = 200)]
         runs: usize,
+        /// Measure the HTTP API end to end (starts `kiln serve` as a child process).
+        #[arg(long)]
+        http: bool,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn settings(cli: &Cli) -> anyhow::Result<kiln::config::Settings> {
+    let mut s = kiln::config::Settings::load(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(f) = &cli.log_format {
+        s.log_format = f.clone();
+    }
+    Ok(s)
+}
+
+fn main() {
     let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<i32> {
+    let mut s = settings(&cli)?;
+    let level = if matches!(cli.command, Cmd::Serve { .. }) { "info" } else { "warn" };
+    kiln::serve::init_logging(&s.log_format, level);
     match cli.command {
-        Cmd::Bench { runs } => {
+        Cmd::Serve { listen, data_dir } => {
+            if let Some(l) = listen {
+                s.listen = l;
+            }
+            if let Some(d) = data_dir {
+                s.data_dir = d;
+            }
+            kiln::serve::run(s)?;
+            Ok(0)
+        }
+        Cmd::Run { file, language, stdin, server, args } => kiln::cli::run_file(s, &file, language, stdin, server, args),
+        Cmd::Runtimes => {
+            let registry = kiln::languages::Registry::load(s.languages_file.as_deref()).map_err(anyhow::Error::msg)?;
+            for l in &registry.available {
+                let compiled = if l.compile.is_some() { "compiled" } else { "interpreted" };
+                println!("{:<12} {:<10} {:<12} aliases: {}", l.name, l.version, compiled, l.aliases.join(", "));
+            }
+            for (name, why) in &registry.unavailable {
+                println!("{name:<12} unavailable: {why}");
+            }
+            Ok(0)
+        }
+        Cmd::Bench { runs, http } => {
+            if http {
+                let exe = std::env::current_exe().context("finding the kiln binary")?;
+                let report = kiln::bench::http(&exe, runs).map_err(anyhow::Error::msg)?;
+                println!("{report}");
+                return Ok(0);
+            }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                let registry = kiln::languages::Registry::load(None).map_err(anyhow::Error::msg)?;
-                let mut read_only = kiln::pods::local::LocalSettings::default_read_only();
-                read_only.extend(registry.mounts());
-                let runner = std::env::current_exe()?.with_file_name("kiln-runner");
-                let backend = kiln::pods::local::LocalBackend::new(kiln::pods::local::LocalSettings {
-                    runner,
-                    tmpfs_bytes: 256 << 20,
-                    read_only,
-                    masked: kiln::pods::local::LocalSettings::default_masked(),
-                    sandbox_user: (65534, 65534),
-                })?;
+                let registry = kiln::languages::Registry::load(s.languages_file.as_deref()).map_err(anyhow::Error::msg)?;
+                let backend = kiln::serve::local_backend(&s, &registry)?;
                 let figures = kiln::bench::engine(&backend, &registry, runs).await.map_err(anyhow::Error::msg)?;
                 println!("{}", kiln::bench::report_engine(&figures));
-                Ok(())
+                Ok(0)
             })
         }
     }

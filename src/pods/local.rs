@@ -50,7 +50,11 @@ pub struct LocalBackend {
     settings: LocalSettings,
     cgroups: CgroupLayout,
     rootless: bool,
+    live: LivePods,
 }
+
+/// Pods not yet retired, by runner pid, so that shutdown can end them all.
+type LivePods = Arc<Mutex<std::collections::HashMap<i32, Option<CgroupPaths>>>>;
 
 /// Pod names are unique per process, however many backends it makes.
 static NEXT_POD: AtomicU64 = AtomicU64::new(0);
@@ -75,7 +79,7 @@ impl LocalBackend {
         for stale in cgroups.leftover_pod_groups() {
             let _ = stale.remove();
         }
-        Ok(LocalBackend { settings, cgroups, rootless })
+        Ok(LocalBackend { settings, cgroups, rootless, live: LivePods::default() })
     }
 
     pub fn cgroups(&self) -> &CgroupLayout {
@@ -115,6 +119,20 @@ impl PodBackend for LocalBackend {
         lines
     }
 
+    fn shutdown(&self) {
+        let pods: Vec<(i32, Option<CgroupPaths>)> = self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (pid, _) in &pods {
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        for (pid, cgroup) in pods {
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if let Some(c) = cgroup {
+                let _ = c.remove();
+            }
+        }
+    }
+
     fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
         let n = NEXT_POD.fetch_add(1, Ordering::Relaxed);
         let id = format!("pod-{}-{n}", std::process::id());
@@ -122,6 +140,7 @@ impl PodBackend for LocalBackend {
         let runner = self.settings.runner.clone();
         let rootless = self.rootless;
         let setup = cgroup.as_ref().ok().map(|c| self.setup_for(c.clone()));
+        let live = self.live.clone();
         Box::pin(async move {
             let cgroup = cgroup.map_err(|e| PodError::Create { step: "create the pod's cgroup".into(), error: e.to_string() })?;
             let setup = setup.expect("set when the cgroup was made");
@@ -131,7 +150,16 @@ impl PodBackend for LocalBackend {
                 }
                 PodError::Create { step: "clone into new namespaces".into(), error: e.to_string() }
             })?;
-            let mut pod = LocalPod { id, pid: spawned.pid, to_runner: spawned.to_runner, from_runner: spawned.from_runner, cgroup, reaped: Arc::new(Mutex::new(false)) };
+            live.lock().unwrap_or_else(|p| p.into_inner()).insert(spawned.pid, cgroup.clone());
+            let mut pod = LocalPod {
+                id,
+                pid: spawned.pid,
+                to_runner: spawned.to_runner,
+                from_runner: spawned.from_runner,
+                cgroup,
+                reaped: Arc::new(Mutex::new(false)),
+                live,
+            };
             match pod.handshake(&setup).await {
                 Ok(()) => Ok(Box::new(pod) as Box<dyn StandbyPod>),
                 Err(e) => {
@@ -153,6 +181,7 @@ pub struct LocalPod {
     /// Set once the runner is being reaped: from then on its pid may belong to someone else, so
     /// a `PodKiller` must no longer signal it.
     reaped: Arc<Mutex<bool>>,
+    live: LivePods,
 }
 
 impl LocalPod {
@@ -194,6 +223,7 @@ impl LocalPod {
         if let Some(c) = self.cgroup.take() {
             let _ = tokio::task::spawn_blocking(move || c.remove()).await;
         }
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
     }
 }
 
@@ -242,6 +272,7 @@ impl Drop for LocalPod {
             // Dropped without retire (a panicking owner): kill and reap on a helper thread.
             let pid = self.pid;
             let cgroup = self.cgroup.take();
+            let live = self.live.clone();
             unsafe { libc::kill(pid, libc::SIGKILL) };
             std::thread::spawn(move || {
                 let mut status = 0;
@@ -249,6 +280,7 @@ impl Drop for LocalPod {
                 if let Some(c) = cgroup {
                     let _ = c.remove();
                 }
+                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
             });
         }
     }
@@ -260,51 +292,78 @@ struct Spawned {
     from_runner: pipe::Receiver,
 }
 
-/// Clones a child into new namespaces and execs `kiln-runner pod` in it. Everything the child
-/// needs is prepared first: between clone and exec it only makes system calls.
+/// What the cloned child needs, prepared by the parent: between clone and exec the child shares
+/// the parent's memory (CLONE_VM) and only makes system calls.
+struct ChildArgs {
+    path: CString,
+    argv: [*const libc::c_char; 3],
+    envp: [*const libc::c_char; 2],
+    uid_map: Option<(Vec<u8>, Vec<u8>)>,
+    job_read: i32,
+    report_write: i32,
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        if let Some((uid_map, gid_map)) = &a.uid_map {
+            write_proc_file(c"/proc/self/setgroups", b"deny");
+            write_proc_file(c"/proc/self/uid_map", uid_map);
+            write_proc_file(c"/proc/self/gid_map", gid_map);
+        }
+        if libc::dup2(a.job_read, 0) < 0 || libc::dup2(a.report_write, 1) < 0 {
+            libc::_exit(126);
+        }
+        libc::execve(a.path.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
+        libc::_exit(127)
+    }
+}
+
+/// Clones a child into new namespaces and execs `kiln-runner pod` in it. Like posix_spawn, the
+/// child borrows the parent's memory until it execs (CLONE_VM | CLONE_VFORK): copying the page
+/// tables of a large multi-threaded server for every pod would cost more than the pod itself.
 fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool) -> std::io::Result<Spawned> {
     let (job_read, job_write) = pipe_pair()?;
     let (report_read, report_write) = pipe_pair()?;
 
-    let path = crate::sandbox::setup::c_path(runner)?;
     let argv0 = CString::new("kiln-runner").expect("no NUL");
     let argv1 = CString::new("pod").expect("no NUL");
-    let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
     let env0 = CString::new("PATH=/usr/local/bin:/usr/bin:/bin").expect("no NUL");
-    let envp = [env0.as_ptr(), std::ptr::null()];
     let uid = unsafe { libc::geteuid() };
     let gid = unsafe { libc::getegid() };
-    let uid_map = format!("0 {uid} 1");
-    let gid_map = format!("0 {gid} 1");
+    let args = ChildArgs {
+        path: crate::sandbox::setup::c_path(runner)?,
+        argv: [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()],
+        envp: [env0.as_ptr(), std::ptr::null()],
+        uid_map: rootless.then(|| (format!("0 {uid} 1").into_bytes(), format!("0 {gid} 1").into_bytes())),
+        job_read: job_read.as_raw_fd(),
+        report_write: report_write.as_raw_fd(),
+    };
 
-    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut flags = libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
     if rootless {
         flags |= libc::CLONE_NEWUSER;
     }
-    let (jr, rw) = (job_read.as_raw_fd(), report_write.as_raw_fd());
-    // A raw clone with no new stack behaves like fork: the child continues here with a copy.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let mut stack = vec![0u8; 64 * 1024];
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+    let top = ((top as usize) & !15) as *mut libc::c_void;
+    let pid = unsafe {
+        libc::clone(child_main, top, flags | libc::SIGCHLD, &args as *const ChildArgs as *mut libc::c_void)
+    };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if pid == 0 {
-        unsafe {
-            if rootless {
-                write_proc_file(c"/proc/self/setgroups", b"deny");
-                write_proc_file(c"/proc/self/uid_map", uid_map.as_bytes());
-                write_proc_file(c"/proc/self/gid_map", gid_map.as_bytes());
-            }
-            if libc::dup2(jr, 0) < 0 || libc::dup2(rw, 1) < 0 {
-                libc::_exit(126);
-            }
-            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            libc::_exit(127);
-        }
-    }
+    drop(stack); // CLONE_VFORK: the child has exec'd (or exited) by now
     drop(job_read);
     drop(report_write);
     Ok(Spawned {
-        pid: pid as i32,
+        pid,
         to_runner: pipe::Sender::from_owned_fd(job_write)?,
         from_runner: pipe::Receiver::from_owned_fd(report_read)?,
     })

@@ -28,6 +28,9 @@ pub trait PodBackend: Send + Sync + 'static {
     fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>>;
     /// Lines for the start-up report: which isolation layers are in force and which are weaker.
     fn describe(&self) -> Vec<String>;
+    /// Kills every pod this backend made that is still alive and waits until they are gone
+    /// (process exit: nothing may outlive Kiln).
+    fn shutdown(&self);
 }
 
 /// A pod that is ready and waits for its one job.

@@ -1,0 +1,184 @@
+//! PodRunner: owns one standby pod at a time. It makes the pod, reports ready, runs the one job
+//! it is handed, reports the outcome, and makes the next pod. A pod is never reused.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+
+use super::dispatcher::{JobDone, RunnerReady};
+use super::pool_keeper::PodStatus;
+use super::timeout_watchdog::{Unwatch, Watch};
+use super::{guard, JobKey, Peers, Shared};
+use crate::job::Job;
+use crate::outcome::Outcome;
+use crate::pods::{PodError, StandbyPod};
+
+/// Run this job on your standby pod.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunJob {
+    pub job: Job,
+    pub key: JobKey,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PodMade {
+    generation: u64,
+    pod: Result<Box<dyn StandbyPod>, PodError>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Ran {
+    key: JobKey,
+    result: Result<Outcome, PodError>,
+}
+
+pub struct PodRunner {
+    id: usize,
+    shared: Arc<Shared>,
+    peers: Peers,
+    pod: Option<Box<dyn StandbyPod>>,
+    /// Bumped on restart, so a pod made for the previous life is not mistaken for this one's.
+    generation: u64,
+    current: Option<JobKey>,
+    failures: u32,
+    rng: u64,
+}
+
+impl PodRunner {
+    pub fn new(id: usize, shared: Arc<Shared>, peers: Peers) -> PodRunner {
+        let seed = crate::result::now_ms() ^ ((id as u64 + 1) * 0x9E37_79B9_7F4A_7C15);
+        PodRunner { id, shared, peers, pod: None, generation: 0, current: None, failures: 0, rng: seed | 1 }
+    }
+
+    fn make_pod(&mut self, ctx: &mut Context<Self>) {
+        let generation = self.generation;
+        let create = self.shared.backend.create();
+        let me = ctx.address();
+        actix::spawn(async move {
+            let pod = match AssertUnwindSafe(create).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => Err(PodError::Create { step: "create".into(), error: "the pod backend panicked".into() }),
+            };
+            me.do_send(PodMade { generation, pod });
+        });
+    }
+
+    /// xorshift: enough randomness for fault injection, no dependency.
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+
+    fn release_pod(&mut self) {
+        if let Some(pod) = self.pod.take() {
+            actix::spawn(pod.destroy());
+        }
+    }
+}
+
+impl Actor for PodRunner {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.make_pod(ctx);
+    }
+}
+
+impl actix::Supervised for PodRunner {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.shared.metrics.actor_restarts.with_label_values(&["pod_runner"]).inc();
+        self.generation += 1;
+        self.current = None;
+        self.release_pod();
+        self.peers.watchdog.do_send(Unwatch { runner: self.id, key: None });
+        self.peers.pool.do_send(PodStatus { runner: self.id, standby: false });
+    }
+}
+
+impl Handler<PodMade> for PodRunner {
+    type Result = ();
+    fn handle(&mut self, msg: PodMade, ctx: &mut Context<Self>) {
+        guard(self, ctx, "pod_runner", |this, ctx| {
+            if msg.generation != this.generation || this.pod.is_some() {
+                if let Ok(pod) = msg.pod {
+                    actix::spawn(pod.destroy());
+                }
+                return;
+            }
+            match msg.pod {
+                Ok(pod) => {
+                    this.failures = 0;
+                    this.pod = Some(pod);
+                    this.peers.pool.do_send(PodStatus { runner: this.id, standby: true });
+                    this.peers.dispatcher.do_send(RunnerReady { runner: this.id, addr: ctx.address() });
+                }
+                Err(e) => {
+                    this.failures += 1;
+                    let label = match &e {
+                        PodError::Create { step, .. } => step.clone(),
+                        PodError::Lost(_) => "lost".into(),
+                    };
+                    this.shared.metrics.pod_failures.with_label_values(&[label.as_str()]).inc();
+                    let backoff = Duration::from_millis((50u64 << this.failures.min(7)).min(5_000));
+                    tracing::error!(runner = this.id, error = %e, ?backoff, "could not make a standby pod");
+                    ctx.run_later(backoff, |this, ctx| this.make_pod(ctx));
+                }
+            }
+        });
+    }
+}
+
+impl Handler<RunJob> for PodRunner {
+    type Result = ();
+    fn handle(&mut self, msg: RunJob, ctx: &mut Context<Self>) {
+        guard(self, ctx, "pod_runner", |this, ctx| {
+            let p = this.shared.inject_panic_probability;
+            if p > 0.0 && this.chance(p) {
+                panic!("injected pod runner panic (inject_panic_probability = {p})");
+            }
+            let key = msg.key;
+            let Some(pod) = this.pod.take() else {
+                this.peers.dispatcher.do_send(JobDone { runner: this.id, key, result: Err(PodError::Lost("the runner had no standby pod".into())) });
+                return;
+            };
+            this.peers.pool.do_send(PodStatus { runner: this.id, standby: false });
+            let limits = &msg.job.run.limits;
+            let compile_ms = msg.job.compile.as_ref().map(|c| c.limits.wall_time_ms).unwrap_or(0);
+            let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms + compile_ms + this.shared.watchdog_grace_ms);
+            this.peers.watchdog.do_send(Watch { runner: this.id, key: key.clone(), killer: pod.killer(), deadline });
+            this.current = Some(key.clone());
+            let me = ctx.address();
+            let run = pod.run(msg.job);
+            actix::spawn(async move {
+                let result = match AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(r) => r,
+                    Err(_) => Err(PodError::Lost("running the pod panicked".into())),
+                };
+                me.do_send(Ran { key, result });
+            });
+        });
+    }
+}
+
+impl Handler<Ran> for PodRunner {
+    type Result = ();
+    fn handle(&mut self, msg: Ran, ctx: &mut Context<Self>) {
+        guard(self, ctx, "pod_runner", |this, ctx| {
+            this.peers.watchdog.do_send(Unwatch { runner: this.id, key: Some(msg.key.clone()) });
+            if this.current.as_ref() != Some(&msg.key) {
+                return; // from before a restart; the dispatcher has already moved the job on
+            }
+            this.current = None;
+            this.peers.dispatcher.do_send(JobDone { runner: this.id, key: msg.key, result: msg.result });
+            this.make_pod(ctx);
+        });
+    }
+}

@@ -1,0 +1,102 @@
+//! ResultPublisher: the only way out for results. It batches results that arrive while a write is
+//! under way and publishes them with their acknowledgements in one atomic step (embedded: one
+//! journal transaction; Kafka: one producer transaction), then tells waiting clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::{Connect, Shared};
+use crate::events::{Event, EventKind};
+use crate::queue::Delivery;
+use crate::result::{now_ms, RunResult};
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub delivery: Delivery,
+    pub result: RunResult,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flushed(Result<(), String>, Vec<(Delivery, RunResult)>);
+
+pub struct ResultPublisher {
+    shared: Arc<Shared>,
+    buffer: Vec<(Delivery, RunResult)>,
+    flushing: bool,
+}
+
+impl ResultPublisher {
+    pub fn new(shared: Arc<Shared>) -> ResultPublisher {
+        ResultPublisher { shared, buffer: Vec::new(), flushing: false }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.buffer.is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let batch = std::mem::take(&mut self.buffer);
+        let write = self.shared.queue.complete(batch.clone());
+        let me = ctx.address();
+        actix::spawn(async move {
+            let r = write.await.map_err(|e| e.to_string());
+            me.do_send(Flushed(r, batch));
+        });
+    }
+}
+
+impl Actor for ResultPublisher {
+    type Context = Context<Self>;
+}
+
+impl actix::Supervised for ResultPublisher {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.shared.metrics.actor_restarts.with_label_values(&["result_publisher"]).inc();
+        self.flushing = false;
+    }
+}
+
+impl Handler<Connect> for ResultPublisher {
+    type Result = ();
+    fn handle(&mut self, _: Connect, _: &mut Context<Self>) {}
+}
+
+impl Handler<Publish> for ResultPublisher {
+    type Result = ();
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        self.buffer.push((msg.delivery, msg.result));
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Flushed> for ResultPublisher {
+    type Result = ();
+    fn handle(&mut self, msg: Flushed, ctx: &mut Context<Self>) {
+        self.flushing = false;
+        match msg.0 {
+            Ok(()) => {
+                let now = now_ms();
+                for (_, result) in msg.1 {
+                    let m = &self.shared.metrics;
+                    m.runs.with_label_values(&[result.outcome.status.as_str(), result.language.as_str()]).inc();
+                    let secs = now.saturating_sub(result.created_at_ms) as f64 / 1000.0;
+                    m.latency.with_label_values(&[result.language.as_str()]).observe(secs);
+                    tracing::info!(id = %result.id, status = %result.outcome.status, attempts = result.attempts, "result published");
+                    let _ = self.shared.events.send(Event { id: result.id.clone(), kind: EventKind::Finished(Arc::new(result)) });
+                }
+                self.flush(ctx);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "publishing results failed; retrying");
+                let mut batch = msg.1;
+                batch.append(&mut self.buffer);
+                self.buffer = batch;
+                ctx.run_later(Duration::from_millis(200), |this, ctx| this.flush(ctx));
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! SchedulerRoot: starts every actor under a supervisor and hands each the others' addresses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Supervisor;
+
+use super::dispatcher::{Dispatcher, InFlight};
+use super::pool_keeper::PoolKeeper;
+use super::queue_consumer::{Pause, QueueConsumer};
+use super::result_publisher::ResultPublisher;
+use super::timeout_watchdog::TimeoutWatchdog;
+use super::{Connect, Peers, Shared};
+
+/// The running scheduler. Dropping it does not stop the actors; `drain` does.
+pub struct SchedulerRoot {
+    pub peers: Peers,
+    pub shared: Arc<Shared>,
+}
+
+impl SchedulerRoot {
+    /// Starts the actor tree on the current actix system.
+    pub fn start(shared: Arc<Shared>) -> SchedulerRoot {
+        let s = shared.clone();
+        let publisher = Supervisor::start(move |_| ResultPublisher::new(s));
+        let s = shared.clone();
+        let watchdog = Supervisor::start(move |_| TimeoutWatchdog::new(s));
+        let s = shared.clone();
+        let dispatcher = Supervisor::start(move |_| Dispatcher::new(s));
+        let s = shared.clone();
+        let consumer = Supervisor::start(move |_| QueueConsumer::new(s));
+        let s = shared.clone();
+        let pool = Supervisor::start(move |_| PoolKeeper::new(s));
+        let peers = Peers { consumer, dispatcher, pool, watchdog, publisher };
+        peers.publisher.do_send(Connect(peers.clone()));
+        peers.watchdog.do_send(Connect(peers.clone()));
+        peers.dispatcher.do_send(Connect(peers.clone()));
+        peers.consumer.do_send(Connect(peers.clone()));
+        peers.pool.do_send(Connect(peers.clone()));
+        SchedulerRoot { peers, shared }
+    }
+
+    /// Stops taking work and waits up to `grace` for running jobs to finish. Jobs still running
+    /// after that stay in the queue's journal and run again after restart.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.peers.consumer.do_send(Pause);
+        let until = Instant::now() + grace;
+        loop {
+            let left = self.peers.dispatcher.send(InFlight).await.unwrap_or(0);
+            if left == 0 || Instant::now() >= until {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! API errors: each a status code and a JSON `{"error": "..."}` that says what to do.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("missing or wrong bearer token: send Authorization: Bearer <token>")]
+    Unauthorized,
+    #[error("the body is over the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the queue holds {depth} submissions (maximum {max}); retry later")]
+    QueueFull { depth: usize, max: usize },
+    #[error("the queue is not available: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn response(&self) -> HttpResponse {
+        let mut builder = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::QueueFull { .. }) {
+            builder.insert_header(("Retry-After", "1"));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            builder.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        builder.json(json!({"error": self.to_string()}))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.response()
+    }
+}

@@ -1,0 +1,230 @@
+//! The HTTP API (actix-web). Submissions enter here: they are checked, journaled by the embedded
+//! queue, and answered at once (202) or when their result is published (`?wait=true`).
+
+mod error;
+mod sse;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::actors::queue_consumer::{QueueConsumer, Wake};
+use crate::actors::Shared;
+use crate::config::Settings;
+use crate::events::EventKind;
+use crate::queue::embedded::{EmbeddedQueue, Submitted};
+use crate::queue::{Envelope, Queue, SubmissionState};
+use crate::result::now_ms;
+use crate::submission::Submission;
+pub use error::ApiError;
+
+/// What every request handler needs.
+pub struct ApiState {
+    pub queue: Arc<EmbeddedQueue>,
+    pub shared: Arc<Shared>,
+    pub consumer: Addr<QueueConsumer>,
+    pub settings: Settings,
+}
+
+/// The OpenAPI description served at /openapi.json.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Mounts every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/submissions", web::post().to(submit))
+        .route("/v1/submissions/batch", web::post().to(submit_batch))
+        .route("/v1/submissions/{id}", web::get().to(get_submission))
+        .route("/v1/submissions/{id}/events", web::get().to(sse::events))
+        .route("/v1/runtimes", web::get().to(runtimes))
+        .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(|| async { HttpResponse::Ok().content_type("application/json").body(OPENAPI) }))
+        .default_service(web::to(|| async { ApiError::NotFound("no such endpoint; see /openapi.json".into()).response() }));
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
+    let Some(token) = &state.settings.auth_token else { return Ok(()) };
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(payload: web::Payload, limit: usize) -> Result<T, ApiError> {
+    let body = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body failed: {e}"))),
+        Err(_) => return Err(ApiError::TooLarge(limit)),
+    };
+    if std::str::from_utf8(&body).is_err() {
+        return Err(ApiError::BadRequest("the body is not valid UTF-8 (use \"encoding\": \"base64\" for binary files)".into()));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+/// Checks a submission completely (language, limits, files) before it is accepted, so that a bad
+/// one gets a 4xx now rather than a rejected result later.
+fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
+    if let Some(id) = &sub.id {
+        if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+            return Err(ApiError::BadRequest("id must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into()));
+        }
+    }
+    let id = sub.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    sub.resolve(&id, &state.shared.registry, &state.shared.policy).map_err(|e| ApiError::Unprocessable(e.0))?;
+    Ok(Envelope { id, submission: sub, created_at_ms: now_ms() })
+}
+
+fn check_depth(state: &ApiState, adding: usize) -> Result<(), ApiError> {
+    let depth = state.queue.depth();
+    if depth + adding > state.settings.max_queue_depth {
+        state.shared.metrics.rejected_requests.with_label_values(&["queue_full"]).inc();
+        return Err(ApiError::QueueFull { depth, max: state.settings.max_queue_depth });
+    }
+    Ok(())
+}
+
+fn state_json(id: &str, s: &SubmissionState) -> serde_json::Value {
+    match s {
+        SubmissionState::Queued => json!({"id": id, "status": "queued"}),
+        SubmissionState::Running => json!({"id": id, "status": "running"}),
+        SubmissionState::Done(r) => serde_json::to_value(r.view()).unwrap_or_default(),
+    }
+}
+
+async fn submit(req: HttpRequest, payload: web::Payload, query: web::Query<WaitQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let sub: Submission = read_json(payload, state.settings.max_body_bytes).await?;
+    let env = accept(&state, sub)?;
+    check_depth(&state, 1)?;
+    let id = env.id.clone();
+    let _span = tracing::info_span!("submission", id = %id).entered();
+    // Subscribe before submitting, so the result cannot slip past between the two.
+    let mut events = state.shared.events.subscribe();
+    let submitted = state.queue.submit(vec![env]).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let existing = match submitted.into_iter().next() {
+        Some(Submitted::Existing(s)) => Some(s),
+        _ => {
+            tracing::debug!("accepted");
+            state.consumer.do_send(Wake);
+            None
+        }
+    };
+    if let Some(SubmissionState::Done(r)) = &existing {
+        return Ok(HttpResponse::Ok().json(r.view()));
+    }
+    if !query.wait {
+        let status = match existing {
+            Some(SubmissionState::Running) => "running",
+            _ => "queued",
+        };
+        return Ok(HttpResponse::Accepted().json(json!({"id": id, "status": status})));
+    }
+    let wait = Duration::from_millis(state.settings.max_wait_ms);
+    let finished = tokio::time::timeout(wait, async {
+        loop {
+            match events.recv().await {
+                Ok(e) if e.id == id => {
+                    if let EventKind::Finished(r) = e.kind {
+                        return Some(r);
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if let Ok(Some(SubmissionState::Done(r))) = state.queue.state(&id) {
+                        return Some(Arc::new(*r));
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    })
+    .await;
+    match finished {
+        Ok(Some(r)) => Ok(HttpResponse::Ok().json(r.view())),
+        _ => {
+            let s = state.queue.state(&id).ok().flatten().unwrap_or(SubmissionState::Queued);
+            match s {
+                SubmissionState::Done(r) => Ok(HttpResponse::Ok().json(r.view())),
+                other => Ok(HttpResponse::Accepted().json(state_json(&id, &other))),
+            }
+        }
+    }
+}
+
+async fn submit_batch(req: HttpRequest, payload: web::Payload, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let subs: Vec<Submission> = read_json(payload, state.settings.max_body_bytes).await?;
+    if subs.is_empty() || subs.len() > state.settings.max_batch {
+        return Err(ApiError::BadRequest(format!("a batch holds 1 to {} submissions, not {}", state.settings.max_batch, subs.len())));
+    }
+    let checked: Vec<Result<Envelope, ApiError>> = subs.into_iter().map(|s| accept(&state, s)).collect();
+    let good: Vec<Envelope> = checked.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    check_depth(&state, good.len())?;
+    let mut outcomes = state.queue.submit(good).await.map_err(|e| ApiError::Unavailable(e.to_string()))?.into_iter();
+    state.consumer.do_send(Wake);
+    let body: Vec<serde_json::Value> = checked
+        .iter()
+        .map(|r| match r {
+            Ok(env) => match outcomes.next() {
+                Some(Submitted::Existing(s)) => state_json(&env.id, &s),
+                _ => json!({"id": env.id, "status": "queued"}),
+            },
+            Err(e) => json!({"error": e.to_string()}),
+        })
+        .collect();
+    Ok(HttpResponse::Accepted().json(body))
+}
+
+async fn get_submission(req: HttpRequest, id: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    match state.queue.state(&id).map_err(|e| ApiError::Unavailable(e.to_string()))? {
+        Some(s) => Ok(HttpResponse::Ok().json(state_json(&id, &s))),
+        None => Err(ApiError::NotFound(format!("no submission with id {:?}", id.as_str()))),
+    }
+}
+
+async fn runtimes(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let list: Vec<serde_json::Value> = state
+        .shared
+        .registry
+        .available
+        .iter()
+        .map(|l| json!({"language": l.name, "version": l.version, "aliases": l.aliases, "compiled": l.compile.is_some()}))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let standby = state.shared.standby.load(Ordering::Relaxed);
+    let body = json!({"standby_pods": standby, "pool_size": state.shared.pool_size, "queue_depth": state.queue.depth()});
+    if standby > 0 {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    state.shared.metrics.queue_depth.set(state.queue.depth() as i64);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.shared.metrics.render())
+}

@@ -1,0 +1,140 @@
+//! Kiln's configuration: one struct, filled from defaults, then an optional TOML file, then
+//! `KILN_*` environment variables (nested keys with `__`, e.g. `KILN_LIMITS__MAXIMUM__MEMORY_BYTES`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::submission::LimitPolicy;
+
+/// Everything an operator can set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Where the embedded queue keeps its journal and results.
+    pub data_dir: PathBuf,
+    /// Operator's language registry, merged over the shipped one.
+    pub languages_file: Option<PathBuf>,
+    /// Standby pods kept ready (one pod runner each); 0 means four per CPU core. More pods than
+    /// parallel jobs hide the time it takes to replace a used pod.
+    pub pool_size: usize,
+    /// Jobs running at once; 0 means one per CPU core, so that wall times stay honest.
+    pub max_parallel_jobs: usize,
+    /// Accepted but unfinished submissions past which the API answers 429.
+    pub max_queue_depth: usize,
+    /// Runs of one submission before it is given up as internal_error.
+    pub max_attempts: u32,
+    /// Largest HTTP body accepted (413 past it).
+    pub max_body_bytes: usize,
+    /// Longest `?wait=true` holds a request open.
+    pub max_wait_ms: u64,
+    /// Most submissions in one batch request.
+    pub max_batch: usize,
+    /// How long finished results are kept for GET.
+    pub result_retention_secs: u64,
+    /// When set, every /v1 request needs `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+    /// The `kiln-runner` binary; next to `kiln` when unset.
+    pub runner_path: Option<PathBuf>,
+    /// Size of each pod's private tmpfs (work dir and /tmp).
+    pub tmpfs_bytes: u64,
+    /// The unprivileged user programs run as when Kiln runs as root.
+    pub sandbox_uid: u32,
+    pub sandbox_gid: u32,
+    /// Extra time past a job's own limits before the watchdog kills its pod.
+    pub watchdog_grace_ms: u64,
+    /// Test setting: probability that a pod runner panics when handed a job.
+    pub inject_panic_probability: f64,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub limits: LimitPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("kiln-data"),
+            languages_file: None,
+            pool_size: 0,
+            max_parallel_jobs: 0,
+            max_queue_depth: 10_000,
+            max_attempts: 3,
+            max_body_bytes: 32 << 20,
+            max_wait_ms: 60_000,
+            max_batch: 20,
+            result_retention_secs: 24 * 3600,
+            auth_token: None,
+            runner_path: None,
+            tmpfs_bytes: 512 << 20,
+            sandbox_uid: 65534,
+            sandbox_gid: 65534,
+            watchdog_grace_ms: 5_000,
+            inject_panic_probability: 0.0,
+            log_format: "text".into(),
+            limits: LimitPolicy::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, String> {
+        let defaults = config::Config::try_from(&Settings::default()).map_err(|e| e.to_string())?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(f) = file {
+            if !f.is_file() {
+                return Err(format!("config file {} does not exist", f.display()));
+            }
+            builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("KILN").prefix_separator("_").separator("__").try_parsing(true),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| format!("configuration: {e}"))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.inject_panic_probability) {
+            return Err("inject_panic_probability must be between 0 and 1".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!("log_format must be text or json, not {:?}", self.log_format));
+        }
+        Ok(())
+    }
+
+    /// The configured pool size, with 0 meaning four pods per core.
+    pub fn effective_pool_size(&self) -> usize {
+        if self.pool_size > 0 {
+            self.pool_size
+        } else {
+            4 * cores()
+        }
+    }
+
+    /// The configured parallelism, with 0 meaning one job per core.
+    pub fn effective_max_parallel_jobs(&self) -> usize {
+        if self.max_parallel_jobs > 0 {
+            self.max_parallel_jobs
+        } else {
+            cores()
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+impl Settings {
+}

@@ -1,0 +1,54 @@
+//! The queue seam: where submissions wait and where results leave. Embedded (journaled in-process)
+//! today; Kafka (partitions, consumer groups, transactions) beside it.
+
+pub mod embedded;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pods::BoxFuture;
+use crate::result::RunResult;
+use crate::submission::Submission;
+
+/// A submission as it travels through the queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    pub submission: Submission,
+    pub created_at_ms: u64,
+}
+
+/// One taken submission; the queue knows it by `token` until it is completed.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub envelope: Envelope,
+    pub token: u64,
+    /// Runs so far, including the one about to start.
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue's store failed: {0}")]
+    Store(String),
+    #[error("the queue is shut down")]
+    Closed,
+}
+
+/// What the scheduler needs from a queue.
+pub trait Queue: Send + Sync + 'static {
+    /// Up to `max` submissions that are ready, without waiting (may be none).
+    fn take(&self, max: usize) -> BoxFuture<'static, Result<Vec<Delivery>, QueueError>>;
+    /// Publishes results and acknowledges their submissions, atomically: afterwards they are
+    /// never delivered again, and a result already published for an id is kept, not replaced.
+    fn complete(&self, done: Vec<(Delivery, RunResult)>) -> BoxFuture<'static, Result<(), QueueError>>;
+    /// Submissions accepted and not yet completed.
+    fn depth(&self) -> usize;
+}
+
+/// Where a submission stands, for GET and events.
+#[derive(Clone, Debug)]
+pub enum SubmissionState {
+    Queued,
+    Running,
+    Done(Box<RunResult>),
+}

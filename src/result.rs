@@ -1,0 +1,99 @@
+//! The result of a submission as users see it: the runner's outcome plus the submission's id,
+//! attempts and timestamps. Kept in the store, sent on the results side, rendered as JSON.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::Bytes;
+use crate::outcome::{Outcome, Status};
+
+/// One submission's final result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub id: String,
+    pub language: String,
+    pub outcome: Outcome,
+    pub attempts: u32,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    pub finished_at_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+/// Program output in JSON: text when it is valid UTF-8, base64 otherwise (and flagged so).
+fn output(b: &Bytes) -> (String, bool) {
+    match b.as_utf8() {
+        Some(s) => (s.to_string(), false),
+        None => (base64::engine::general_purpose::STANDARD.encode(&b.0), true),
+    }
+}
+
+/// The JSON shape of a result (API responses, events, the results topic).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResultView {
+    pub id: String,
+    pub status: Status,
+    pub language: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub compile_output: String,
+    /// Names the fields (stdout, stderr, compile_output) that are base64 because they were not
+    /// valid UTF-8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base64_fields: Vec<String>,
+    pub cpu_time_ms: u64,
+    pub wall_time_ms: u64,
+    pub memory_bytes: u64,
+    pub message: Option<String>,
+    pub attempts: u32,
+    pub created_at: String,
+    pub finished_at: String,
+    /// Judge0's status id for the same verdict, for clients moving from Judge0.
+    pub judge0_status_id: u8,
+}
+
+impl RunResult {
+    pub fn view(&self) -> ResultView {
+        let o = &self.outcome;
+        let mut base64_fields = Vec::new();
+        let mut field = |name: &str, b: &Bytes| {
+            let (text, b64) = output(b);
+            if b64 {
+                base64_fields.push(name.to_string());
+            }
+            text
+        };
+        let stdout = field("stdout", &o.stdout);
+        let stderr = field("stderr", &o.stderr);
+        let compile_output = field("compile_output", &o.compile_output);
+        ResultView {
+            id: self.id.clone(),
+            status: o.status,
+            language: self.language.clone(),
+            exit_code: o.exit_code,
+            signal: o.signal,
+            stdout,
+            stderr,
+            compile_output,
+            base64_fields,
+            cpu_time_ms: o.cpu_time_ms,
+            wall_time_ms: o.wall_time_ms,
+            memory_bytes: o.memory_bytes,
+            message: o.message.clone(),
+            attempts: self.attempts,
+            created_at: rfc3339(self.created_at_ms),
+            finished_at: rfc3339(self.finished_at_ms),
+            judge0_status_id: o.status.judge0_id(o.signal),
+        }
+    }
+}

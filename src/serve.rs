@@ -1,0 +1,143 @@
+//! `kiln serve`: API + scheduler + embedded queue + local pods in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::actors::scheduler_root::SchedulerRoot;
+use crate::actors::Shared;
+use crate::api::{routes, ApiState};
+use crate::config::Settings;
+use crate::languages::Registry;
+use crate::metrics::Metrics;
+use crate::pods::local::{LocalBackend, LocalSettings};
+use crate::pods::PodBackend;
+use crate::queue::embedded::EmbeddedQueue;
+
+/// A started instance.
+pub struct Instance {
+    pub addr: SocketAddr,
+    pub server: actix_web::dev::ServerHandle,
+    pub scheduler: SchedulerRoot,
+    pub registry: Arc<Registry>,
+    pub backend_lines: Vec<String>,
+}
+
+/// The local pod backend for these settings and this registry's toolchains.
+pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result<LocalBackend> {
+    let runner = match &settings.runner_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding the kiln binary")?.with_file_name("kiln-runner"),
+    };
+    let mut read_only = LocalSettings::default_read_only();
+    read_only.extend(registry.mounts());
+    Ok(LocalBackend::new(LocalSettings {
+        runner,
+        tmpfs_bytes: settings.tmpfs_bytes,
+        read_only,
+        masked: LocalSettings::default_masked(),
+        sandbox_user: (settings.sandbox_uid, settings.sandbox_gid),
+    })?)
+}
+
+/// Starts everything on the current actix system; the HTTP server runs as a spawned task.
+pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
+    let registry = Arc::new(Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?);
+    let backend = local_backend(&settings, &registry)?;
+    let backend_lines = backend.describe();
+    let queue = Arc::new(
+        EmbeddedQueue::open(&settings.data_dir, Duration::from_secs(settings.result_retention_secs))
+            .context("opening the embedded queue")?,
+    );
+    let shared = Arc::new(Shared {
+        queue: queue.clone(),
+        backend: Arc::new(backend) as Arc<dyn PodBackend>,
+        registry: registry.clone(),
+        policy: settings.limits.clone(),
+        metrics: Arc::new(Metrics::new()),
+        events: crate::events::bus(),
+        pool_size: settings.effective_pool_size(),
+        max_parallel_jobs: settings.effective_max_parallel_jobs(),
+        max_attempts: settings.max_attempts,
+        watchdog_grace_ms: settings.watchdog_grace_ms,
+        inject_panic_probability: settings.inject_panic_probability,
+        standby: AtomicUsize::new(0),
+    });
+    let scheduler = SchedulerRoot::start(shared.clone());
+    let state = actix_web::web::Data::new(ApiState {
+        queue,
+        shared,
+        consumer: scheduler.peers.consumer.clone(),
+        settings: settings.clone(),
+    });
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let server = actix_web::HttpServer::new(move || actix_web::App::new().app_data(state.clone()).configure(routes))
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(&settings.listen)
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = *server.addrs().first().context("the server bound no address")?;
+    let server = server.run();
+    let handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "the HTTP server failed");
+        }
+    });
+    Ok(Instance { addr, server: handle, scheduler, registry, backend_lines })
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully: stop accepting, let running jobs
+/// finish (up to a grace period), leave the rest journaled for the next start.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let data_dir: PathBuf = settings.data_dir.clone();
+    actix::System::new().block_on(async move {
+        let pool = settings.effective_pool_size();
+        let instance = start(settings).await?;
+        println!("kiln listening on http://{}", instance.addr);
+        let names: Vec<String> = instance.registry.available.iter().map(|l| format!("{} {}", l.name, l.version)).collect();
+        println!("runtimes: {}", names.join(", "));
+        for (name, why) in &instance.registry.unavailable {
+            println!("unavailable: {name}: {why}");
+        }
+        for line in &instance.backend_lines {
+            println!("{line}");
+        }
+        println!("pool: {pool} standby pods; data dir {}", data_dir.display());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down: no new submissions; finishing running jobs");
+        instance.server.stop(true).await;
+        let left = instance.scheduler.drain(Duration::from_secs(30)).await;
+        if left > 0 {
+            tracing::warn!(left, "jobs still running at shutdown stay journaled and run after restart");
+        }
+        // Let the last results reach the journal.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        instance.scheduler.shared.backend.shutdown();
+        actix::System::current().stop();
+        Ok(())
+    })
+}
+
+/// Logs to stderr, as text or JSON lines; `RUST_LOG` filters (default: `default_level`).
+pub fn init_logging(format: &str, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
