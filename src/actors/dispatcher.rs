@@ -40,6 +40,14 @@ pub struct JobDone {
     pub result: Result<Outcome, PodError>,
 }
 
+/// A pod runner has failed to make a pod several times in a row.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunnerFailing {
+    pub runner: usize,
+    pub error: String,
+}
+
 /// How many jobs pods hold right now (for shutdown).
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -61,6 +69,9 @@ pub struct Dispatcher {
     waiting: VecDeque<Delivery>,
     /// Credits granted to the consumer and not yet used.
     granted: usize,
+    /// Runners that cannot make pods, with the last error. When every runner is failing, work is
+    /// answered with internal_error and that error instead of waiting forever.
+    failing: HashMap<usize, String>,
 }
 
 impl Dispatcher {
@@ -73,6 +84,7 @@ impl Dispatcher {
             retry: VecDeque::new(),
             waiting: VecDeque::new(),
             granted: 0,
+            failing: HashMap::new(),
         }
     }
 
@@ -97,6 +109,19 @@ impl Dispatcher {
             let language = job.language.clone();
             addr.do_send(RunJob { job, key: key.clone() });
             self.ledger.insert(runner, Held { delivery, key, language });
+        }
+        if self.idle.is_empty() && self.ledger.is_empty() && self.failing.len() >= self.shared.pool_size {
+            let error = self.failing.values().next().cloned().unwrap_or_default();
+            while let Some(delivery) = self.retry.pop_front().or_else(|| self.waiting.pop_front()) {
+                let language = delivery.envelope.submission.language.clone();
+                let message = format!("no sandbox can be made on this host right now: {error}");
+                self.publish(&peers, delivery, language, Outcome::failed(Status::InternalError, message));
+            }
+            if self.granted < 16 {
+                peers.consumer.do_send(Credit(16 - self.granted));
+                self.granted = 16;
+            }
+            return;
         }
         self.shared.metrics.in_flight.set(self.ledger.len() as i64);
         let free = self.idle.len().min(self.shared.max_parallel_jobs.saturating_sub(self.ledger.len()));
@@ -183,6 +208,7 @@ impl Handler<RunnerReady> for Dispatcher {
             if let Some(held) = this.ledger.remove(&msg.runner) {
                 this.lost(held, "its pod runner crashed and was restarted".into());
             }
+            this.failing.remove(&msg.runner);
             this.idle.retain(|(r, _)| *r != msg.runner);
             this.idle.push_back((msg.runner, msg.addr));
             this.assign();
@@ -207,6 +233,16 @@ impl Handler<JobDone> for Dispatcher {
                 }
                 Err(e) => this.lost(held, e.to_string()),
             }
+            this.assign();
+        });
+    }
+}
+
+impl Handler<RunnerFailing> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: RunnerFailing, ctx: &mut Context<Self>) {
+        guard(self, ctx, "dispatcher", |this, _| {
+            this.failing.insert(msg.runner, msg.error);
             this.assign();
         });
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::FutureExt;
 
-use super::dispatcher::{JobDone, RunnerReady};
+use super::dispatcher::{JobDone, RunnerFailing, RunnerReady};
 use super::pool_keeper::PodStatus;
 use super::timeout_watchdog::{Unwatch, Watch};
 use super::{guard, JobKey, Peers, Shared};
@@ -52,7 +52,7 @@ pub struct PodRunner {
 
 impl PodRunner {
     pub fn new(id: usize, shared: Arc<Shared>, peers: Peers) -> PodRunner {
-        let seed = crate::result::now_ms() ^ ((id as u64 + 1) * 0x9E37_79B9_7F4A_7C15);
+        let seed = crate::result::now_ms() ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         PodRunner { id, shared, peers, pod: None, generation: 0, current: None, failures: 0, rng: seed | 1 }
     }
 
@@ -129,6 +129,9 @@ impl Handler<PodMade> for PodRunner {
                     this.shared.metrics.pod_failures.with_label_values(&[label.as_str()]).inc();
                     let backoff = Duration::from_millis((50u64 << this.failures.min(7)).min(5_000));
                     tracing::error!(runner = this.id, error = %e, ?backoff, "could not make a standby pod");
+                    if this.failures >= 3 {
+                        this.peers.dispatcher.do_send(RunnerFailing { runner: this.id, error: e.to_string() });
+                    }
                     ctx.run_later(backoff, |this, ctx| this.make_pod(ctx));
                 }
             }

@@ -72,8 +72,14 @@ impl LocalBackend {
         let rootless = unsafe { libc::geteuid() } != 0;
         let mut cgroups = CgroupLayout::detect();
         if !matches!(cgroups, CgroupLayout::Unavailable { .. }) {
-            if let Err(e) = cgroups.prepare() {
-                cgroups = CgroupLayout::Unavailable { reason: format!("cannot create Kiln's cgroup: {e}") };
+            // Prove that pod groups can really be made here (an unprivileged user usually cannot).
+            let probe = format!("probe-{}", std::process::id());
+            let usable = cgroups.prepare().and_then(|()| cgroups.create_pod_group(&probe)).and_then(|g| match g {
+                Some(g) => g.remove(),
+                None => Ok(()),
+            });
+            if let Err(e) = usable {
+                cgroups = CgroupLayout::Unavailable { reason: format!("cannot create cgroups for pods: {e}") };
             }
         }
         for stale in cgroups.leftover_pod_groups() {

@@ -1,0 +1,148 @@
+//! A real `kiln serve` process for the API tests, on an ephemeral port with its own data dir.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Server {
+    pub base: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+fn unique_dir(name: &str) -> PathBuf {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::env::temp_dir().join(format!("kiln-test-{name}-{}-{}", std::process::id(), COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+}
+
+impl Server {
+    /// Starts `kiln serve` with `KILN_*` settings from `env`.
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Server {
+        let data_dir = unique_dir(name);
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Server { base: String::new(), data_dir, child: None, env };
+        s.boot();
+        s
+    }
+
+    /// (Re)starts the process on the same data dir.
+    pub fn boot(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .expect("kiln serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("a first line").expect("readable");
+        let addr = first.strip_prefix("kiln listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        self.base = addr.to_string();
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&self) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if let Ok(r) = ureq::get(&format!("{}/readyz", self.base)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("kiln serve never became ready");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("exits")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST JSON; returns status and body (errors included).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        respond(ureq::post(&self.url(path)).timeout(Duration::from_secs(120)).send_json(body.clone()))
+    }
+
+    pub fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        respond(ureq::post(&self.url(path)).set("Content-Type", "application/json").send_bytes(body))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        respond(ureq::get(&self.url(path)).call())
+    }
+
+    pub fn get_text(&self, path: &str) -> String {
+        ureq::get(&self.url(path)).call().expect("GET works").into_string().expect("text")
+    }
+
+    /// Polls GET /v1/submissions/{id} until it has a final status.
+    pub fn wait_result(&self, id: &str, timeout: Duration) -> Value {
+        let until = Instant::now() + timeout;
+        loop {
+            let (code, v) = self.get(&format!("/v1/submissions/{id}"));
+            if code == 200 && !matches!(v["status"].as_str(), Some("queued" | "running")) {
+                return v;
+            }
+            assert!(Instant::now() < until, "no result for {id} in time: {code} {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn respond(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    match r {
+        Ok(resp) => {
+            let code = resp.status();
+            (code, resp.into_json().unwrap_or(Value::Null))
+        }
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
