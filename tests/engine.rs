@@ -332,3 +332,16 @@ async fn base64_and_hex_files_are_decoded_and_extra_files_are_present() {
     let o = run(s).await;
     assert_eq!(text(&o.stdout), "7\n", "{o:?}");
 }
+
+#[test]
+fn as_root_on_this_host_pods_get_a_cgroup() {
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let b = backend();
+    assert!(
+        !matches!(b.cgroups(), kiln::sandbox::cgroup::CgroupLayout::Unavailable { .. }),
+        "limits silently fell back to rlimits: {}",
+        b.cgroups().describe()
+    );
+}

@@ -73,7 +73,7 @@ impl LocalBackend {
         let mut cgroups = CgroupLayout::detect();
         if !matches!(cgroups, CgroupLayout::Unavailable { .. }) {
             // Prove that pod groups can really be made here (an unprivileged user usually cannot).
-            let probe = format!("probe-{}", std::process::id());
+            let probe = format!("pod-{}-probe{}", std::process::id(), NEXT_POD.fetch_add(1, Ordering::Relaxed));
             let usable = cgroups.prepare().and_then(|()| cgroups.create_pod_group(&probe)).and_then(|g| match g {
                 Some(g) => g.remove(),
                 None => Ok(()),
