@@ -169,6 +169,8 @@ fn zygote_main(cgroup: Option<&Cgroup>, control: OwnedFd, status: OwnedFd, stdin
             fail("joining the pod's cgroup", &e);
         }
     }
+    // Built now, while the pod waits, for the usual case of a job without network.
+    let offline_filter = SyscallFilter::new(false).ok();
     unsafe { libc::write(status.as_raw_fd(), b"R".as_ptr().cast(), 1) };
     let mut control = std::fs::File::from(control);
     let spec: ExecSpec = match crate::runner::protocol::read_frame(&mut control) {
@@ -176,19 +178,26 @@ fn zygote_main(cgroup: Option<&Cgroup>, control: OwnedFd, status: OwnedFd, stdin
         Ok(None) => unsafe { libc::_exit(0) },
         Err(e) => fail("reading the command", &e),
     };
-    if let Err(e) = become_program(&spec, &stdin, &stdout, &stderr) {
+    let filter = match (spec.network, offline_filter) {
+        (false, Some(f)) => Ok(f),
+        _ => SyscallFilter::new(spec.network),
+    };
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => fail("building the seccomp filter", &e),
+    };
+    if let Err(e) = become_program(&spec, &filter, &stdin, &stdout, &stderr) {
         fail(&format!("starting {}", spec.argv.first().map(String::as_str).unwrap_or("")), &e);
     }
     unreachable!("become_program returns only on error")
 }
 
-fn become_program(spec: &ExecSpec, stdin: &OwnedFd, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
+fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdin: &OwnedFd, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
     let check = |r: i32| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
     let argv: Vec<CString> = spec.argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>()?;
     let envp: Vec<CString> =
         spec.env.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>()?;
     let program = resolve_program(&spec.argv[0], &spec.env, &spec.cwd)?;
-    let filter = SyscallFilter::new(spec.network).map_err(|e| io::Error::other(format!("seccomp filter: {e}")))?;
     unsafe {
         if spec.no_stdin {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
