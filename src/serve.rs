@@ -41,6 +41,7 @@ pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result
         read_only,
         masked: LocalSettings::default_masked(),
         sandbox_user: (settings.sandbox_uid, settings.sandbox_gid),
+        network: settings.limits.default.network,
     })?)
 }
 

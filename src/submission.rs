@@ -212,6 +212,7 @@ impl Submission {
             output_bytes: pick("output_bytes", r.output_bytes, d.output_bytes, m.output_bytes)?,
             file_size_bytes: pick("file_size_bytes", r.file_size_bytes, d.file_size_bytes, m.file_size_bytes)?,
             open_files: d.open_files,
+            // Networking is the operator's choice (it decides how pods are made), not a request's.
             network: d.network,
         };
         for (name, v) in [("wall_time_ms", limits.wall_time_ms), ("cpu_time_ms", limits.cpu_time_ms), ("memory_bytes", limits.memory_bytes)] {

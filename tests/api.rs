@@ -197,3 +197,43 @@ fn expected_output_and_limits_travel_through_the_api() {
     assert_eq!(r["status"], "compile_error", "{r}");
     assert!(r["compile_output"].as_str().unwrap().contains("undeclared"), "{r}");
 }
+
+#[test]
+fn network_is_off_unless_the_operator_enables_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let program = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('connected')\nexcept OSError as e:\n    print('refused', e.errno)"
+    );
+    let off = Server::start("net-off", &[]);
+    let (_, r) = off.post("/v1/submissions?wait=true", &py(&program));
+    assert!(r["stdout"].as_str().unwrap().starts_with("refused"), "{r}");
+    let on = Server::start("net-on", &[("KILN_LIMITS__DEFAULT__NETWORK", "true")]);
+    let (_, r) = on.post("/v1/submissions?wait=true", &py(&program));
+    assert_eq!(r["stdout"], "connected\n", "{r}");
+}
+
+#[test]
+fn when_no_sandbox_can_be_made_submissions_fail_with_the_reason() {
+    // A "runner" that exits at once: every pod fails at a named step.
+    let s = Server::start_unready("broken", &[("KILN_RUNNER_PATH", "/bin/false"), ("KILN_POOL_SIZE", "1")]);
+    let (code, r) = s.post("/v1/submissions?wait=true", &py("print(1)"));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["status"], "internal_error", "{r}");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("no sandbox can be made"), "{message}");
+    assert!(message.contains("step"), "names the failing step: {message}");
+    assert_eq!(s.get("/readyz").0, 503);
+}
+
+#[test]
+fn results_are_forgotten_after_the_retention() {
+    let s = Server::start("retention", &[("KILN_RESULT_RETENTION_SECS", "1")]);
+    let (_, first) = s.post("/v1/submissions?wait=true", &py("print(1)"));
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(s.get(&format!("/v1/submissions/{id}")).0, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The journal prunes when it next writes.
+    s.post("/v1/submissions?wait=true", &py("print(2)"));
+    assert_eq!(s.get(&format!("/v1/submissions/{id}")).0, 404, "expired");
+}

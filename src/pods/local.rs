@@ -29,6 +29,9 @@ pub struct LocalSettings {
     pub masked: Vec<PathBuf>,
     /// Unprivileged identity for programs when Kiln runs as root.
     pub sandbox_user: (u32, u32),
+    /// Operator's choice to let programs use the host's network; off, pods get an empty network
+    /// namespace.
+    pub network: bool,
 }
 
 impl LocalSettings {
@@ -110,9 +113,15 @@ impl PodBackend for LocalBackend {
     }
 
     fn describe(&self) -> Vec<String> {
-        let mut lines = vec![format!("local pods: namespaces pid, mount, network, ipc, uts{}; seccomp; rlimits; {}",
+        let mut lines = vec![format!(
+            "local pods: namespaces pid, mount, ipc, uts{}{}; seccomp; landlock; rlimits; {}",
+            if self.settings.network { "" } else { ", network" },
             if self.rootless { ", user" } else { "" },
-            self.cgroups.describe())];
+            self.cgroups.describe()
+        )];
+        if self.settings.network {
+            lines.push("NETWORK ENABLED: programs share the host's network (limits.default.network = true)".into());
+        }
         if self.rootless {
             lines.push("running unprivileged: programs run as the mapped user of a user namespace, not as a separate uid".into());
         }
@@ -145,12 +154,13 @@ impl PodBackend for LocalBackend {
         let cgroup = self.cgroups.create_pod_group(&id);
         let runner = self.settings.runner.clone();
         let rootless = self.rootless;
+        let network = self.settings.network;
         let setup = cgroup.as_ref().ok().map(|c| self.setup_for(c.clone()));
         let live = self.live.clone();
         Box::pin(async move {
             let cgroup = cgroup.map_err(|e| PodError::Create { step: "create the pod's cgroup".into(), error: e.to_string() })?;
             let setup = setup.expect("set when the cgroup was made");
-            let spawned = spawn_in_namespaces(&runner, rootless).map_err(|e| {
+            let spawned = spawn_in_namespaces(&runner, rootless, network).map_err(|e| {
                 if let Some(c) = &cgroup {
                     let _ = c.remove();
                 }
@@ -328,7 +338,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// Clones a child into new namespaces and execs `kiln-runner pod` in it. Like posix_spawn, the
 /// child borrows the parent's memory until it execs (CLONE_VM | CLONE_VFORK): copying the page
 /// tables of a large multi-threaded server for every pod would cost more than the pod itself.
-fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool) -> std::io::Result<Spawned> {
+fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool, network: bool) -> std::io::Result<Spawned> {
     let (job_read, job_write) = pipe_pair()?;
     let (report_read, report_write) = pipe_pair()?;
 
@@ -355,6 +365,9 @@ fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool) -> std::io::Res
         | libc::CLONE_NEWUTS;
     if rootless {
         flags |= libc::CLONE_NEWUSER;
+    }
+    if network {
+        flags &= !libc::CLONE_NEWNET;
     }
     let mut stack = vec![0u8; 64 * 1024];
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) };

@@ -202,7 +202,7 @@ fn journal(db: Arc<Database>, rx: mpsc::Receiver<Write>, retention: Duration) {
                 }
             }
         }
-        if last_prune.elapsed() > Duration::from_secs(60) {
+        if last_prune.elapsed() > retention.min(Duration::from_secs(60)) {
             if let Err(e) = prune(&db, retention) {
                 tracing::warn!(error = %e, "pruning expired results failed");
             }

@@ -231,6 +231,8 @@ fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdin: &OwnedFd, stdo
             check(libc::setresuid(uid, uid, uid))?;
         }
     }
+    let writable = [spec.cwd.as_path(), Path::new("/tmp"), Path::new("/dev")];
+    crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
     filter.install()?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());

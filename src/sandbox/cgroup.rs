@@ -35,10 +35,17 @@ impl CgroupLayout {
     /// Looks at the mounted cgroup filesystems and picks the one that can enforce memory and
     /// process limits. Prefers v2 when it has the controllers; v1 otherwise.
     pub fn detect() -> CgroupLayout {
-        let mounts = match fs::read_to_string("/proc/self/mounts") {
-            Ok(m) => m,
-            Err(e) => return CgroupLayout::Unavailable { reason: format!("cannot read /proc/self/mounts: {e}") },
-        };
+        match fs::read_to_string("/proc/self/mounts") {
+            Ok(mounts) => CgroupLayout::from_mounts(&mounts, &|root| {
+                fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default()
+            }),
+            Err(e) => CgroupLayout::Unavailable { reason: format!("cannot read /proc/self/mounts: {e}") },
+        }
+    }
+
+    /// The choice `detect` makes, from the text of /proc/self/mounts and a reader of a cgroup2
+    /// root's `cgroup.controllers`.
+    pub fn from_mounts(mounts: &str, controllers_of: &dyn Fn(&Path) -> String) -> CgroupLayout {
         let mut v1_memory = None;
         let mut v1_pids = None;
         let mut v1_cpuacct = None;
@@ -64,7 +71,7 @@ impl CgroupLayout {
         }
         let mut missing_v2 = String::from("no cgroup2 filesystem is mounted");
         if let Some(root) = &v2_root {
-            let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+            let controllers = controllers_of(root);
             let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
             if has("memory") && has("pids") && has("cpu") {
                 return CgroupLayout::V2 { root: root.clone() };
@@ -376,4 +383,48 @@ fn read_at(dir: &OwnedFd, name: &str) -> io::Result<String> {
 
 fn read_u64_at(dir: &OwnedFd, name: &str) -> io::Result<u64> {
     read_at(dir, name)?.trim().parse().map_err(|_| io::ErrorKind::InvalidData.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1_HOST: &str = "tmpfs /sys/fs/cgroup tmpfs rw 0 0
+cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0
+cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
+cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
+";
+    const V2_HOST: &str = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n";
+
+    #[test]
+    fn a_v1_host_with_an_empty_unified_hierarchy_uses_v1() {
+        let layout = CgroupLayout::from_mounts(V1_HOST, &|_| String::new());
+        match layout {
+            CgroupLayout::V1 { memory, pids, cpuacct } => {
+                assert_eq!(memory, Path::new("/sys/fs/cgroup/memory"));
+                assert_eq!(pids, Path::new("/sys/fs/cgroup/pids"));
+                assert_eq!(cpuacct, Path::new("/sys/fs/cgroup/cpuacct"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pure_v2_host_uses_v2() {
+        let layout = CgroupLayout::from_mounts(V2_HOST, &|_| "cpuset cpu io memory hugetlb pids rdma misc".into());
+        assert!(matches!(layout, CgroupLayout::V2 { root } if root == Path::new("/sys/fs/cgroup")));
+    }
+
+    #[test]
+    fn a_v2_host_without_the_memory_controller_says_what_is_missing() {
+        let layout = CgroupLayout::from_mounts(V2_HOST, &|_| "cpu io pids".into());
+        match layout {
+            CgroupLayout::Unavailable { reason } => {
+                assert!(reason.contains("not memory+pids+cpu"), "{reason}");
+                assert!(reason.contains("memory, pids, cpuacct"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub fn backend() -> LocalBackend {
         read_only,
         masked: LocalSettings::default_masked(),
         sandbox_user: (65534, 65534),
+        network: false,
     })
     .expect("local backend starts")
 }

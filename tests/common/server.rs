@@ -31,8 +31,22 @@ impl Server {
         s
     }
 
-    /// (Re)starts the process on the same data dir.
+    /// Starts `kiln serve` without waiting for a standby pod.
+    pub fn start_unready(name: &str, env: &[(&str, &str)]) -> Server {
+        let data_dir = unique_dir(name);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Server { base: String::new(), data_dir, child: None, env };
+        s.spawn();
+        s
+    }
+
+    /// (Re)starts the process on the same data dir and waits until it is ready.
     pub fn boot(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
@@ -48,7 +62,6 @@ impl Server {
         self.base = addr.to_string();
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
-        self.wait_ready();
     }
 
     pub fn wait_ready(&self) {
