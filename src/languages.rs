@@ -240,15 +240,17 @@ pub fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
 /// that really runs.
 fn find_real_binary(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var("PATH").unwrap_or_default();
-    let mut dirs: Vec<&str> = path.split(':').filter(|d| !d.is_empty()).collect();
-    for extra in ["/usr/local/bin", "/usr/bin", "/bin"] {
+    let mut dirs: Vec<String> = path.split(':').filter(|d| !d.is_empty()).map(String::from).collect();
+    // Where toolchains usually live, for services started with a minimal PATH.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    for extra in ["/usr/local/bin".to_string(), "/usr/bin".into(), "/bin".into(), "/usr/local/go/bin".into(), format!("{home}/.cargo/bin")] {
         if !dirs.contains(&extra) {
             dirs.push(extra);
         }
     }
     let mut skipped = Vec::new();
     for dir in dirs {
-        let candidate = Path::new(dir).join(name);
+        let candidate = Path::new(&dir).join(name);
         let Ok(real) = std::fs::canonicalize(&candidate) else { continue };
         if !real.is_file() {
             continue;

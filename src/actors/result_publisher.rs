@@ -82,9 +82,13 @@ impl Handler<Flushed> for ResultPublisher {
                 let now = now_ms();
                 for (_, result) in msg.1 {
                     let m = &self.shared.metrics;
-                    m.runs.with_label_values(&[result.outcome.status.as_str(), result.language.as_str()]).inc();
+                    // Label values come from the registry only: a producer's made-up language
+                    // names must not grow the metrics without bound.
+                    let known = self.shared.registry.available.iter().any(|l| l.name == result.language);
+                    let language = if known { result.language.as_str() } else { "other" };
+                    m.runs.with_label_values(&[result.outcome.status.as_str(), language]).inc();
                     let secs = now.saturating_sub(result.created_at_ms) as f64 / 1000.0;
-                    m.latency.with_label_values(&[result.language.as_str()]).observe(secs);
+                    m.latency.with_label_values(&[language]).observe(secs);
                     tracing::info!(id = %result.id, status = %result.outcome.status, attempts = result.attempts, "result published");
                     let _ = self.shared.events.send(Event { id: result.id.clone(), kind: EventKind::Finished(Arc::new(result)) });
                 }

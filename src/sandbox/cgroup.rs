@@ -285,9 +285,9 @@ impl Cgroup {
     pub fn memory_peak(&self) -> u64 {
         if self.version == 1 {
             read_u64_at(self.memory(), "memory.max_usage_in_bytes").unwrap_or(0)
-        } else if let Some(peak) = &self.peak {
+        } else if let Some(Ok(peak)) = self.peak.as_ref().map(|p| p.try_clone()) {
             let mut text = String::new();
-            let mut file = fs::File::from(peak.try_clone().expect("dup memory.peak"));
+            let mut file = fs::File::from(peak);
             use std::io::Seek;
             let _ = file.seek(io::SeekFrom::Start(0));
             let _ = file.read_to_string(&mut text);
