@@ -128,13 +128,18 @@ pub async fn engine(backend: &dyn PodBackend, registry: &Registry, runs: usize) 
     })
 }
 
-fn mem_available() -> i64 {
-    std::fs::read_to_string("/proc/meminfo")
+/// A `Name:   123 kB` field of a /proc file, in bytes.
+fn kb_field(path: &str, name: &str) -> u64 {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<i64>().ok()))
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
         .unwrap_or(0)
         * 1024
+}
+
+fn mem_available() -> i64 {
+    kb_field("/proc/meminfo", "MemAvailable:") as i64
 }
 
 /// Sum of the proportional set size of every `kiln-runner pod` process that is our child.
@@ -150,12 +155,7 @@ fn pss_of_runners() -> u64 {
         if ppid != me || !cmdline.starts_with(b"kiln-runner\0pod") {
             continue;
         }
-        let rollup = std::fs::read_to_string(dir.join("smaps_rollup")).unwrap_or_default();
-        total += rollup
-            .lines()
-            .find_map(|l| l.strip_prefix("Pss:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()))
-            .unwrap_or(0)
-            * 1024;
+        total += kb_field(&dir.join("smaps_rollup").to_string_lossy(), "Pss:");
     }
     total
 }
@@ -288,10 +288,5 @@ fn http_measure(base: &str, runs: usize, server_pid: u32) -> Result<String, Stri
 }
 
 fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()))
-        .unwrap_or(0)
-        * 1024
+    kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }

@@ -192,6 +192,28 @@ async fn host_secrets_and_the_project_are_invisible() {
     assert!(!out.contains("READ"), "{out}");
     assert!(out.contains("/etc/shadow denied"), "{out}");
     assert!(out.contains(&format!("{project}/Cargo.toml denied 2")), "the checkout does not exist inside: {out}");
+    // /root holds at most the read-only rustup toolchain the registry mounts: no dotfiles, keys
+    // or history.
+    let listing = out.lines().last().unwrap_or("");
+    assert!(listing == "[]" || listing == "['.rustup']" || listing == "no /root", "{listing}");
+}
+
+#[tokio::test]
+async fn concurrent_pods_cannot_see_each_other() {
+    let writer = run(source("python", "import time\nopen('/tmp/pod-a-secret', 'w').write('x')\nopen('secret.txt', 'w').write('x')\ntime.sleep(1.5)"));
+    let reader = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        run(source(
+            "python",
+            "import os, glob\nprint(glob.glob('/tmp/*'), glob.glob('/work/*'), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))",
+        ))
+        .await
+    };
+    let (_, r) = tokio::join!(writer, reader);
+    let out = text(&r.stdout);
+    assert!(!out.contains("secret"), "{out}");
+    // Only the pod's own runner (pid 1) and the program itself are visible.
+    assert!(out.trim_end().ends_with("[1, 2]"), "{out}");
 }
 
 #[tokio::test]

@@ -77,3 +77,14 @@ fn sigterm_finishes_the_running_job_and_keeps_queued_ones() {
     let next = s.wait_result("next", Duration::from_secs(30));
     assert_eq!(next["stdout"], "next done\n");
 }
+
+#[test]
+fn a_job_whose_runner_always_crashes_ends_as_internal_error_with_the_reason() {
+    let s = Server::start("give-up", &[("KILN_INJECT_PANIC_PROBABILITY", "1.0"), ("KILN_MAX_ATTEMPTS", "2")]);
+    let (code, r) = s.post("/v1/submissions?wait=true", &numbered(1));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["status"], "internal_error", "{r}");
+    assert_eq!(r["attempts"], 2, "{r}");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("gave up after 2 attempts") && message.contains("crashed"), "{message}");
+}

@@ -4,7 +4,7 @@
 //! program.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -339,8 +339,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// child borrows the parent's memory until it execs (CLONE_VM | CLONE_VFORK): copying the page
 /// tables of a large multi-threaded server for every pod would cost more than the pod itself.
 fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool, network: bool) -> std::io::Result<Spawned> {
-    let (job_read, job_write) = pipe_pair()?;
-    let (report_read, report_write) = pipe_pair()?;
+    let (job_read, job_write) = crate::sandbox::pipe()?;
+    let (report_read, report_write) = crate::sandbox::pipe()?;
 
     let argv0 = CString::new("kiln-runner").expect("no NUL");
     let argv1 = CString::new("pod").expect("no NUL");
@@ -394,12 +394,4 @@ unsafe fn write_proc_file(path: &std::ffi::CStr, content: &[u8]) {
         libc::write(fd, content.as_ptr().cast(), content.len());
         libc::close(fd);
     }
-}
-
-fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

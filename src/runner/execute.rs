@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::job::Limits;
 use crate::sandbox::cgroup::Cgroup;
+use crate::sandbox::pipe;
 use crate::sandbox::seccomp::SyscallFilter;
 
 /// Where the runner executes: what isolation it has to work with.
@@ -511,14 +512,6 @@ fn wait4(pid: i32) -> io::Result<(i32, libc::rusage)> {
 fn rusage_cpu_ms(r: &libc::rusage) -> u64 {
     let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
     ms(r.ru_utime) + ms(r.ru_stime)
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
