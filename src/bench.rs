@@ -21,9 +21,23 @@ impl Summary {
     pub fn of(mut samples: Vec<Duration>) -> Summary {
         samples.sort();
         let n = samples.len().max(1);
-        let at = |q: f64| samples.get(((n as f64 * q).ceil() as usize).saturating_sub(1).min(n - 1)).copied().unwrap_or_default();
+        let at = |q: f64| {
+            samples
+                .get(
+                    ((n as f64 * q).ceil() as usize)
+                        .saturating_sub(1)
+                        .min(n - 1),
+                )
+                .copied()
+                .unwrap_or_default()
+        };
         let mean = samples.iter().sum::<Duration>() / n as u32;
-        Summary { n: samples.len(), p50: at(0.5), p99: at(0.99), mean }
+        Summary {
+            n: samples.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            mean,
+        }
     }
 }
 
@@ -36,7 +50,10 @@ pub fn floor_python(python: &str, runs: usize) -> Summary {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        let out = Command::new(python).args(["-c", "print(1)"]).output().expect("python3 runs");
+        let out = Command::new(python)
+            .args(["-c", "print(1)"])
+            .output()
+            .expect("python3 runs");
         samples.push(t.elapsed());
         assert_eq!(out.stdout, b"1\n");
     }
@@ -58,18 +75,38 @@ pub struct EngineFigures {
 /// Busy CPU time of the whole host so far (from /proc/stat), kernel work included.
 pub fn host_busy() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpu: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    let busy: u64 = cpu.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: u64 = cpu
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(busy * 1000 / hz)
 }
 
 /// Floor spawns, runs through claimed standby pods, and pod creation, interleaved so that noise
 /// hits all three alike.
-pub async fn engine(backend: &dyn PodBackend, registry: &Registry, runs: usize) -> Result<EngineFigures, String> {
+pub async fn engine(
+    backend: &dyn PodBackend,
+    registry: &Registry,
+    runs: usize,
+) -> Result<EngineFigures, String> {
     let python = registry.find("python", None)?.run[0].clone();
     let policy = LimitPolicy::default();
-    let sub = Submission { language: "python".into(), source: Some("print(1)".into()), ..Default::default() };
+    let sub = Submission {
+        language: "python".into(),
+        source: Some("print(1)".into()),
+        ..Default::default()
+    };
     let job = sub.resolve("bench", registry, &policy).map_err(|e| e.0)?;
 
     // Warm the page cache and the code paths once.
@@ -113,7 +150,12 @@ pub async fn engine(backend: &dyn PodBackend, registry: &Registry, runs: usize) 
     let cycles = 100;
     let busy_before = host_busy();
     for _ in 0..cycles {
-        backend.create().await.map_err(|e| e.to_string())?.destroy().await;
+        backend
+            .create()
+            .await
+            .map_err(|e| e.to_string())?
+            .destroy()
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let lifecycle_cpu = (host_busy() - busy_before) / cycles;
@@ -133,7 +175,10 @@ fn kb_field(path: &str, name: &str) -> u64 {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024
 }
@@ -148,7 +193,9 @@ fn pss_of_runners() -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let dir = entry.path();
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
         let after_comm = stat.rsplit(')').next().unwrap_or("");
         let ppid = after_comm.split_whitespace().nth(1).unwrap_or("");
         let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
@@ -178,7 +225,6 @@ pub fn report_engine(f: &EngineFigures) -> String {
     )
 }
 
-
 /// The HTTP benchmark: starts `kiln serve` as a child process, then measures bare spawns and
 /// `POST /v1/submissions?wait=true`, sequentially and at concurrency = cores, interleaved.
 pub fn http(kiln: &std::path::Path, runs: usize) -> Result<String, String> {
@@ -194,10 +240,16 @@ pub fn http(kiln: &std::path::Path, runs: usize) -> Result<String, String> {
         .map_err(|e| format!("starting kiln serve: {e}"))?;
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
     let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-    let addr = first.strip_prefix("kiln listening on ").ok_or(format!("unexpected first line {first:?}"))?.to_string();
+    let addr = first
+        .strip_prefix("kiln listening on ")
+        .ok_or(format!("unexpected first line {first:?}"))?
+        .to_string();
     std::thread::spawn(move || for _ in lines {});
     let result = http_measure(&addr, runs, child.id());
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -206,7 +258,9 @@ pub fn http(kiln: &std::path::Path, runs: usize) -> Result<String, String> {
 fn http_measure(base: &str, runs: usize, server_pid: u32) -> Result<String, String> {
     let registry = Registry::load(None)?;
     let python = registry.find("python", None)?.run[0].clone();
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
     let body = serde_json::json!({"language": "python", "source": "print(1)"});
     let submit = |agent: &ureq::Agent| -> Result<Duration, String> {
         let t = Instant::now();
@@ -244,7 +298,9 @@ fn http_measure(base: &str, runs: usize, server_pid: u32) -> Result<String, Stri
     }
     let (floor, e2e) = (Summary::of(floor), Summary::of(e2e));
 
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let per_thread = runs.max(cores) / cores;
     let total = per_thread * cores;
     let t = Instant::now();
@@ -261,10 +317,18 @@ fn http_measure(base: &str, runs: usize, server_pid: u32) -> Result<String, Stri
             .map(|_| {
                 let agent = agent.clone();
                 let submit = &submit;
-                s.spawn(move || (0..per_thread).map(|_| submit(&agent)).filter_map(|r| r.err()).collect::<Vec<_>>())
+                s.spawn(move || {
+                    (0..per_thread)
+                        .map(|_| submit(&agent))
+                        .filter_map(|r| r.err())
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     if let Some(e) = errors.first() {
         return Err(e.clone());

@@ -25,7 +25,8 @@ pub fn run_file(
         Some(p) => std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
         None => Vec::new(),
     };
-    let registry = Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let registry =
+        Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?;
     let language = match language {
         Some(l) => l,
         None => language_of(file, &registry)?,
@@ -50,7 +51,8 @@ pub fn run_file(
             (format!("http://{}", embedded.addr), Some((embedded, dir)))
         }
     };
-    let mut req = ureq::post(&format!("{base}/v1/submissions?wait=true")).timeout(Duration::from_secs(600));
+    let mut req =
+        ureq::post(&format!("{base}/v1/submissions?wait=true")).timeout(Duration::from_secs(600));
     if let Ok(token) = std::env::var("KILN_AUTH_TOKEN") {
         req = req.set("Authorization", &format!("Bearer {token}"));
     }
@@ -59,7 +61,10 @@ pub fn run_file(
         Ok(r) => r.into_json()?,
         Err(ureq::Error::Status(code, r)) => {
             let v: serde_json::Value = r.into_json().unwrap_or_default();
-            bail!("the server answered {code}: {}", v["error"].as_str().unwrap_or("(no message)"));
+            bail!(
+                "the server answered {code}: {}",
+                v["error"].as_str().unwrap_or("(no message)")
+            );
         }
         Err(e) => bail!("could not reach {base}: {e}"),
     };
@@ -69,9 +74,13 @@ pub fn run_file(
     }
     let decode = |field: &str| -> Vec<u8> {
         let text = result[field].as_str().unwrap_or("");
-        let is_b64 = result["base64_fields"].as_array().is_some_and(|a| a.iter().any(|f| f == field));
+        let is_b64 = result["base64_fields"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|f| f == field));
         if is_b64 {
-            base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default()
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default()
         } else {
             text.as_bytes().to_vec()
         }
@@ -85,23 +94,40 @@ pub fn run_file(
     }
     if !matches!(status, "accepted" | "runtime_error") {
         let message = result["message"].as_str().unwrap_or("");
-        eprintln!("kiln: {status}{}{message}", if message.is_empty() { "" } else { ": " });
+        eprintln!(
+            "kiln: {status}{}{message}",
+            if message.is_empty() { "" } else { ": " }
+        );
     }
-    Ok(match (result["exit_code"].as_i64(), result["signal"].as_i64()) {
-        (Some(code), _) => code as i32,
-        (None, Some(sig)) => 128 + sig as i32,
-        _ => 1,
-    })
+    Ok(
+        match (result["exit_code"].as_i64(), result["signal"].as_i64()) {
+            (Some(code), _) => code as i32,
+            (None, Some(sig)) => 128 + sig as i32,
+            _ => 1,
+        },
+    )
 }
 
 fn language_of(file: &Path, registry: &Registry) -> anyhow::Result<String> {
-    let ext = file.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
     registry
         .available
         .iter()
-        .find(|l| Path::new(&l.entry).extension().is_some_and(|e| e.to_string_lossy() == ext))
+        .find(|l| {
+            Path::new(&l.entry)
+                .extension()
+                .is_some_and(|e| e.to_string_lossy() == ext)
+        })
         .map(|l| l.name.clone())
-        .with_context(|| format!("cannot tell the language of {} from its extension; pass --language", file.display()))
+        .with_context(|| {
+            format!(
+                "cannot tell the language of {} from its extension; pass --language",
+                file.display()
+            )
+        })
 }
 
 /// An in-process instance on a background thread, for `kiln run` without `--server`.

@@ -90,7 +90,10 @@ impl Settings {
             builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
         builder = builder.add_source(
-            config::Environment::with_prefix("KILN").prefix_separator("_").separator("__").try_parsing(true),
+            config::Environment::with_prefix("KILN")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
         );
         let settings: Settings = builder
             .build()
@@ -108,7 +111,10 @@ impl Settings {
             return Err("max_attempts must be at least 1".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(format!("log_format must be text or json, not {:?}", self.log_format));
+            return Err(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
         }
         Ok(())
     }
@@ -133,8 +139,9 @@ impl Settings {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
-impl Settings {
-}
+impl Settings {}

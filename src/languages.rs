@@ -89,9 +89,11 @@ pub struct Registry {
 impl Registry {
     /// Reads the shipped registry and the optional override, and resolves every entry.
     pub fn load(override_file: Option<&Path>) -> Result<Registry, String> {
-        let mut entries = parse(DEFAULT_REGISTRY).map_err(|e| format!("the built-in language registry: {e}"))?;
+        let mut entries =
+            parse(DEFAULT_REGISTRY).map_err(|e| format!("the built-in language registry: {e}"))?;
         if let Some(path) = override_file {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
             for entry in parse(&text).map_err(|e| format!("{}: {e}", path.display()))? {
                 entries.retain(|e| e.name != entry.name);
                 entries.push(entry);
@@ -103,7 +105,15 @@ impl Registry {
                 .filter(|e| e.enabled)
                 .map(|e| (e.name.clone(), s.spawn(|| resolve(e))))
                 .collect();
-            handles.into_iter().map(|(n, h)| (n, h.join().unwrap_or_else(|_| Err("resolver panicked".into())))).collect()
+            handles
+                .into_iter()
+                .map(|(n, h)| {
+                    (
+                        n,
+                        h.join().unwrap_or_else(|_| Err("resolver panicked".into())),
+                    )
+                })
+                .collect()
         });
         let mut registry = Registry::default();
         for (name, r) in resolved {
@@ -130,18 +140,28 @@ impl Registry {
                     .find(|(n, _)| *n == wanted)
                     .map(|(_, w)| format!(" (not available on this host: {w})"))
                     .unwrap_or_default();
-                format!("unknown language {name:?}{why}; available: {}", known.join(", "))
+                format!(
+                    "unknown language {name:?}{why}; available: {}",
+                    known.join(", ")
+                )
             })?;
         match version {
             None | Some("*") | Some("") => Ok(lang),
             Some(v) if version_matches(&lang.version, v) => Ok(lang),
-            Some(v) => Err(format!("{} {v} is not available; this host has {} {}", lang.name, lang.name, lang.version)),
+            Some(v) => Err(format!(
+                "{} {v} is not available; this host has {} {}",
+                lang.name, lang.name, lang.version
+            )),
         }
     }
 
     /// Every directory some toolchain needs visible inside pods.
     pub fn mounts(&self) -> Vec<PathBuf> {
-        let mut all: Vec<PathBuf> = self.available.iter().flat_map(|l| l.mounts.iter().cloned()).collect();
+        let mut all: Vec<PathBuf> = self
+            .available
+            .iter()
+            .flat_map(|l| l.mounts.iter().cloned())
+            .collect();
         all.sort();
         all.dedup();
         all
@@ -152,14 +172,21 @@ impl Registry {
 fn version_matches(have: &str, want: &str) -> bool {
     let have: Vec<&str> = have.split('.').collect();
     let want: Vec<&str> = want.trim_start_matches('v').split('.').collect();
-    want.len() <= have.len() && want.iter().zip(&have).all(|(w, h)| w == h || *w == "x" || *w == "*")
+    want.len() <= have.len()
+        && want
+            .iter()
+            .zip(&have)
+            .all(|(w, h)| w == h || *w == "x" || *w == "*")
 }
 
 fn parse(text: &str) -> Result<Vec<Entry>, String> {
     let file: RegistryFile = toml::from_str(text).map_err(|e| e.to_string())?;
     for e in &file.language {
         if e.binaries.is_empty() || e.run.is_empty() || e.version.is_empty() {
-            return Err(format!("language {:?} needs binaries, version and run", e.name));
+            return Err(format!(
+                "language {:?} needs binaries, version and run",
+                e.name
+            ));
         }
     }
     Ok(file.language)
@@ -188,10 +215,18 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
         }
     }
     let version_text = run_capture(&substitute(&entry.version, &bins, &entry.entry))?;
-    let version = extract_version(&version_text)
-        .ok_or_else(|| format!("no version number in the output of {:?}: {version_text:?}", entry.version))?;
+    let version = extract_version(&version_text).ok_or_else(|| {
+        format!(
+            "no version number in the output of {:?}: {version_text:?}",
+            entry.version
+        )
+    })?;
 
-    let mut path_dirs: Vec<String> = bins.values().filter_map(|p| p.parent()).map(|d| d.display().to_string()).collect();
+    let mut path_dirs: Vec<String> = bins
+        .values()
+        .filter_map(|p| p.parent())
+        .map(|d| d.display().to_string())
+        .collect();
     path_dirs.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from));
     path_dirs.dedup();
     let mut env = vec![
@@ -207,7 +242,10 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
         version,
         aliases: entry.aliases.clone(),
         entry: entry.entry.clone(),
-        compile: entry.compile.as_ref().map(|c| substitute(c, &bins, &entry.entry)),
+        compile: entry
+            .compile
+            .as_ref()
+            .map(|c| substitute(c, &bins, &entry.entry)),
         run: substitute(&entry.run, &bins, &entry.entry),
         env,
         mounts,
@@ -232,7 +270,10 @@ fn substitute(argv: &[String], bins: &BTreeMap<String, PathBuf>, entry: &str) ->
 /// Fills the per-job placeholders of a command line.
 pub fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
     argv.iter()
-        .map(|a| a.replace("{memory_bytes}", &memory_bytes.to_string()).replace("{memory_mb}", &(memory_bytes >> 20).to_string()))
+        .map(|a| {
+            a.replace("{memory_bytes}", &memory_bytes.to_string())
+                .replace("{memory_mb}", &(memory_bytes >> 20).to_string())
+        })
         .collect()
 }
 
@@ -240,10 +281,20 @@ pub fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
 /// that really runs.
 fn find_real_binary(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var("PATH").unwrap_or_default();
-    let mut dirs: Vec<String> = path.split(':').filter(|d| !d.is_empty()).map(String::from).collect();
+    let mut dirs: Vec<String> = path
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(String::from)
+        .collect();
     // Where toolchains usually live, for services started with a minimal PATH.
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    for extra in ["/usr/local/bin".to_string(), "/usr/bin".into(), "/bin".into(), "/usr/local/go/bin".into(), format!("{home}/.cargo/bin")] {
+    for extra in [
+        "/usr/local/bin".to_string(),
+        "/usr/bin".into(),
+        "/bin".into(),
+        "/usr/local/go/bin".into(),
+        format!("{home}/.cargo/bin"),
+    ] {
         if !dirs.contains(&extra) {
             dirs.push(extra);
         }
@@ -251,7 +302,9 @@ fn find_real_binary(name: &str) -> Result<PathBuf, String> {
     let mut skipped = Vec::new();
     for dir in dirs {
         let candidate = Path::new(&dir).join(name);
-        let Ok(real) = std::fs::canonicalize(&candidate) else { continue };
+        let Ok(real) = std::fs::canonicalize(&candidate) else {
+            continue;
+        };
         if !real.is_file() {
             continue;
         }
@@ -261,7 +314,11 @@ fn find_real_binary(name: &str) -> Result<PathBuf, String> {
         }
         // A multi-call binary (rustup, busybox) decides what to be from the name it is run by:
         // keep that name.
-        if real.file_name() != candidate.file_name() && !real.file_name().is_some_and(|n| n.to_string_lossy().starts_with(name)) {
+        if real.file_name() != candidate.file_name()
+            && !real
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(name))
+        {
             return Ok(candidate);
         }
         return Ok(real);
@@ -269,14 +326,20 @@ fn find_real_binary(name: &str) -> Result<PathBuf, String> {
     if skipped.is_empty() {
         Err(format!("{name} is not installed (not found on PATH)"))
     } else {
-        Err(format!("{name} was found only as shims or scripts ({}), not as a real binary", skipped.join(", ")))
+        Err(format!(
+            "{name} was found only as shims or scripts ({}), not as a real binary",
+            skipped.join(", ")
+        ))
     }
 }
 
 fn is_elf(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
 }
 
 /// `/opt/x/bin/tool` -> `/opt/x`; `/opt/tool` -> `/opt`.
@@ -296,7 +359,11 @@ fn run_capture(argv: &[String]) -> Result<String, String> {
         .output()
         .map_err(|e| format!("running {}: {e}", argv[0]))?;
     if !out.status.success() {
-        return Err(format!("{} failed: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{} failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -330,7 +397,10 @@ mod tests {
 
     #[test]
     fn versions_are_read_from_typical_tool_output() {
-        assert_eq!(extract_version("rustc 1.95.0 (59807616e 2026-04-14)").as_deref(), Some("1.95.0"));
+        assert_eq!(
+            extract_version("rustc 1.95.0 (59807616e 2026-04-14)").as_deref(),
+            Some("1.95.0")
+        );
         assert_eq!(extract_version("go1.26.8\n").as_deref(), Some("1.26.8"));
         assert_eq!(extract_version("javac 17.0.15").as_deref(), Some("17.0.15"));
         assert_eq!(extract_version("v20.20.2").as_deref(), Some("20.20.2"));
@@ -357,7 +427,10 @@ mod tests {
         .unwrap();
         let reg = Registry::load(Some(&file)).unwrap();
         assert!(reg.find("bash", None).is_err());
-        assert!(reg.find("python", None).is_ok(), "python3 is on every supported host");
+        assert!(
+            reg.find("python", None).is_ok(),
+            "python3 is on every supported host"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,7 +1,9 @@
 //! Prometheus metrics: what an operator watches (queue depth, in-flight jobs, pool size, runs by
 //! status and language, latency, actor restarts).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Every metric Kiln exports, registered once.
 pub struct Metrics {
@@ -24,33 +26,65 @@ impl Metrics {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let latency = HistogramVec::new(
-            HistogramOpts::new("kiln_submission_latency_seconds", "From acceptance to published result")
-                .buckets(vec![0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            HistogramOpts::new(
+                "kiln_submission_latency_seconds",
+                "From acceptance to published result",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
             &["language"],
         )
         .expect("valid metric");
-        registry.register(Box::new(latency.clone())).expect("unique metric");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("unique metric");
         Metrics {
             queue_depth: gauge("kiln_queue_depth", "Accepted submissions not yet finished"),
             in_flight: gauge("kiln_in_flight", "Jobs held by pod runners"),
             pool_standby: gauge("kiln_pool_standby_pods", "Standby pods ready for a job"),
             pool_size: gauge("kiln_pool_size", "Configured pod runners"),
-            runs: counter("kiln_runs_total", "Finished submissions", &["status", "language"]),
+            runs: counter(
+                "kiln_runs_total",
+                "Finished submissions",
+                &["status", "language"],
+            ),
             latency,
-            actor_restarts: counter("kiln_actor_restarts_total", "Actor restarts by the supervisor", &["actor"]),
-            pod_failures: counter("kiln_pod_failures_total", "Pods that could not be made or were lost", &["reason"]),
-            redeliveries: counter("kiln_redeliveries_total", "Jobs put back after their runner was lost", &["reason"]),
+            actor_restarts: counter(
+                "kiln_actor_restarts_total",
+                "Actor restarts by the supervisor",
+                &["actor"],
+            ),
+            pod_failures: counter(
+                "kiln_pod_failures_total",
+                "Pods that could not be made or were lost",
+                &["reason"],
+            ),
+            redeliveries: counter(
+                "kiln_redeliveries_total",
+                "Jobs put back after their runner was lost",
+                &["reason"],
+            ),
             watchdog_kills: gauge("kiln_watchdog_kills", "Runs killed by the timeout watchdog"),
-            rejected_requests: counter("kiln_rejected_requests_total", "HTTP requests refused", &["reason"]),
+            rejected_requests: counter(
+                "kiln_rejected_requests_total",
+                "HTTP requests refused",
+                &["reason"],
+            ),
             registry,
         }
     }

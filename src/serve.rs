@@ -31,7 +31,9 @@ pub struct Instance {
 pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result<LocalBackend> {
     let runner = match &settings.runner_path {
         Some(p) => p.clone(),
-        None => std::env::current_exe().context("finding the kiln binary")?.with_file_name("kiln-runner"),
+        None => std::env::current_exe()
+            .context("finding the kiln binary")?
+            .with_file_name("kiln-runner"),
     };
     let mut read_only = LocalSettings::default_read_only();
     read_only.extend(registry.mounts());
@@ -47,12 +49,16 @@ pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result
 
 /// Starts everything on the current actix system; the HTTP server runs as a spawned task.
 pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
-    let registry = Arc::new(Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?);
+    let registry =
+        Arc::new(Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?);
     let backend = local_backend(&settings, &registry)?;
     let backend_lines = backend.describe();
     let queue = Arc::new(
-        EmbeddedQueue::open(&settings.data_dir, Duration::from_secs(settings.result_retention_secs))
-            .context("opening the embedded queue")?,
+        EmbeddedQueue::open(
+            &settings.data_dir,
+            Duration::from_secs(settings.result_retention_secs),
+        )
+        .context("opening the embedded queue")?,
     );
     let shared = Arc::new(Shared {
         queue: queue.clone(),
@@ -75,14 +81,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
         consumer: scheduler.peers.consumer.clone(),
         settings: settings.clone(),
     });
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let server = actix_web::HttpServer::new(move || actix_web::App::new().app_data(state.clone()).configure(routes))
-        .workers(workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .bind(&settings.listen)
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    let addr = *server.addrs().first().context("the server bound no address")?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .configure(routes)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(&settings.listen)
+    .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = *server
+        .addrs()
+        .first()
+        .context("the server bound no address")?;
     let server = server.run();
     let handle = server.handle();
     actix::spawn(async move {
@@ -90,7 +105,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
             tracing::error!(error = %e, "the HTTP server failed");
         }
     });
-    Ok(Instance { addr, server: handle, scheduler, registry, backend_lines })
+    Ok(Instance {
+        addr,
+        server: handle,
+        scheduler,
+        registry,
+        backend_lines,
+    })
 }
 
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully: stop accepting, let running jobs
@@ -101,7 +122,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let pool = settings.effective_pool_size();
         let instance = start(settings).await?;
         println!("kiln listening on http://{}", instance.addr);
-        let names: Vec<String> = instance.registry.available.iter().map(|l| format!("{} {}", l.name, l.version)).collect();
+        let names: Vec<String> = instance
+            .registry
+            .available
+            .iter()
+            .map(|l| format!("{} {}", l.name, l.version))
+            .collect();
         println!("runtimes: {}", names.join(", "));
         for (name, why) in &instance.registry.unavailable {
             println!("unavailable: {name}: {why}");
@@ -122,7 +148,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         instance.server.stop(true).await;
         let left = instance.scheduler.drain(Duration::from_secs(30)).await;
         if left > 0 {
-            tracing::warn!(left, "jobs still running at shutdown stay journaled and run after restart");
+            tracing::warn!(
+                left,
+                "jobs still running at shutdown stay journaled and run after restart"
+            );
         }
         // Let the last results reach the journal.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -134,10 +163,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
 /// Logs to stderr, as text or JSON lines; `RUST_LOG` filters (default: `default_level`).
 pub fn init_logging(format: &str, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
-        let _ = builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init();
+        let _ = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init();
     } else {
         let _ = builder.try_init();
     }

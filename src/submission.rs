@@ -130,13 +130,23 @@ pub struct Invalid(pub String);
 
 impl Submission {
     /// Checks the submission and turns it into a job for `id`.
-    pub fn resolve(&self, id: &str, registry: &Registry, policy: &LimitPolicy) -> Result<Job, Invalid> {
-        let lang = registry.find(&self.language, self.version.as_deref()).map_err(Invalid)?;
+    pub fn resolve(
+        &self,
+        id: &str,
+        registry: &Registry,
+        policy: &LimitPolicy,
+    ) -> Result<Job, Invalid> {
+        let lang = registry
+            .find(&self.language, self.version.as_deref())
+            .map_err(Invalid)?;
         let limits = self.limits(policy)?;
 
         let mut files = Vec::new();
         if let Some(source) = &self.source {
-            files.push(JobFile { name: lang.entry.clone(), content: Bytes(source.as_bytes().to_vec()) });
+            files.push(JobFile {
+                name: lang.entry.clone(),
+                content: Bytes(source.as_bytes().to_vec()),
+            });
         }
         for (i, f) in self.files.iter().enumerate() {
             let name = match (&f.name, i == 0 && self.source.is_none()) {
@@ -144,15 +154,26 @@ impl Submission {
                 (None, true) => lang.entry.clone(),
                 (None, false) => return Err(Invalid(format!("files[{i}] needs a name"))),
             };
-            crate::runner::check_file_name(&name).map_err(|e| Invalid(format!("files[{i}]: {e}")))?;
-            let content = decode(&f.content, f.encoding).map_err(|e| Invalid(format!("files[{i}] ({name}): {e}")))?;
-            files.push(JobFile { name, content: Bytes(content) });
+            crate::runner::check_file_name(&name)
+                .map_err(|e| Invalid(format!("files[{i}]: {e}")))?;
+            let content = decode(&f.content, f.encoding)
+                .map_err(|e| Invalid(format!("files[{i}] ({name}): {e}")))?;
+            files.push(JobFile {
+                name,
+                content: Bytes(content),
+            });
         }
         if files.is_empty() {
-            return Err(Invalid("the submission has no source: give \"source\" or \"files\"".into()));
+            return Err(Invalid(
+                "the submission has no source: give \"source\" or \"files\"".into(),
+            ));
         }
         if files.len() > policy.max_files {
-            return Err(Invalid(format!("{} files is over the maximum of {}", files.len(), policy.max_files)));
+            return Err(Invalid(format!(
+                "{} files is over the maximum of {}",
+                files.len(),
+                policy.max_files
+            )));
         }
         let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         names.sort();
@@ -160,7 +181,11 @@ impl Submission {
             return Err(Invalid("two files have the same name".into()));
         }
         if self.args.len() > policy.max_args {
-            return Err(Invalid(format!("{} args is over the maximum of {}", self.args.len(), policy.max_args)));
+            return Err(Invalid(format!(
+                "{} args is over the maximum of {}",
+                self.args.len(),
+                policy.max_args
+            )));
         }
         let total: usize = files.iter().map(|f| f.content.len()).sum::<usize>()
             + self.stdin.len()
@@ -174,7 +199,15 @@ impl Submission {
         // The entry point: the first file, whatever it is called, is what the language runs.
         let entry = files[0].name.clone();
         let swap_entry = |argv: &[String]| -> Vec<String> {
-            argv.iter().map(|a| if *a == lang.entry { entry.clone() } else { a.clone() }).collect()
+            argv.iter()
+                .map(|a| {
+                    if *a == lang.entry {
+                        entry.clone()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect()
         };
         let mut run_argv = fill_limits(&swap_entry(&lang.run), limits.memory_bytes);
         run_argv.extend(self.args.iter().cloned());
@@ -187,41 +220,80 @@ impl Submission {
             language: lang.name.clone(),
             files,
             compile,
-            run: Stage { argv: run_argv, limits: raise(&limits, &lang.run_limits) },
+            run: Stage {
+                argv: run_argv,
+                limits: raise(&limits, &lang.run_limits),
+            },
             env: lang.env.clone(),
             stdin: Bytes(self.stdin.as_bytes().to_vec()),
-            expected_output: self.expected_output.as_ref().map(|s| Bytes(s.as_bytes().to_vec())),
+            expected_output: self
+                .expected_output
+                .as_ref()
+                .map(|s| Bytes(s.as_bytes().to_vec())),
         })
     }
 
     /// The run limits: requested values, or defaults; each checked against the maximum.
     pub fn limits(&self, policy: &LimitPolicy) -> Result<Limits, Invalid> {
         let (d, m, r) = (&policy.default, &policy.maximum, &self.limits);
-        fn pick<T: PartialOrd + Copy + std::fmt::Display>(name: &str, req: Option<T>, def: T, max: T) -> Result<T, Invalid> {
+        fn pick<T: PartialOrd + Copy + std::fmt::Display>(
+            name: &str,
+            req: Option<T>,
+            def: T,
+            max: T,
+        ) -> Result<T, Invalid> {
             match req {
-                Some(v) if v > max => Err(Invalid(format!("limits.{name} = {v} is over the server maximum of {max}"))),
+                Some(v) if v > max => Err(Invalid(format!(
+                    "limits.{name} = {v} is over the server maximum of {max}"
+                ))),
                 Some(v) => Ok(v),
                 None => Ok(if def > max { max } else { def }),
             }
         }
         let limits = Limits {
-            wall_time_ms: pick("wall_time_ms", r.wall_time_ms, d.wall_time_ms, m.wall_time_ms)?,
+            wall_time_ms: pick(
+                "wall_time_ms",
+                r.wall_time_ms,
+                d.wall_time_ms,
+                m.wall_time_ms,
+            )?,
             cpu_time_ms: pick("cpu_time_ms", r.cpu_time_ms, d.cpu_time_ms, m.cpu_time_ms)?,
-            memory_bytes: pick("memory_bytes", r.memory_bytes, d.memory_bytes, m.memory_bytes)?,
+            memory_bytes: pick(
+                "memory_bytes",
+                r.memory_bytes,
+                d.memory_bytes,
+                m.memory_bytes,
+            )?,
             processes: pick("processes", r.processes, d.processes, m.processes)?,
-            output_bytes: pick("output_bytes", r.output_bytes, d.output_bytes, m.output_bytes)?,
-            file_size_bytes: pick("file_size_bytes", r.file_size_bytes, d.file_size_bytes, m.file_size_bytes)?,
+            output_bytes: pick(
+                "output_bytes",
+                r.output_bytes,
+                d.output_bytes,
+                m.output_bytes,
+            )?,
+            file_size_bytes: pick(
+                "file_size_bytes",
+                r.file_size_bytes,
+                d.file_size_bytes,
+                m.file_size_bytes,
+            )?,
             open_files: d.open_files,
             // Networking is the operator's choice (it decides how pods are made), not a request's.
             network: d.network,
         };
-        for (name, v) in [("wall_time_ms", limits.wall_time_ms), ("cpu_time_ms", limits.cpu_time_ms), ("memory_bytes", limits.memory_bytes)] {
+        for (name, v) in [
+            ("wall_time_ms", limits.wall_time_ms),
+            ("cpu_time_ms", limits.cpu_time_ms),
+            ("memory_bytes", limits.memory_bytes),
+        ] {
             if v == 0 {
                 return Err(Invalid(format!("limits.{name} must be above 0")));
             }
         }
         if limits.memory_bytes < 4 << 20 {
-            return Err(Invalid("limits.memory_bytes must be at least 4194304 (4 MiB)".into()));
+            return Err(Invalid(
+                "limits.memory_bytes must be at least 4194304 (4 MiB)".into(),
+            ));
         }
         if limits.processes == 0 {
             return Err(Invalid("limits.processes must be at least 1".into()));

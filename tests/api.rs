@@ -23,7 +23,16 @@ fn wait_true_answers_with_the_result() {
     assert_eq!(r["exit_code"], 0);
     assert_eq!(r["attempts"], 1);
     assert_eq!(r["judge0_status_id"], 3);
-    for field in ["id", "created_at", "finished_at", "cpu_time_ms", "wall_time_ms", "memory_bytes", "stderr", "compile_output"] {
+    for field in [
+        "id",
+        "created_at",
+        "finished_at",
+        "cpu_time_ms",
+        "wall_time_ms",
+        "memory_bytes",
+        "stderr",
+        "compile_output",
+    ] {
         assert!(!r[field].is_null(), "{field} missing in {r}");
     }
 }
@@ -51,20 +60,37 @@ fn the_same_client_id_is_the_same_submission() {
     let (_, first) = s.post("/v1/submissions?wait=true", &sub);
     let (code, second) = s.post("/v1/submissions?wait=true", &sub);
     assert_eq!(code, 200);
-    assert_eq!(first["stdout"], second["stdout"], "ran once, answered twice");
+    assert_eq!(
+        first["stdout"], second["stdout"],
+        "ran once, answered twice"
+    );
     assert_eq!(first["finished_at"], second["finished_at"]);
 }
 
 #[test]
 fn events_stream_running_then_the_result() {
     let s = Server::start("sse", &[]);
-    let (_, r) = s.post("/v1/submissions", &py("import time; time.sleep(0.5); print('done')"));
+    let (_, r) = s.post(
+        "/v1/submissions",
+        &py("import time; time.sleep(0.5); print('done')"),
+    );
     let id = r["id"].as_str().unwrap();
-    let body = ureq::get(&s.url(&format!("/v1/submissions/{id}/events"))).call().unwrap().into_string().unwrap();
-    let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    let body = ureq::get(&s.url(&format!("/v1/submissions/{id}/events")))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
     assert_eq!(events.last(), Some(&"result"), "{body}");
     assert!(events.len() >= 2, "a state before the result: {body}");
-    let data = body.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap();
+    let data = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .last()
+        .unwrap();
     let v: Value = serde_json::from_str(data).unwrap();
     assert_eq!(v["stdout"], "done\n");
 }
@@ -72,15 +98,24 @@ fn events_stream_running_then_the_result() {
 #[test]
 fn batches_answer_each_submission_in_order() {
     let s = Server::start("batch", &[("KILN_MAX_BATCH", "3")]);
-    let (code, r) = s.post("/v1/submissions/batch", &json!([py("print(1)"), {"language": "cobol", "source": "x"}, py("print(3)")]));
+    let (code, r) = s.post(
+        "/v1/submissions/batch",
+        &json!([py("print(1)"), {"language": "cobol", "source": "x"}, py("print(3)")]),
+    );
     assert_eq!(code, 202, "{r}");
     let items = r.as_array().unwrap();
     assert_eq!(items.len(), 3);
     assert!(items[1]["error"].as_str().unwrap().contains("cobol"));
     let one = s.wait_result(items[0]["id"].as_str().unwrap(), Duration::from_secs(30));
     let three = s.wait_result(items[2]["id"].as_str().unwrap(), Duration::from_secs(30));
-    assert_eq!((one["stdout"].as_str(), three["stdout"].as_str()), (Some("1\n"), Some("3\n")));
-    let (code, e) = s.post("/v1/submissions/batch", &json!([py("1"), py("2"), py("3"), py("4")]));
+    assert_eq!(
+        (one["stdout"].as_str(), three["stdout"].as_str()),
+        (Some("1\n"), Some("3\n"))
+    );
+    let (code, e) = s.post(
+        "/v1/submissions/batch",
+        &json!([py("1"), py("2"), py("3"), py("4")]),
+    );
     assert_eq!(code, 400, "{e}");
 }
 
@@ -89,7 +124,12 @@ fn runtimes_list_available_languages_with_versions() {
     let s = Server::start("runtimes", &[]);
     let (code, r) = s.get("/v1/runtimes");
     assert_eq!(code, 200);
-    let python = r.as_array().unwrap().iter().find(|l| l["language"] == "python").expect("python listed");
+    let python = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["language"] == "python")
+        .expect("python listed");
     assert!(python["version"].as_str().unwrap().starts_with("3."));
     assert!(python["aliases"].as_array().unwrap().contains(&json!("py")));
 }
@@ -98,25 +138,66 @@ fn runtimes_list_available_languages_with_versions() {
 fn bad_input_gets_a_clear_4xx() {
     let s = Server::start("bad", &[("KILN_MAX_BODY_BYTES", "100000")]);
     let cases: Vec<(Value, u16, &str)> = vec![
-        (json!({"language": "cobol", "source": "x"}), 422, "available: python"),
-        (json!({"language": "python", "source": "x", "limits": {"memory_bytes": 1_u64 << 40}}), 422, "over the server maximum"),
-        (json!({"language": "python", "source": "x", "limits": {"wall_time_ms": 0}}), 422, "above 0"),
-        (json!({"language": "python", "files": [{"name": "a.py", "content": "!!!", "encoding": "base64"}]}), 422, "invalid base64"),
-        (json!({"language": "python", "files": [{"name": "../a.py", "content": "x"}]}), 422, "relative path"),
-        (json!({"language": "python", "files": (0..65).map(|i| json!({"name": format!("f{i}.py"), "content": ""})).collect::<Vec<_>>()}), 422, "maximum of 64"),
+        (
+            json!({"language": "cobol", "source": "x"}),
+            422,
+            "available: python",
+        ),
+        (
+            json!({"language": "python", "source": "x", "limits": {"memory_bytes": 1_u64 << 40}}),
+            422,
+            "over the server maximum",
+        ),
+        (
+            json!({"language": "python", "source": "x", "limits": {"wall_time_ms": 0}}),
+            422,
+            "above 0",
+        ),
+        (
+            json!({"language": "python", "files": [{"name": "a.py", "content": "!!!", "encoding": "base64"}]}),
+            422,
+            "invalid base64",
+        ),
+        (
+            json!({"language": "python", "files": [{"name": "../a.py", "content": "x"}]}),
+            422,
+            "relative path",
+        ),
+        (
+            json!({"language": "python", "files": (0..65).map(|i| json!({"name": format!("f{i}.py"), "content": ""})).collect::<Vec<_>>()}),
+            422,
+            "maximum of 64",
+        ),
         (json!({"language": "python"}), 422, "no source"),
-        (json!({"language": "python", "source": "x", "colour": "red"}), 400, "unknown field"),
-        (json!({"language": "python", "source": "x", "id": "white space"}), 400, "id must be"),
+        (
+            json!({"language": "python", "source": "x", "colour": "red"}),
+            400,
+            "unknown field",
+        ),
+        (
+            json!({"language": "python", "source": "x", "id": "white space"}),
+            400,
+            "id must be",
+        ),
     ];
     for (body, want, text) in cases {
         let (code, r) = s.post("/v1/submissions", &body);
         assert_eq!(code, want, "{body} -> {r}");
-        assert!(r["error"].as_str().unwrap_or("").contains(text), "{body} -> {r}");
+        assert!(
+            r["error"].as_str().unwrap_or("").contains(text),
+            "{body} -> {r}"
+        );
     }
     let (code, r) = s.post_raw("/v1/submissions", b"{\"language\": ");
     assert_eq!(code, 400);
-    assert!(r["error"].as_str().unwrap().contains("malformed JSON"), "{r}");
-    let (code, r) = s.post_raw("/v1/submissions", b"{\"language\": \"python\", \"source\": \"\xff\xfe\"}");
+    assert!(
+        r["error"].as_str().unwrap().contains("malformed JSON"),
+        "{r}"
+    );
+    let (code, r) = s.post_raw(
+        "/v1/submissions",
+        b"{\"language\": \"python\", \"source\": \"\xff\xfe\"}",
+    );
     assert_eq!(code, 400);
     assert!(r["error"].as_str().unwrap().contains("UTF-8"), "{r}");
     let big = json!({"language": "python", "source": "x".repeat(200_000)});
@@ -135,7 +216,9 @@ fn bearer_token_is_required_when_configured() {
         .send_json(py("print(1)"))
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let wrong = ureq::get(&s.url("/v1/runtimes")).set("Authorization", "Bearer nope").call();
+    let wrong = ureq::get(&s.url("/v1/runtimes"))
+        .set("Authorization", "Bearer nope")
+        .call();
     assert!(matches!(wrong, Err(ureq::Error::Status(401, _))));
     assert_eq!(s.get("/healthz").0, 200, "health stays open");
 }
@@ -143,15 +226,26 @@ fn bearer_token_is_required_when_configured() {
 #[test]
 fn binary_output_comes_back_base64_and_flagged() {
     let s = Server::start("binary", &[]);
-    let (_, r) = s.post("/v1/submissions?wait=true", &py("import sys; sys.stdout.buffer.write(b'\\xff\\x00ok')"));
+    let (_, r) = s.post(
+        "/v1/submissions?wait=true",
+        &py("import sys; sys.stdout.buffer.write(b'\\xff\\x00ok')"),
+    );
     assert_eq!(r["base64_fields"], json!(["stdout"]), "{r}");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(r["stdout"].as_str().unwrap()).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(r["stdout"].as_str().unwrap())
+        .unwrap();
     assert_eq!(bytes, b"\xff\x00ok");
 }
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
-    let s = Server::start("full", &[("KILN_MAX_QUEUE_DEPTH", "2"), ("KILN_MAX_PARALLEL_JOBS", "1")]);
+    let s = Server::start(
+        "full",
+        &[
+            ("KILN_MAX_QUEUE_DEPTH", "2"),
+            ("KILN_MAX_PARALLEL_JOBS", "1"),
+        ],
+    );
     let slow = py("import time; time.sleep(3)");
     assert_eq!(s.post("/v1/submissions", &slow).0, 202);
     assert_eq!(s.post("/v1/submissions", &slow).0, 202);
@@ -175,13 +269,27 @@ fn health_readiness_metrics_and_openapi() {
     assert!(ready["standby_pods"].as_u64().unwrap() > 0);
     s.post("/v1/submissions?wait=true", &py("print(1)"));
     let metrics = s.get_text("/metrics");
-    assert!(metrics.contains("kiln_runs_total{language=\"python\",status=\"accepted\"} 1"), "{metrics}");
-    for name in ["kiln_queue_depth", "kiln_in_flight", "kiln_pool_standby_pods", "kiln_submission_latency_seconds_bucket"] {
+    assert!(
+        metrics.contains("kiln_runs_total{language=\"python\",status=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    for name in [
+        "kiln_queue_depth",
+        "kiln_in_flight",
+        "kiln_pool_standby_pods",
+        "kiln_submission_latency_seconds_bucket",
+    ] {
         assert!(metrics.contains(name), "{name} missing");
     }
     let (code, doc) = s.get("/openapi.json");
     assert_eq!(code, 200);
-    for path in ["/v1/submissions", "/v1/submissions/{id}", "/v1/submissions/{id}/events", "/v1/submissions/batch", "/v1/runtimes"] {
+    for path in [
+        "/v1/submissions",
+        "/v1/submissions/{id}",
+        "/v1/submissions/{id}/events",
+        "/v1/submissions/batch",
+        "/v1/runtimes",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
     }
 }
@@ -193,9 +301,15 @@ fn expected_output_and_limits_travel_through_the_api() {
     assert_eq!(r["status"], "wrong_answer", "{r}");
     let (_, r) = s.post("/v1/submissions?wait=true", &json!({"language": "python", "source": "while True: pass", "limits": {"cpu_time_ms": 300}}));
     assert_eq!(r["status"], "time_limit_exceeded", "{r}");
-    let (_, r) = s.post("/v1/submissions?wait=true", &json!({"language": "c", "source": "int main(void) { return x; }"}));
+    let (_, r) = s.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "c", "source": "int main(void) { return x; }"}),
+    );
     assert_eq!(r["status"], "compile_error", "{r}");
-    assert!(r["compile_output"].as_str().unwrap().contains("undeclared"), "{r}");
+    assert!(
+        r["compile_output"].as_str().unwrap().contains("undeclared"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -216,13 +330,19 @@ fn network_is_off_unless_the_operator_enables_it() {
 #[test]
 fn when_no_sandbox_can_be_made_submissions_fail_with_the_reason() {
     // A "runner" that exits at once: every pod fails at a named step.
-    let s = Server::start_unready("broken", &[("KILN_RUNNER_PATH", "/bin/false"), ("KILN_POOL_SIZE", "1")]);
+    let s = Server::start_unready(
+        "broken",
+        &[("KILN_RUNNER_PATH", "/bin/false"), ("KILN_POOL_SIZE", "1")],
+    );
     let (code, r) = s.post("/v1/submissions?wait=true", &py("print(1)"));
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["status"], "internal_error", "{r}");
     let message = r["message"].as_str().unwrap();
     assert!(message.contains("no sandbox can be made"), "{message}");
-    assert!(message.contains("step"), "names the failing step: {message}");
+    assert!(
+        message.contains("step"),
+        "names the failing step: {message}"
+    );
     assert_eq!(s.get("/readyz").0, 503);
 }
 

@@ -11,11 +11,27 @@ fn kiln_run_prints_the_output_and_exits_with_the_programs_code() {
     let dir = std::env::temp_dir().join(format!("kiln-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("prog.py");
-    std::fs::write(&file, "import sys\nprint('out', sys.argv[1:], input())\nsys.exit(7)\n").unwrap();
+    std::fs::write(
+        &file,
+        "import sys\nprint('out', sys.argv[1:], input())\nsys.exit(7)\n",
+    )
+    .unwrap();
     let input = dir.join("in.txt");
     std::fs::write(&input, "typed\n").unwrap();
-    let out = kiln().arg("run").arg(&file).arg("--stdin").arg(&input).args(["--", "a", "b"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "out ['a', 'b'] typed\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kiln()
+        .arg("run")
+        .arg(&file)
+        .arg("--stdin")
+        .arg(&input)
+        .args(["--", "a", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "out ['a', 'b'] typed\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(7));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -35,8 +51,20 @@ fn kiln_runtimes_lists_each_language_with_its_state() {
     let out = kiln().arg("runtimes").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for lang in ["python", "c", "cpp", "rust", "go", "java", "javascript", "bash"] {
-        assert!(text.lines().any(|l| l.starts_with(lang)), "{lang} missing:\n{text}");
+    for lang in [
+        "python",
+        "c",
+        "cpp",
+        "rust",
+        "go",
+        "java",
+        "javascript",
+        "bash",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(lang)),
+            "{lang} missing:\n{text}"
+        );
     }
 }
 
@@ -64,7 +92,11 @@ fn kiln_run_works_unprivileged_with_user_namespaces() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "uid 0\n", "mapped root inside its own user namespace: {stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "uid 0\n",
+        "mapped root inside its own user namespace: {stderr}"
+    );
     assert!(out.status.success(), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

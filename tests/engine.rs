@@ -28,7 +28,10 @@ async fn python_hello_is_accepted_with_its_output() {
 
 #[tokio::test]
 async fn stdin_and_args_reach_the_program() {
-    let mut s = source("python", "import sys; print(sys.stdin.read().upper(), sys.argv[1:])");
+    let mut s = source(
+        "python",
+        "import sys; print(sys.stdin.read().upper(), sys.argv[1:])",
+    );
     s.stdin = "abc".into();
     s.args = vec!["x".into(), "y z".into()];
     let o = run(s).await;
@@ -37,7 +40,11 @@ async fn stdin_and_args_reach_the_program() {
 
 #[tokio::test]
 async fn non_zero_exit_is_a_runtime_error_with_stderr_kept() {
-    let o = run(source("python", "import sys; print('out'); sys.stderr.write('bad\\n'); sys.exit(3)")).await;
+    let o = run(source(
+        "python",
+        "import sys; print('out'); sys.stderr.write('bad\\n'); sys.exit(3)",
+    ))
+    .await;
     assert_eq!(o.status, Status::RuntimeError, "{o:?}");
     assert_eq!(o.exit_code, Some(3));
     assert_eq!(text(&o.stdout), "out\n");
@@ -58,19 +65,29 @@ async fn expected_output_decides_accepted_or_wrong_answer() {
 async fn infinite_cpu_loop_is_a_time_limit_on_cpu() {
     let s = with_limits(
         source("python", "while True: pass"),
-        RequestedLimits { cpu_time_ms: Some(500), wall_time_ms: Some(5000), ..Default::default() },
+        RequestedLimits {
+            cpu_time_ms: Some(500),
+            wall_time_ms: Some(5000),
+            ..Default::default()
+        },
     );
     let o = run(s).await;
     assert_eq!(o.status, Status::TimeLimitExceeded, "{o:?}");
     assert!(o.message.as_deref().unwrap_or("").contains("cpu"), "{o:?}");
-    assert!(o.wall_time_ms < 4000, "stopped by the cpu limit, not the wall limit: {o:?}");
+    assert!(
+        o.wall_time_ms < 4000,
+        "stopped by the cpu limit, not the wall limit: {o:?}"
+    );
 }
 
 #[tokio::test]
 async fn sleeping_forever_is_a_time_limit_on_wall_time() {
     let s = with_limits(
         source("python", "import time; time.sleep(1000)"),
-        RequestedLimits { wall_time_ms: Some(700), ..Default::default() },
+        RequestedLimits {
+            wall_time_ms: Some(700),
+            ..Default::default()
+        },
     );
     let o = run(s).await;
     assert_eq!(o.status, Status::TimeLimitExceeded, "{o:?}");
@@ -82,7 +99,10 @@ async fn sleeping_forever_is_a_time_limit_on_wall_time() {
 async fn memory_bomb_is_a_memory_limit() {
     let s = with_limits(
         source("python", "x = []\nwhile True: x.append(bytearray(1 << 20))"),
-        RequestedLimits { memory_bytes: Some(64 << 20), ..Default::default() },
+        RequestedLimits {
+            memory_bytes: Some(64 << 20),
+            ..Default::default()
+        },
     );
     let o = run(s).await;
     assert_eq!(o.status, Status::MemoryLimitExceeded, "{o:?}");
@@ -90,7 +110,11 @@ async fn memory_bomb_is_a_memory_limit() {
 
 #[tokio::test]
 async fn own_sigkill_is_a_signal_not_a_limit() {
-    let o = run(source("python", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")).await;
+    let o = run(source(
+        "python",
+        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+    ))
+    .await;
     assert_eq!(o.status, Status::Signaled, "{o:?}");
     assert_eq!(o.signal, Some(9));
 }
@@ -99,7 +123,11 @@ async fn own_sigkill_is_a_signal_not_a_limit() {
 async fn fork_bomb_is_contained_and_ends() {
     let s = with_limits(
         source("bash", ":(){ :|:& };:\nsleep 5"),
-        RequestedLimits { processes: Some(32), wall_time_ms: Some(2000), ..Default::default() },
+        RequestedLimits {
+            processes: Some(32),
+            wall_time_ms: Some(2000),
+            ..Default::default()
+        },
     );
     let o = run(s).await;
     assert_eq!(o.status, Status::TimeLimitExceeded, "{o:?}");
@@ -108,7 +136,13 @@ async fn fork_bomb_is_contained_and_ends() {
 #[tokio::test]
 async fn processes_limit_stops_forking_past_it() {
     let program = "import os\nn = 0\ntry:\n    for i in range(100):\n        if os.fork() == 0:\n            import time; time.sleep(5); os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('stopped at', n)\n";
-    let s = with_limits(source("python", program), RequestedLimits { processes: Some(10), ..Default::default() });
+    let s = with_limits(
+        source("python", program),
+        RequestedLimits {
+            processes: Some(10),
+            ..Default::default()
+        },
+    );
     let o = run(s).await;
     let out = text(&o.stdout);
     assert!(out.starts_with("stopped at "), "{o:?}");
@@ -130,7 +164,13 @@ async fn child_outliving_its_parent_is_killed_with_it() {
 #[tokio::test]
 async fn a_detached_child_after_a_timeout_is_killed_too() {
     let program = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    while True: time.sleep(0.1)\ntime.sleep(100)";
-    let s = with_limits(source("python", program), RequestedLimits { wall_time_ms: Some(500), ..Default::default() });
+    let s = with_limits(
+        source("python", program),
+        RequestedLimits {
+            wall_time_ms: Some(500),
+            ..Default::default()
+        },
+    );
     let o = run(s).await;
     assert_eq!(o.status, Status::TimeLimitExceeded, "{o:?}");
 }
@@ -152,18 +192,33 @@ async fn filling_the_disk_fails_inside_the_sandbox_only() {
     // Files of 8 MiB (under the file size limit) until the pod's tmpfs is full; memory is set
     // high so that the tmpfs, not the memory limit, is what stops it.
     let program = "import os\nn = 0\ntry:\n    while True:\n        with open(f'fill{n}', 'wb') as f:\n            f.write(b'x' * (8 << 20))\n        n += 1\nexcept OSError as e:\n    print('full after', n, e.errno)";
-    let s = with_limits(source("python", program), RequestedLimits { memory_bytes: Some(2 << 30), ..Default::default() });
+    let s = with_limits(
+        source("python", program),
+        RequestedLimits {
+            memory_bytes: Some(2 << 30),
+            ..Default::default()
+        },
+    );
     let o = run(s).await;
     let out = text(&o.stdout);
     assert!(out.starts_with("full after"), "{o:?}");
-    assert!(out.trim().ends_with(" 28"), "ENOSPC from the pod's own tmpfs: {out}");
+    assert!(
+        out.trim().ends_with(" 28"),
+        "ENOSPC from the pod's own tmpfs: {out}"
+    );
 }
 
 #[tokio::test]
 async fn file_size_limit_stops_big_files() {
     // C, because Python ignores SIGXFSZ and turns it into an exception.
     let program = "#include <stdio.h>\nint main(void) { static char b[1 << 20]; FILE *f = fopen(\"big\", \"wb\"); for (int i = 0; i < 4; i++) fwrite(b, 1, sizeof b, f); fclose(f); return 0; }";
-    let s = with_limits(source("c", program), RequestedLimits { file_size_bytes: Some(1 << 20), ..Default::default() });
+    let s = with_limits(
+        source("c", program),
+        RequestedLimits {
+            file_size_bytes: Some(1 << 20),
+            ..Default::default()
+        },
+    );
     let o = run(s).await;
     assert_eq!(o.status, Status::Signaled, "{o:?}");
     assert_eq!(o.signal, Some(libc::SIGXFSZ));
@@ -191,22 +246,32 @@ async fn host_secrets_and_the_project_are_invisible() {
     let out = text(&o.stdout);
     assert!(!out.contains("READ"), "{out}");
     assert!(out.contains("/etc/shadow denied"), "{out}");
-    assert!(out.contains(&format!("{project}/Cargo.toml denied 2")), "the checkout does not exist inside: {out}");
+    assert!(
+        out.contains(&format!("{project}/Cargo.toml denied 2")),
+        "the checkout does not exist inside: {out}"
+    );
     // /root holds at most the read-only rustup toolchain the registry mounts: no dotfiles, keys
     // or history.
     let listing = out.lines().last().unwrap_or("");
-    assert!(listing == "[]" || listing == "['.rustup']" || listing == "no /root", "{listing}");
+    assert!(
+        listing == "[]" || listing == "['.rustup']" || listing == "no /root",
+        "{listing}"
+    );
 }
 
 #[tokio::test]
 async fn concurrent_pods_cannot_see_each_other() {
-    let writer = run(source("python", "import time\nopen('/tmp/pod-a-secret', 'w').write('x')\nopen('secret.txt', 'w').write('x')\ntime.sleep(1.5)"));
+    let backend = backend();
+    let writer = run_on(&backend, source("python", "import time\nopen('/tmp/pod-a-secret', 'w').write('x')\nopen('secret.txt', 'w').write('x')\ntime.sleep(1.5)"));
     let reader = async {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        run(source(
+        run_on(
+            &backend,
+            source(
             "python",
             "import os, glob\nprint(glob.glob('/tmp/*'), glob.glob('/work/*'), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))",
-        ))
+            ),
+        )
         .await
     };
     let (_, r) = tokio::join!(writer, reader);
@@ -228,18 +293,34 @@ async fn writing_outside_the_work_dir_fails() {
 #[tokio::test]
 async fn files_left_in_tmp_are_gone_for_the_next_run() {
     let marker = format!("/tmp/kiln-left-behind-{}", std::process::id());
-    let first = run(source("python", &format!("open('{marker}', 'w').write('x'); open('left.txt','w').write('x'); print('written')"))).await;
+    let first = run(source(
+        "python",
+        &format!(
+            "open('{marker}', 'w').write('x'); open('left.txt','w').write('x'); print('written')"
+        ),
+    ))
+    .await;
     assert_eq!(text(&first.stdout), "written\n", "{first:?}");
-    let second = run(source("python", &format!("import os; print(os.path.exists('{marker}'), os.path.exists('left.txt'))"))).await;
+    let second = run(source(
+        "python",
+        &format!("import os; print(os.path.exists('{marker}'), os.path.exists('left.txt'))"),
+    ))
+    .await;
     assert_eq!(text(&second.stdout), "False False\n", "{second:?}");
-    assert!(!std::path::Path::new(&marker).exists(), "nothing reached the host's /tmp");
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "nothing reached the host's /tmp"
+    );
 }
 
 #[tokio::test]
 async fn kill_all_processes_does_not_kill_the_runner() {
     let o = run(source("bash", "echo before; kill -9 -1; echo after")).await;
     // The program kills itself with everything it may signal; the runner survives and reports.
-    assert!(matches!(o.status, Status::Signaled | Status::Accepted), "{o:?}");
+    assert!(
+        matches!(o.status, Status::Signaled | Status::Accepted),
+        "{o:?}"
+    );
     assert!(text(&o.stdout).starts_with("before"), "{o:?}");
 }
 
@@ -265,7 +346,10 @@ r = libc.unshare(0x10000000); print('unshare', r, ctypes.get_errno())
 
 #[tokio::test]
 async fn a_huge_argv_is_passed_through() {
-    let mut s = source("python", "import sys; print(len(sys.argv) - 1, sum(map(len, sys.argv[1:])))");
+    let mut s = source(
+        "python",
+        "import sys; print(len(sys.argv) - 1, sum(map(len, sys.argv[1:])))",
+    );
     s.args = (0..200).map(|_| "a".repeat(1000)).collect();
     let o = run(s).await;
     assert_eq!(text(&o.stdout), "200 200000\n", "{o:?}");
@@ -273,17 +357,37 @@ async fn a_huge_argv_is_passed_through() {
 
 #[tokio::test]
 async fn invalid_utf8_and_binary_output_come_back_byte_for_byte() {
-    let o = run(source("python", "import sys; sys.stdout.buffer.write(bytes(range(256)))")).await;
+    let o = run(source(
+        "python",
+        "import sys; sys.stdout.buffer.write(bytes(range(256)))",
+    ))
+    .await;
     assert_eq!(o.status, Status::Accepted, "{o:?}");
     assert_eq!(o.stdout.0, (0u8..=255).collect::<Vec<u8>>());
 }
 
 #[tokio::test]
 async fn a_hundred_megabytes_of_stdin_are_read() {
-    let mut s = source("python", "import sys, hashlib; d = sys.stdin.buffer.read(); print(len(d))");
+    let mut s = source(
+        "python",
+        "import sys, hashlib; d = sys.stdin.buffer.read(); print(len(d))",
+    );
     s.stdin = "x".repeat(100 << 20);
-    let policy = kiln::submission::LimitPolicy { max_submission_bytes: 128 << 20, ..Default::default() };
-    let o = run_with(with_limits(s, RequestedLimits { memory_bytes: Some(512 << 20), ..Default::default() }), &policy).await;
+    let policy = kiln::submission::LimitPolicy {
+        max_submission_bytes: 128 << 20,
+        ..Default::default()
+    };
+    let o = run_with(
+        with_limits(
+            s,
+            RequestedLimits {
+                memory_bytes: Some(512 << 20),
+                ..Default::default()
+            },
+        ),
+        &policy,
+    )
+    .await;
     assert_eq!(text(&o.stdout), format!("{}\n", 100 << 20), "{o:?}");
 }
 
@@ -302,7 +406,9 @@ async fn c_segfault_divide_by_zero_and_abort_are_signals() {
         ("volatile int z = 0; printf(\"%d\", 7 / z);", libc::SIGFPE),
         ("abort();", libc::SIGABRT),
     ] {
-        let program = format!("#include <stdio.h>\n#include <stdlib.h>\nint main(void) {{ {body} return 0; }}\n");
+        let program = format!(
+            "#include <stdio.h>\n#include <stdlib.h>\nint main(void) {{ {body} return 0; }}\n"
+        );
         let o = run(source("c", &program)).await;
         assert_eq!(o.status, Status::Signaled, "{body}: {o:?}");
         assert_eq!(o.signal, Some(sig), "{body}: {o:?}");
@@ -321,7 +427,11 @@ async fn a_compile_that_never_ends_is_stopped() {
     let mut s = source("c", "#include </dev/random>\nint main(void) { return 0; }");
     s.limits.wall_time_ms = Some(1000);
     let job_policy = kiln::submission::LimitPolicy {
-        compile: kiln::job::Limits { wall_time_ms: 2000, cpu_time_ms: 2000, ..kiln::submission::LimitPolicy::default().compile },
+        compile: kiln::job::Limits {
+            wall_time_ms: 2000,
+            cpu_time_ms: 2000,
+            ..kiln::submission::LimitPolicy::default().compile
+        },
         ..Default::default()
     };
     let job = s.resolve("test", registry(), &job_policy).unwrap();
@@ -330,14 +440,28 @@ async fn a_compile_that_never_ends_is_stopped() {
     let o = pod.run(job).await.unwrap();
     assert_eq!(o.status, Status::CompileError, "{o:?}");
     // Reading /dev/random forever ends on the compile time or memory limit, whichever is first.
-    assert!(o.message.as_deref().unwrap_or("").contains("compilation exceeded"), "{o:?}");
+    assert!(
+        o.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("compilation exceeded"),
+        "{o:?}"
+    );
 }
 
 #[tokio::test]
 async fn c_and_cpp_compile_and_run() {
-    let o = run(source("c", "#include <stdio.h>\nint main(void) { printf(\"c ok\\n\"); return 0; }")).await;
+    let o = run(source(
+        "c",
+        "#include <stdio.h>\nint main(void) { printf(\"c ok\\n\"); return 0; }",
+    ))
+    .await;
     assert_eq!(text(&o.stdout), "c ok\n", "{o:?}");
-    let o = run(source("cpp", "#include <iostream>\nint main() { std::cout << \"cpp ok\" << std::endl; }")).await;
+    let o = run(source(
+        "cpp",
+        "#include <iostream>\nint main() { std::cout << \"cpp ok\" << std::endl; }",
+    ))
+    .await;
     assert_eq!(text(&o.stdout), "cpp ok\n", "{o:?}");
 }
 
@@ -346,8 +470,16 @@ async fn base64_and_hex_files_are_decoded_and_extra_files_are_present() {
     let s = Submission {
         language: "python".into(),
         files: vec![
-            SubmittedFile { name: None, content: "aW1wb3J0IGhlbHBlcgpwcmludChoZWxwZXIuWCk=".into(), encoding: Encoding::Base64 },
-            SubmittedFile { name: Some("helper.py".into()), content: "58203d2037".into(), encoding: Encoding::Hex },
+            SubmittedFile {
+                name: None,
+                content: "aW1wb3J0IGhlbHBlcgpwcmludChoZWxwZXIuWCk=".into(),
+                encoding: Encoding::Base64,
+            },
+            SubmittedFile {
+                name: Some("helper.py".into()),
+                content: "58203d2037".into(),
+                encoding: Encoding::Hex,
+            },
         ],
         ..Default::default()
     };
@@ -362,8 +494,39 @@ fn as_root_on_this_host_pods_get_a_cgroup() {
     }
     let b = backend();
     assert!(
-        !matches!(b.cgroups(), kiln::sandbox::cgroup::CgroupLayout::Unavailable { .. }),
+        !matches!(
+            b.cgroups(),
+            kiln::sandbox::cgroup::CgroupLayout::Unavailable { .. }
+        ),
         "limits silently fell back to rlimits: {}",
         b.cgroups().describe()
     );
+}
+
+#[tokio::test]
+async fn pods_cannot_reach_each_others_abstract_unix_sockets() {
+    // Both pods from one backend: they may share its network namespace, where only landlock's
+    // scoping keeps abstract sockets apart.
+    let backend = backend();
+    let listener = run_on(
+        &backend,
+        source(
+            "python",
+            "import socket\ns = socket.socket(socket.AF_UNIX)\ns.bind('\\0kiln-cross-pod')\ns.listen()\ns.settimeout(2)\ntry:\n    s.accept(); print('ACCEPTED')\nexcept OSError as e:\n    print('nobody came')",
+        ),
+    );
+    let connector = async {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        run_on(
+            &backend,
+            source(
+                "python",
+                "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0kiln-cross-pod'); print('CONNECTED')\nexcept OSError as e:\n    print('refused', e.errno)",
+            ),
+        )
+        .await
+    };
+    let (l, c) = tokio::join!(listener, connector);
+    assert_eq!(text(&l.stdout), "nobody came\n", "{l:?}");
+    assert!(text(&c.stdout).starts_with("refused"), "{c:?}");
 }

@@ -12,8 +12,14 @@ use kiln::submission::RequestedLimits;
 fn processes_of_uid(uid: u32) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
-        let real_uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|v| v.split_whitespace().next()).unwrap_or("");
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let real_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("");
         if real_uid == uid.to_string() {
             found.push(status.lines().next().unwrap_or("").to_string());
         }
@@ -25,8 +31,17 @@ fn runner_children() -> Vec<String> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let ppid = stat.rsplit(')').next().unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_string();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
         if ppid == me {
             found.push(stat);
         }
@@ -36,18 +51,27 @@ fn runner_children() -> Vec<String> {
 
 fn pod_cgroups_of_this_process() -> Vec<String> {
     let prefix = format!("pod-{}-", std::process::id());
-    ["/sys/fs/cgroup/memory/kiln", "/sys/fs/cgroup/pids/kiln", "/sys/fs/cgroup/cpuacct/kiln", "/sys/fs/cgroup/kiln"]
-        .iter()
-        .filter(|d| Path::new(d).is_dir())
-        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
+    [
+        "/sys/fs/cgroup/memory/kiln",
+        "/sys/fs/cgroup/pids/kiln",
+        "/sys/fs/cgroup/cpuacct/kiln",
+        "/sys/fs/cgroup/kiln",
+    ]
+    .iter()
+    .filter(|d| Path::new(d).is_dir())
+    .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+    .map(|e| e.file_name().to_string_lossy().into_owned())
+    .filter(|n| n.starts_with(&prefix))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_runs_and_retired_pods_leave_nothing_behind() {
-    let quick = RequestedLimits { wall_time_ms: Some(1500), processes: Some(32), ..Default::default() };
+    let quick = RequestedLimits {
+        wall_time_ms: Some(1500),
+        processes: Some(32),
+        ..Default::default()
+    };
     let programs = [
         ("bash", ":(){ :|:& };:\nsleep 100"),
         ("python", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    while True: time.sleep(0.1)\ntime.sleep(100)"),
@@ -70,12 +94,27 @@ async fn hostile_runs_and_retired_pods_leave_nothing_behind() {
 
     // Retiring happens off the result path; give it a moment.
     for _ in 0..100 {
-        if processes_of_uid(65534).is_empty() && runner_children().is_empty() && pod_cgroups_of_this_process().is_empty() {
+        if processes_of_uid(65534).is_empty()
+            && runner_children().is_empty()
+            && pod_cgroups_of_this_process().is_empty()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(processes_of_uid(65534), Vec::<String>::new(), "sandbox processes left on the host");
-    assert_eq!(runner_children(), Vec::<String>::new(), "runner processes left (zombies or alive)");
-    assert_eq!(pod_cgroups_of_this_process(), Vec::<String>::new(), "pod cgroups left");
+    assert_eq!(
+        processes_of_uid(65534),
+        Vec::<String>::new(),
+        "sandbox processes left on the host"
+    );
+    assert_eq!(
+        runner_children(),
+        Vec::<String>::new(),
+        "runner processes left (zombies or alive)"
+    );
+    assert_eq!(
+        pod_cgroups_of_this_process(),
+        Vec::<String>::new(),
+        "pod cgroups left"
+    );
 }

@@ -18,7 +18,10 @@ fn submit_all(s: &Server, n: usize) {
         let batch: Vec<Value> = chunk.iter().map(|&i| numbered(i)).collect();
         let (code, r) = s.post("/v1/submissions/batch", &json!(batch));
         assert_eq!(code, 202, "{r}");
-        assert!(r.as_array().unwrap().iter().all(|x| x["error"].is_null()), "{r}");
+        assert!(
+            r.as_array().unwrap().iter().all(|x| x["error"].is_null()),
+            "{r}"
+        );
     }
 }
 
@@ -34,7 +37,11 @@ fn assert_all_correct(s: &Server, n: usize) {
 fn with_20_percent_injected_panics_500_submissions_all_get_their_result() {
     let s = Server::start(
         "panics",
-        &[("KILN_INJECT_PANIC_PROBABILITY", "0.2"), ("KILN_MAX_ATTEMPTS", "20"), ("KILN_MAX_BATCH", "20")],
+        &[
+            ("KILN_INJECT_PANIC_PROBABILITY", "0.2"),
+            ("KILN_MAX_ATTEMPTS", "20"),
+            ("KILN_MAX_BATCH", "20"),
+        ],
     );
     submit_all(&s, 500);
     assert_all_correct(&s, 500);
@@ -45,8 +52,13 @@ fn with_20_percent_injected_panics_500_submissions_all_get_their_result() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    assert!(restarts >= 50, "about 100 restarts expected, metrics say {restarts}");
-    let redelivered = metrics.lines().any(|l| l.starts_with("kiln_redeliveries_total{reason=\"runner_restarted\"}"));
+    assert!(
+        restarts >= 50,
+        "about 100 restarts expected, metrics say {restarts}"
+    );
+    let redelivered = metrics
+        .lines()
+        .any(|l| l.starts_with("kiln_redeliveries_total{reason=\"runner_restarted\"}"));
     assert!(redelivered, "redeliveries show in metrics");
 }
 
@@ -66,7 +78,10 @@ fn sigterm_finishes_the_running_job_and_keeps_queued_ones() {
     let mut s = Server::start("sigterm", &[("KILN_MAX_PARALLEL_JOBS", "1")]);
     let (_, r) = s.post("/v1/submissions", &json!({"id": "slow", "language": "python", "source": "import time; time.sleep(1); print('slow done')"}));
     assert_eq!(r["status"], "queued");
-    let (_, r) = s.post("/v1/submissions", &json!({"id": "next", "language": "python", "source": "print('next done')"}));
+    let (_, r) = s.post(
+        "/v1/submissions",
+        &json!({"id": "next", "language": "python", "source": "print('next done')"}),
+    );
     assert_eq!(r["status"], "queued");
     std::thread::sleep(Duration::from_millis(300));
     let status = s.terminate();
@@ -80,11 +95,20 @@ fn sigterm_finishes_the_running_job_and_keeps_queued_ones() {
 
 #[test]
 fn a_job_whose_runner_always_crashes_ends_as_internal_error_with_the_reason() {
-    let s = Server::start("give-up", &[("KILN_INJECT_PANIC_PROBABILITY", "1.0"), ("KILN_MAX_ATTEMPTS", "2")]);
+    let s = Server::start(
+        "give-up",
+        &[
+            ("KILN_INJECT_PANIC_PROBABILITY", "1.0"),
+            ("KILN_MAX_ATTEMPTS", "2"),
+        ],
+    );
     let (code, r) = s.post("/v1/submissions?wait=true", &numbered(1));
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["status"], "internal_error", "{r}");
     assert_eq!(r["attempts"], 2, "{r}");
     let message = r["message"].as_str().unwrap();
-    assert!(message.contains("gave up after 2 attempts") && message.contains("crashed"), "{message}");
+    assert!(
+        message.contains("gave up after 2 attempts") && message.contains("crashed"),
+        "{message}"
+    );
 }

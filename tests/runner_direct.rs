@@ -12,16 +12,27 @@ use kiln::outcome::{Outcome, Status};
 use kiln::submission::LimitPolicy;
 
 fn run_direct(program: &str, as_nobody: bool) -> Outcome {
-    let job = source("python", program).resolve("direct", registry(), &LimitPolicy::default()).unwrap();
+    let job = source("python", program)
+        .resolve("direct", registry(), &LimitPolicy::default())
+        .unwrap();
     let mut cmd = Command::new(runner_path());
-    cmd.args(["run", "--json"]).stdin(Stdio::piped()).stdout(Stdio::piped()).env("TMPDIR", "/tmp");
+    cmd.args(["run", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .env("TMPDIR", "/tmp");
     if as_nobody {
         cmd.uid(65534).gid(65534);
     }
     let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(&serde_json::to_vec(&job).unwrap()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&job).unwrap())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&out.stdout)))
 }
 
 const PROBE: &str = r#"
@@ -45,32 +56,55 @@ fn unprivileged_runner_confines_writes_and_protects_itself() {
     let o = run_direct(PROBE, true);
     let out = String::from_utf8_lossy(&o.stdout.0).into_owned();
     assert_eq!(o.status, Status::Accepted, "{o:?}");
-    assert!(out.contains("outside denied 13"), "landlock stops writes outside the work dir: {out}");
+    assert!(
+        out.contains("outside denied 13"),
+        "landlock stops writes outside the work dir: {out}"
+    );
     assert!(out.contains("work dir ok"), "{out}");
-    assert!(out.contains("parent denied 1"), "landlock's signal scope protects the runner: {out}");
+    assert!(
+        out.contains("parent denied 1"),
+        "landlock's signal scope protects the runner: {out}"
+    );
     assert!(!std::path::Path::new("/var/tmp/kiln-escape").exists());
 }
 
 #[test]
 fn root_runner_drops_to_the_sandbox_user() {
     let o = run_direct("import os; print(os.getuid(), os.getgid())", false);
-    let expected = if unsafe { libc::geteuid() } == 0 { "65534 65534\n".to_string() } else { format!("{} {}\n", unsafe { libc::getuid() }, unsafe { libc::getgid() }) };
+    let expected = if unsafe { libc::geteuid() } == 0 {
+        "65534 65534\n".to_string()
+    } else {
+        format!("{} {}\n", unsafe { libc::getuid() }, unsafe {
+            libc::getgid()
+        })
+    };
     assert_eq!(String::from_utf8_lossy(&o.stdout.0), expected, "{o:?}");
 }
 
 #[test]
 fn a_malformed_job_is_rejected_with_a_reason() {
-    let mut child = Command::new(runner_path()).args(["run", "--json"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(runner_path())
+        .args(["run", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"{not json").unwrap();
     let out = child.wait_with_output().unwrap();
     let o: Outcome = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(o.status, Status::Rejected);
     assert!(o.message.unwrap().contains("not valid JSON"));
     // bincode (the default) too
-    let mut child = Command::new(runner_path()).arg("run").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(runner_path())
+        .arg("run")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(&[0xff; 64]).unwrap();
     let out = child.wait_with_output().unwrap();
-    let (o, _): (Outcome, usize) = bincode::serde::decode_from_slice(&out.stdout, bincode::config::standard()).unwrap();
+    let (o, _): (Outcome, usize) =
+        bincode::serde::decode_from_slice(&out.stdout, bincode::config::standard()).unwrap();
     assert_eq!(o.status, Status::Rejected);
     assert!(o.message.unwrap().contains("not valid bincode"));
 }

@@ -89,33 +89,71 @@ impl Dispatcher {
     }
 
     fn assign(&mut self) {
-        let Some(peers) = self.peers.clone() else { return };
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
         while !self.idle.is_empty() && self.ledger.len() < self.shared.max_parallel_jobs {
-            let Some(delivery) = self.retry.pop_front().or_else(|| self.waiting.pop_front()) else { break };
-            let env = &delivery.envelope;
-            let _span = info_span!("submission", id = %env.id, attempt = delivery.attempt).entered();
-            let job = match env.submission.resolve(&env.id, &self.shared.registry, &self.shared.policy) {
-                Ok(job) => job,
-                Err(invalid) => {
-                    let language = env.submission.language.clone();
-                    self.publish(&peers, delivery, language, Outcome::failed(Status::Rejected, invalid.0));
-                    continue;
-                }
+            let Some(delivery) = self.retry.pop_front().or_else(|| self.waiting.pop_front()) else {
+                break;
             };
+            let env = &delivery.envelope;
+            let _span =
+                info_span!("submission", id = %env.id, attempt = delivery.attempt).entered();
+            let job =
+                match env
+                    .submission
+                    .resolve(&env.id, &self.shared.registry, &self.shared.policy)
+                {
+                    Ok(job) => job,
+                    Err(invalid) => {
+                        let language = env.submission.language.clone();
+                        self.publish(
+                            &peers,
+                            delivery,
+                            language,
+                            Outcome::failed(Status::Rejected, invalid.0),
+                        );
+                        continue;
+                    }
+                };
             let (runner, addr) = self.idle.pop_front().expect("checked non-empty");
-            let key = JobKey { id: env.id.clone(), attempt: delivery.attempt };
+            let key = JobKey {
+                id: env.id.clone(),
+                attempt: delivery.attempt,
+            };
             tracing::debug!(runner, "dispatching");
-            let _ = self.shared.events.send(Event { id: key.id.clone(), kind: EventKind::Running });
+            let _ = self.shared.events.send(Event {
+                id: key.id.clone(),
+                kind: EventKind::Running,
+            });
             let language = job.language.clone();
-            addr.do_send(RunJob { job, key: key.clone() });
-            self.ledger.insert(runner, Held { delivery, key, language });
+            addr.do_send(RunJob {
+                job,
+                key: key.clone(),
+            });
+            self.ledger.insert(
+                runner,
+                Held {
+                    delivery,
+                    key,
+                    language,
+                },
+            );
         }
-        if self.idle.is_empty() && self.ledger.is_empty() && self.failing.len() >= self.shared.pool_size {
+        if self.idle.is_empty()
+            && self.ledger.is_empty()
+            && self.failing.len() >= self.shared.pool_size
+        {
             let error = self.failing.values().next().cloned().unwrap_or_default();
             while let Some(delivery) = self.retry.pop_front().or_else(|| self.waiting.pop_front()) {
                 let language = delivery.envelope.submission.language.clone();
                 let message = format!("no sandbox can be made on this host right now: {error}");
-                self.publish(&peers, delivery, language, Outcome::failed(Status::InternalError, message));
+                self.publish(
+                    &peers,
+                    delivery,
+                    language,
+                    Outcome::failed(Status::InternalError, message),
+                );
             }
             if self.granted < 16 {
                 peers.consumer.do_send(Credit(16 - self.granted));
@@ -124,7 +162,11 @@ impl Dispatcher {
             return;
         }
         self.shared.metrics.in_flight.set(self.ledger.len() as i64);
-        let free = self.idle.len().min(self.shared.max_parallel_jobs.saturating_sub(self.ledger.len()));
+        let free = self.idle.len().min(
+            self.shared
+                .max_parallel_jobs
+                .saturating_sub(self.ledger.len()),
+        );
         let want = free.saturating_sub(self.granted + self.waiting.len() + self.retry.len());
         if want > 0 {
             self.granted += want;
@@ -146,13 +188,27 @@ impl Dispatcher {
 
     /// The runner holding `held` is gone: run the job again, or give up after the maximum.
     fn lost(&mut self, held: Held, reason: String) {
-        let Some(peers) = self.peers.clone() else { return };
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
         let mut delivery = held.delivery;
         warn!(id = %held.key.id, attempt = delivery.attempt, %reason, "a run was lost");
-        self.shared.metrics.redeliveries.with_label_values(&[reason_label(&reason)]).inc();
+        self.shared
+            .metrics
+            .redeliveries
+            .with_label_values(&[reason_label(&reason)])
+            .inc();
         if delivery.attempt >= self.shared.max_attempts {
-            let message = format!("gave up after {} attempts; the last one failed because {reason}", delivery.attempt);
-            self.publish(&peers, delivery, held.language, Outcome::failed(Status::InternalError, message));
+            let message = format!(
+                "gave up after {} attempts; the last one failed because {reason}",
+                delivery.attempt
+            );
+            self.publish(
+                &peers,
+                delivery,
+                held.language,
+                Outcome::failed(Status::InternalError, message),
+            );
         } else {
             delivery.attempt += 1;
             self.retry.push_back(delivery);
@@ -176,7 +232,11 @@ impl Actor for Dispatcher {
 
 impl actix::Supervised for Dispatcher {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.metrics.actor_restarts.with_label_values(&["dispatcher"]).inc();
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&["dispatcher"])
+            .inc();
     }
 }
 
@@ -220,7 +280,11 @@ impl Handler<JobDone> for Dispatcher {
     type Result = ();
     fn handle(&mut self, msg: JobDone, ctx: &mut Context<Self>) {
         guard(self, ctx, "dispatcher", |this, _| {
-            let current = this.ledger.get(&msg.runner).map(|h| h.key == msg.key).unwrap_or(false);
+            let current = this
+                .ledger
+                .get(&msg.runner)
+                .map(|h| h.key == msg.key)
+                .unwrap_or(false);
             if !current {
                 return; // a late report from a run that was already given up on
             }

@@ -69,8 +69,12 @@ pub struct JobKey {
 }
 
 /// Runs a handler body; a panic in it stops the actor so that its supervisor restarts it.
-pub fn guard<A>(actor: &mut A, ctx: &mut Context<A>, name: &'static str, f: impl FnOnce(&mut A, &mut Context<A>))
-where
+pub fn guard<A>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    name: &'static str,
+    f: impl FnOnce(&mut A, &mut Context<A>),
+) where
     A: Actor<Context = Context<A>>,
 {
     if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(actor, ctx))) {

@@ -53,7 +53,16 @@ pub struct PodRunner {
 impl PodRunner {
     pub fn new(id: usize, shared: Arc<Shared>, peers: Peers) -> PodRunner {
         let seed = crate::result::now_ms() ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        PodRunner { id, shared, peers, pod: None, generation: 0, current: None, failures: 0, rng: seed | 1 }
+        PodRunner {
+            id,
+            shared,
+            peers,
+            pod: None,
+            generation: 0,
+            current: None,
+            failures: 0,
+            rng: seed | 1,
+        }
     }
 
     fn make_pod(&mut self, ctx: &mut Context<Self>) {
@@ -63,7 +72,10 @@ impl PodRunner {
         actix::spawn(async move {
             let pod = match AssertUnwindSafe(create).catch_unwind().await {
                 Ok(r) => r,
-                Err(_) => Err(PodError::Create { step: "create".into(), error: "the pod backend panicked".into() }),
+                Err(_) => Err(PodError::Create {
+                    step: "create".into(),
+                    error: "the pod backend panicked".into(),
+                }),
             };
             me.do_send(PodMade { generation, pod });
         });
@@ -94,12 +106,22 @@ impl Actor for PodRunner {
 
 impl actix::Supervised for PodRunner {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.metrics.actor_restarts.with_label_values(&["pod_runner"]).inc();
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&["pod_runner"])
+            .inc();
         self.generation += 1;
         self.current = None;
         self.release_pod();
-        self.peers.watchdog.do_send(Unwatch { runner: self.id, key: None });
-        self.peers.pool.do_send(PodStatus { runner: self.id, standby: false });
+        self.peers.watchdog.do_send(Unwatch {
+            runner: self.id,
+            key: None,
+        });
+        self.peers.pool.do_send(PodStatus {
+            runner: self.id,
+            standby: false,
+        });
     }
 }
 
@@ -117,8 +139,14 @@ impl Handler<PodMade> for PodRunner {
                 Ok(pod) => {
                     this.failures = 0;
                     this.pod = Some(pod);
-                    this.peers.pool.do_send(PodStatus { runner: this.id, standby: true });
-                    this.peers.dispatcher.do_send(RunnerReady { runner: this.id, addr: ctx.address() });
+                    this.peers.pool.do_send(PodStatus {
+                        runner: this.id,
+                        standby: true,
+                    });
+                    this.peers.dispatcher.do_send(RunnerReady {
+                        runner: this.id,
+                        addr: ctx.address(),
+                    });
                 }
                 Err(e) => {
                     this.failures += 1;
@@ -126,11 +154,18 @@ impl Handler<PodMade> for PodRunner {
                         PodError::Create { step, .. } => step.clone(),
                         PodError::Lost(_) => "lost".into(),
                     };
-                    this.shared.metrics.pod_failures.with_label_values(&[label.as_str()]).inc();
+                    this.shared
+                        .metrics
+                        .pod_failures
+                        .with_label_values(&[label.as_str()])
+                        .inc();
                     let backoff = Duration::from_millis((50u64 << this.failures.min(7)).min(5_000));
                     tracing::error!(runner = this.id, error = %e, ?backoff, "could not make a standby pod");
                     if this.failures >= 3 {
-                        this.peers.dispatcher.do_send(RunnerFailing { runner: this.id, error: e.to_string() });
+                        this.peers.dispatcher.do_send(RunnerFailing {
+                            runner: this.id,
+                            error: e.to_string(),
+                        });
                     }
                     ctx.run_later(backoff, |this, ctx| this.make_pod(ctx));
                 }
@@ -149,14 +184,34 @@ impl Handler<RunJob> for PodRunner {
             }
             let key = msg.key;
             let Some(pod) = this.pod.take() else {
-                this.peers.dispatcher.do_send(JobDone { runner: this.id, key, result: Err(PodError::Lost("the runner had no standby pod".into())) });
+                this.peers.dispatcher.do_send(JobDone {
+                    runner: this.id,
+                    key,
+                    result: Err(PodError::Lost("the runner had no standby pod".into())),
+                });
                 return;
             };
-            this.peers.pool.do_send(PodStatus { runner: this.id, standby: false });
+            this.peers.pool.do_send(PodStatus {
+                runner: this.id,
+                standby: false,
+            });
             let limits = &msg.job.run.limits;
-            let compile_ms = msg.job.compile.as_ref().map(|c| c.limits.wall_time_ms).unwrap_or(0);
-            let deadline = Instant::now() + Duration::from_millis(limits.wall_time_ms + compile_ms + this.shared.watchdog_grace_ms);
-            this.peers.watchdog.do_send(Watch { runner: this.id, key: key.clone(), killer: pod.killer(), deadline });
+            let compile_ms = msg
+                .job
+                .compile
+                .as_ref()
+                .map(|c| c.limits.wall_time_ms)
+                .unwrap_or(0);
+            let deadline = Instant::now()
+                + Duration::from_millis(
+                    limits.wall_time_ms + compile_ms + this.shared.watchdog_grace_ms,
+                );
+            this.peers.watchdog.do_send(Watch {
+                runner: this.id,
+                key: key.clone(),
+                killer: pod.killer(),
+                deadline,
+            });
             this.current = Some(key.clone());
             let me = ctx.address();
             let run = pod.run(msg.job);
@@ -175,12 +230,19 @@ impl Handler<Ran> for PodRunner {
     type Result = ();
     fn handle(&mut self, msg: Ran, ctx: &mut Context<Self>) {
         guard(self, ctx, "pod_runner", |this, ctx| {
-            this.peers.watchdog.do_send(Unwatch { runner: this.id, key: Some(msg.key.clone()) });
+            this.peers.watchdog.do_send(Unwatch {
+                runner: this.id,
+                key: Some(msg.key.clone()),
+            });
             if this.current.as_ref() != Some(&msg.key) {
                 return; // from before a restart; the dispatcher has already moved the job on
             }
             this.current = None;
-            this.peers.dispatcher.do_send(JobDone { runner: this.id, key: msg.key, result: msg.result });
+            this.peers.dispatcher.do_send(JobDone {
+                runner: this.id,
+                key: msg.key,
+                result: msg.result,
+            });
             this.make_pod(ctx);
         });
     }

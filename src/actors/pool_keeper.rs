@@ -27,7 +27,11 @@ pub struct PoolKeeper {
 
 impl PoolKeeper {
     pub fn new(shared: Arc<Shared>) -> PoolKeeper {
-        PoolKeeper { shared, runners: Vec::new(), standby: HashSet::new() }
+        PoolKeeper {
+            shared,
+            runners: Vec::new(),
+            standby: HashSet::new(),
+        }
     }
 }
 
@@ -37,7 +41,11 @@ impl Actor for PoolKeeper {
 
 impl actix::Supervised for PoolKeeper {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.metrics.actor_restarts.with_label_values(&["pool_keeper"]).inc();
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&["pool_keeper"])
+            .inc();
     }
 }
 
@@ -47,10 +55,15 @@ impl Handler<Connect> for PoolKeeper {
         if !self.runners.is_empty() {
             return;
         }
-        self.shared.metrics.pool_size.set(self.shared.pool_size as i64);
+        self.shared
+            .metrics
+            .pool_size
+            .set(self.shared.pool_size as i64);
         for id in 0..self.shared.pool_size {
             let (shared, peers) = (self.shared.clone(), msg.0.clone());
-            self.runners.push(actix::Supervisor::start(move |_| PodRunner::new(id, shared, peers)));
+            self.runners.push(actix::Supervisor::start(move |_| {
+                PodRunner::new(id, shared, peers)
+            }));
         }
     }
 }
@@ -63,7 +76,12 @@ impl Handler<PodStatus> for PoolKeeper {
         } else {
             self.standby.remove(&msg.runner);
         }
-        self.shared.standby.store(self.standby.len(), Ordering::Relaxed);
-        self.shared.metrics.pool_standby.set(self.standby.len() as i64);
+        self.shared
+            .standby
+            .store(self.standby.len(), Ordering::Relaxed);
+        self.shared
+            .metrics
+            .pool_standby
+            .set(self.standby.len() as i64);
     }
 }

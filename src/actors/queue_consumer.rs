@@ -40,7 +40,13 @@ struct Fetched(Result<Vec<crate::queue::Delivery>, String>, usize);
 
 impl QueueConsumer {
     pub fn new(shared: Arc<Shared>) -> QueueConsumer {
-        QueueConsumer { shared, peers: None, credits: 0, fetching: false, paused: false }
+        QueueConsumer {
+            shared,
+            peers: None,
+            credits: 0,
+            fetching: false,
+            paused: false,
+        }
     }
 
     fn fill(&mut self, ctx: &mut Context<Self>) {
@@ -71,7 +77,10 @@ impl Actor for QueueConsumer {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A safety net: work that arrived without a Wake (restart, redelivery) is still found.
         ctx.run_interval(Duration::from_millis(50), |this, ctx| {
-            this.shared.metrics.queue_depth.set(this.shared.queue.depth() as i64);
+            this.shared
+                .metrics
+                .queue_depth
+                .set(this.shared.queue.depth() as i64);
             this.fill(ctx)
         });
     }
@@ -79,7 +88,11 @@ impl Actor for QueueConsumer {
 
 impl actix::Supervised for QueueConsumer {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.metrics.actor_restarts.with_label_values(&["queue_consumer"]).inc();
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&["queue_consumer"])
+            .inc();
         self.fetching = false;
     }
 }
@@ -133,7 +146,9 @@ impl Handler<Fetched> for QueueConsumer {
                         this.fill(ctx);
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "taking submissions from the queue failed; retrying"),
+                Err(e) => {
+                    tracing::error!(error = %e, "taking submissions from the queue failed; retrying")
+                }
             }
         });
     }

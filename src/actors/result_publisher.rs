@@ -31,7 +31,11 @@ pub struct ResultPublisher {
 
 impl ResultPublisher {
     pub fn new(shared: Arc<Shared>) -> ResultPublisher {
-        ResultPublisher { shared, buffer: Vec::new(), flushing: false }
+        ResultPublisher {
+            shared,
+            buffer: Vec::new(),
+            flushing: false,
+        }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -55,7 +59,11 @@ impl Actor for ResultPublisher {
 
 impl actix::Supervised for ResultPublisher {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.metrics.actor_restarts.with_label_values(&["result_publisher"]).inc();
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&["result_publisher"])
+            .inc();
         self.flushing = false;
     }
 }
@@ -84,13 +92,27 @@ impl Handler<Flushed> for ResultPublisher {
                     let m = &self.shared.metrics;
                     // Label values come from the registry only: a producer's made-up language
                     // names must not grow the metrics without bound.
-                    let known = self.shared.registry.available.iter().any(|l| l.name == result.language);
-                    let language = if known { result.language.as_str() } else { "other" };
-                    m.runs.with_label_values(&[result.outcome.status.as_str(), language]).inc();
+                    let known = self
+                        .shared
+                        .registry
+                        .available
+                        .iter()
+                        .any(|l| l.name == result.language);
+                    let language = if known {
+                        result.language.as_str()
+                    } else {
+                        "other"
+                    };
+                    m.runs
+                        .with_label_values(&[result.outcome.status.as_str(), language])
+                        .inc();
                     let secs = now.saturating_sub(result.created_at_ms) as f64 / 1000.0;
                     m.latency.with_label_values(&[language]).observe(secs);
                     tracing::info!(id = %result.id, status = %result.outcome.status, attempts = result.attempts, "result published");
-                    let _ = self.shared.events.send(Event { id: result.id.clone(), kind: EventKind::Finished(Arc::new(result)) });
+                    let _ = self.shared.events.send(Event {
+                        id: result.id.clone(),
+                        kind: EventKind::Finished(Arc::new(result)),
+                    });
                 }
                 self.flush(ctx);
             }

@@ -31,7 +31,13 @@ impl SchedulerRoot {
         let consumer = Supervisor::start(move |_| QueueConsumer::new(s));
         let s = shared.clone();
         let pool = Supervisor::start(move |_| PoolKeeper::new(s));
-        let peers = Peers { consumer, dispatcher, pool, watchdog, publisher };
+        let peers = Peers {
+            consumer,
+            dispatcher,
+            pool,
+            watchdog,
+            publisher,
+        };
         peers.publisher.do_send(Connect(peers.clone()));
         peers.watchdog.do_send(Connect(peers.clone()));
         peers.dispatcher.do_send(Connect(peers.clone()));

@@ -35,12 +35,20 @@ pub struct TimeoutWatchdog {
 
 impl TimeoutWatchdog {
     pub fn new(shared: Arc<Shared>) -> TimeoutWatchdog {
-        TimeoutWatchdog { shared, deadlines: HashMap::new() }
+        TimeoutWatchdog {
+            shared,
+            deadlines: HashMap::new(),
+        }
     }
 
     fn sweep(&mut self) {
         let now = Instant::now();
-        let overdue: Vec<usize> = self.deadlines.iter().filter(|(_, (_, _, at))| *at <= now).map(|(r, _)| *r).collect();
+        let overdue: Vec<usize> = self
+            .deadlines
+            .iter()
+            .filter(|(_, (_, _, at))| *at <= now)
+            .map(|(r, _)| *r)
+            .collect();
         for runner in overdue {
             if let Some((key, killer, _)) = self.deadlines.remove(&runner) {
                 tracing::warn!(id = %key.id, attempt = key.attempt, runner, "job overran its deadline; the watchdog kills its pod");
@@ -61,7 +69,11 @@ impl Actor for TimeoutWatchdog {
 
 impl actix::Supervised for TimeoutWatchdog {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.metrics.actor_restarts.with_label_values(&["timeout_watchdog"]).inc();
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&["timeout_watchdog"])
+            .inc();
     }
 }
 
@@ -73,7 +85,8 @@ impl Handler<Connect> for TimeoutWatchdog {
 impl Handler<Watch> for TimeoutWatchdog {
     type Result = ();
     fn handle(&mut self, msg: Watch, _: &mut Context<Self>) {
-        self.deadlines.insert(msg.runner, (msg.key, msg.killer, msg.deadline));
+        self.deadlines
+            .insert(msg.runner, (msg.key, msg.killer, msg.deadline));
     }
 }
 

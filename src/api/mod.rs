@@ -42,11 +42,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/submissions/{id}", web::get().to(get_submission))
         .route("/v1/submissions/{id}/events", web::get().to(sse::events))
         .route("/v1/runtimes", web::get().to(runtimes))
-        .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
+        )
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(|| async { HttpResponse::Ok().content_type("application/json").body(OPENAPI) }))
-        .default_service(web::to(|| async { ApiError::NotFound("no such endpoint; see /openapi.json".into()).response() }));
+        .route(
+            "/openapi.json",
+            web::get().to(|| async {
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(OPENAPI)
+            }),
+        )
+        .default_service(web::to(|| async {
+            ApiError::NotFound("no such endpoint; see /openapi.json".into()).response()
+        }));
 }
 
 #[derive(Deserialize)]
@@ -56,8 +68,14 @@ struct WaitQuery {
 }
 
 fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
-    let Some(token) = &state.settings.auth_token else { return Ok(()) };
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = &state.settings.auth_token else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
         _ => Err(ApiError::Unauthorized),
@@ -68,14 +86,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(payload: web::Payload, limit: usize) -> Result<T, ApiError> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
     let body = match payload.to_bytes_limited(limit).await {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body failed: {e}"))),
+        Ok(Err(e)) => {
+            return Err(ApiError::BadRequest(format!(
+                "reading the body failed: {e}"
+            )))
+        }
         Err(_) => return Err(ApiError::TooLarge(limit)),
     };
     if std::str::from_utf8(&body).is_err() {
-        return Err(ApiError::BadRequest("the body is not valid UTF-8 (use \"encoding\": \"base64\" for binary files)".into()));
+        return Err(ApiError::BadRequest(
+            "the body is not valid UTF-8 (use \"encoding\": \"base64\" for binary files)".into(),
+        ));
     }
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))
 }
@@ -84,20 +111,43 @@ async fn read_json<T: serde::de::DeserializeOwned>(payload: web::Payload, limit:
 /// one gets a 4xx now rather than a rejected result later.
 fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
     if let Some(id) = &sub.id {
-        if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
-            return Err(ApiError::BadRequest("id must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into()));
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(ApiError::BadRequest(
+                "id must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into(),
+            ));
         }
     }
-    let id = sub.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    sub.resolve(&id, &state.shared.registry, &state.shared.policy).map_err(|e| ApiError::Unprocessable(e.0))?;
-    Ok(Envelope { id, submission: sub, created_at_ms: now_ms() })
+    let id = sub
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    sub.resolve(&id, &state.shared.registry, &state.shared.policy)
+        .map_err(|e| ApiError::Unprocessable(e.0))?;
+    Ok(Envelope {
+        id,
+        submission: sub,
+        created_at_ms: now_ms(),
+    })
 }
 
 fn check_depth(state: &ApiState, adding: usize) -> Result<(), ApiError> {
     let depth = state.queue.depth();
     if depth + adding > state.settings.max_queue_depth {
-        state.shared.metrics.rejected_requests.with_label_values(&["queue_full"]).inc();
-        return Err(ApiError::QueueFull { depth, max: state.settings.max_queue_depth });
+        state
+            .shared
+            .metrics
+            .rejected_requests
+            .with_label_values(&["queue_full"])
+            .inc();
+        return Err(ApiError::QueueFull {
+            depth,
+            max: state.settings.max_queue_depth,
+        });
     }
     Ok(())
 }
@@ -110,7 +160,12 @@ fn state_json(id: &str, s: &SubmissionState) -> serde_json::Value {
     }
 }
 
-async fn submit(req: HttpRequest, payload: web::Payload, query: web::Query<WaitQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+async fn submit(
+    req: HttpRequest,
+    payload: web::Payload,
+    query: web::Query<WaitQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let sub: Submission = read_json(payload, state.settings.max_body_bytes).await?;
     let env = accept(&state, sub)?;
@@ -119,7 +174,11 @@ async fn submit(req: HttpRequest, payload: web::Payload, query: web::Query<WaitQ
     let _span = tracing::info_span!("submission", id = %id).entered();
     // Subscribe before submitting, so the result cannot slip past between the two.
     let mut events = state.shared.events.subscribe();
-    let submitted = state.queue.submit(vec![env]).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let submitted = state
+        .queue
+        .submit(vec![env])
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let existing = match submitted.into_iter().next() {
         Some(Submitted::Existing(s)) => Some(s),
         _ => {
@@ -161,7 +220,12 @@ async fn submit(req: HttpRequest, payload: web::Payload, query: web::Query<WaitQ
     match finished {
         Ok(Some(r)) => Ok(HttpResponse::Ok().json(r.view())),
         _ => {
-            let s = state.queue.state(&id).ok().flatten().unwrap_or(SubmissionState::Queued);
+            let s = state
+                .queue
+                .state(&id)
+                .ok()
+                .flatten()
+                .unwrap_or(SubmissionState::Queued);
             match s {
                 SubmissionState::Done(r) => Ok(HttpResponse::Ok().json(r.view())),
                 other => Ok(HttpResponse::Accepted().json(state_json(&id, &other))),
@@ -170,16 +234,33 @@ async fn submit(req: HttpRequest, payload: web::Payload, query: web::Query<WaitQ
     }
 }
 
-async fn submit_batch(req: HttpRequest, payload: web::Payload, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+async fn submit_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let subs: Vec<Submission> = read_json(payload, state.settings.max_body_bytes).await?;
     if subs.is_empty() || subs.len() > state.settings.max_batch {
-        return Err(ApiError::BadRequest(format!("a batch holds 1 to {} submissions, not {}", state.settings.max_batch, subs.len())));
+        return Err(ApiError::BadRequest(format!(
+            "a batch holds 1 to {} submissions, not {}",
+            state.settings.max_batch,
+            subs.len()
+        )));
     }
-    let checked: Vec<Result<Envelope, ApiError>> = subs.into_iter().map(|s| accept(&state, s)).collect();
-    let good: Vec<Envelope> = checked.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let checked: Vec<Result<Envelope, ApiError>> =
+        subs.into_iter().map(|s| accept(&state, s)).collect();
+    let good: Vec<Envelope> = checked
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     check_depth(&state, good.len())?;
-    let mut outcomes = state.queue.submit(good).await.map_err(|e| ApiError::Unavailable(e.to_string()))?.into_iter();
+    let mut outcomes = state
+        .queue
+        .submit(good)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .into_iter();
     state.consumer.do_send(Wake);
     let body: Vec<serde_json::Value> = checked
         .iter()
@@ -194,11 +275,22 @@ async fn submit_batch(req: HttpRequest, payload: web::Payload, state: web::Data<
     Ok(HttpResponse::Accepted().json(body))
 }
 
-async fn get_submission(req: HttpRequest, id: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+async fn get_submission(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    match state.queue.state(&id).map_err(|e| ApiError::Unavailable(e.to_string()))? {
+    match state
+        .queue
+        .state(&id)
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    {
         Some(s) => Ok(HttpResponse::Ok().json(state_json(&id, &s))),
-        None => Err(ApiError::NotFound(format!("no submission with id {:?}", id.as_str()))),
+        None => Err(ApiError::NotFound(format!(
+            "no submission with id {:?}",
+            id.as_str()
+        ))),
     }
 }
 
@@ -225,6 +317,12 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
-    state.shared.metrics.queue_depth.set(state.queue.depth() as i64);
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.shared.metrics.render())
+    state
+        .shared
+        .metrics
+        .queue_depth
+        .set(state.queue.depth() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.shared.metrics.render())
 }

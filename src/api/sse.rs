@@ -13,7 +13,11 @@ fn frame(event: &str, data: &serde_json::Value) -> web::Bytes {
     web::Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
-pub async fn events(req: HttpRequest, id: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn events(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let id = id.into_inner();
     let rx = state.shared.events.subscribe();
@@ -29,35 +33,41 @@ pub async fn events(req: HttpRequest, id: web::Path<String>, state: web::Data<Ap
     };
     let done = matches!(current, SubmissionState::Done(_));
     let queue = state.queue.clone();
-    let rest = stream::unfold((rx, done, id, queue), |(mut rx, done, id, queue)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            match rx.recv().await {
-                Ok(e) if e.id == id => {
-                    return Some(match e.kind {
-                        EventKind::Running => {
-                            let v = serde_json::json!({"id": id, "status": "running"});
-                            (Ok::<_, actix_web::Error>(frame("running", &v)), (rx, false, id, queue))
-                        }
-                        EventKind::Finished(r) => {
-                            let v = serde_json::to_value(r.view()).unwrap_or_default();
-                            (Ok(frame("result", &v)), (rx, true, id, queue))
-                        }
-                    });
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => {
-                    if let Ok(Some(s @ SubmissionState::Done(_))) = queue.state(&id) {
-                        let v = state_json(&id, &s);
-                        return Some((Ok(frame("result", &v)), (rx, true, id, queue)));
-                    }
-                }
-                Err(RecvError::Closed) => return None,
+    let rest = stream::unfold(
+        (rx, done, id, queue),
+        |(mut rx, done, id, queue)| async move {
+            if done {
+                return None;
             }
-        }
-    });
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.id == id => {
+                        return Some(match e.kind {
+                            EventKind::Running => {
+                                let v = serde_json::json!({"id": id, "status": "running"});
+                                (
+                                    Ok::<_, actix_web::Error>(frame("running", &v)),
+                                    (rx, false, id, queue),
+                                )
+                            }
+                            EventKind::Finished(r) => {
+                                let v = serde_json::to_value(r.view()).unwrap_or_default();
+                                (Ok(frame("result", &v)), (rx, true, id, queue))
+                            }
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        if let Ok(Some(s @ SubmissionState::Done(_))) = queue.state(&id) {
+                            let v = state_json(&id, &s);
+                            return Some((Ok(frame("result", &v)), (rx, true, id, queue)));
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
     let body = stream::once(async move { Ok::<_, actix_web::Error>(first) });
     use futures_util::StreamExt;
     Ok(HttpResponse::Ok()

@@ -6,7 +6,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Runs untrusted programs in isolated, pre-warmed sandboxes")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Runs untrusted programs in isolated, pre-warmed sandboxes"
+)]
 struct Cli {
     /// Configuration file (TOML); KILN_* environment variables override it.
     #[arg(long, global = true)]
@@ -76,7 +80,11 @@ fn main() {
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {
     let mut s = settings(&cli)?;
-    let level = if matches!(cli.command, Cmd::Serve { .. }) { "info" } else { "warn" };
+    let level = if matches!(cli.command, Cmd::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     kiln::serve::init_logging(&s.log_format, level);
     match cli.command {
         Cmd::Serve { listen, data_dir } => {
@@ -89,12 +97,29 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             kiln::serve::run(s)?;
             Ok(0)
         }
-        Cmd::Run { file, language, stdin, server, args } => kiln::cli::run_file(s, &file, language, stdin, server, args),
+        Cmd::Run {
+            file,
+            language,
+            stdin,
+            server,
+            args,
+        } => kiln::cli::run_file(s, &file, language, stdin, server, args),
         Cmd::Runtimes => {
-            let registry = kiln::languages::Registry::load(s.languages_file.as_deref()).map_err(anyhow::Error::msg)?;
+            let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
+                .map_err(anyhow::Error::msg)?;
             for l in &registry.available {
-                let compiled = if l.compile.is_some() { "compiled" } else { "interpreted" };
-                println!("{:<12} {:<10} {:<12} aliases: {}", l.name, l.version, compiled, l.aliases.join(", "));
+                let compiled = if l.compile.is_some() {
+                    "compiled"
+                } else {
+                    "interpreted"
+                };
+                println!(
+                    "{:<12} {:<10} {:<12} aliases: {}",
+                    l.name,
+                    l.version,
+                    compiled,
+                    l.aliases.join(", ")
+                );
             }
             for (name, why) in &registry.unavailable {
                 println!("{name:<12} unavailable: {why}");
@@ -110,9 +135,12 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                let registry = kiln::languages::Registry::load(s.languages_file.as_deref()).map_err(anyhow::Error::msg)?;
+                let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
+                    .map_err(anyhow::Error::msg)?;
                 let backend = kiln::serve::local_backend(&s, &registry)?;
-                let figures = kiln::bench::engine(&backend, &registry, runs).await.map_err(anyhow::Error::msg)?;
+                let figures = kiln::bench::engine(&backend, &registry, runs)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
                 println!("{}", kiln::bench::report_engine(&figures));
                 Ok(0)
             })

@@ -37,14 +37,26 @@ pub struct LocalSettings {
 impl LocalSettings {
     /// System directories a program needs; the toolchains outside them are added by the caller.
     pub fn default_read_only() -> Vec<PathBuf> {
-        ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc"].iter().map(PathBuf::from).collect()
+        [
+            "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect()
     }
 
     pub fn default_masked() -> Vec<PathBuf> {
-        ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers", "/etc/ssh"]
-            .iter()
-            .map(PathBuf::from)
-            .collect()
+        [
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/shadow-",
+            "/etc/gshadow-",
+            "/etc/sudoers",
+            "/etc/ssh",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect()
     }
 }
 
@@ -54,6 +66,24 @@ pub struct LocalBackend {
     cgroups: CgroupLayout,
     rootless: bool,
     live: LivePods,
+    /// One empty network namespace that all pods join, when it is safe to share: making and
+    /// tearing down a network namespace per pod is a quarter of a pod's cost. Pods in it have no
+    /// interface up, no inet or netlink sockets (seccomp), and cannot reach each other's abstract
+    /// UNIX sockets (landlock ABI 6 scoping); without landlock ABI 6, each pod gets its own.
+    shared_netns: Option<Arc<std::fs::File>>,
+}
+
+/// Makes an empty network namespace and returns a handle that keeps it alive.
+fn offline_network_namespace() -> std::io::Result<std::fs::File> {
+    // unshare(CLONE_NEWNET) moves only the calling thread: do it on a thread of its own.
+    std::thread::spawn(|| {
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::fs::File::open("/proc/thread-self/ns/net")
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
 }
 
 /// Pods not yet retired, by runner pid, so that shutdown can end them all.
@@ -69,26 +99,50 @@ impl LocalBackend {
         if !settings.runner.is_file() {
             return Err(PodError::Create {
                 step: "find kiln-runner".into(),
-                error: format!("{} does not exist; build it with `cargo build --bins`", settings.runner.display()),
+                error: format!(
+                    "{} does not exist; build it with `cargo build --bins`",
+                    settings.runner.display()
+                ),
             });
         }
         let rootless = unsafe { libc::geteuid() } != 0;
         let mut cgroups = CgroupLayout::detect();
         if !matches!(cgroups, CgroupLayout::Unavailable { .. }) {
             // Prove that pod groups can really be made here (an unprivileged user usually cannot).
-            let probe = format!("pod-{}-probe{}", std::process::id(), NEXT_POD.fetch_add(1, Ordering::Relaxed));
-            let usable = cgroups.prepare().and_then(|()| cgroups.create_pod_group(&probe)).and_then(|g| match g {
-                Some(g) => g.remove(),
-                None => Ok(()),
-            });
+            let probe = format!(
+                "pod-{}-probe{}",
+                std::process::id(),
+                NEXT_POD.fetch_add(1, Ordering::Relaxed)
+            );
+            let usable = cgroups
+                .prepare()
+                .and_then(|()| cgroups.create_pod_group(&probe))
+                .and_then(|g| match g {
+                    Some(g) => g.remove(),
+                    None => Ok(()),
+                });
             if let Err(e) = usable {
-                cgroups = CgroupLayout::Unavailable { reason: format!("cannot create cgroups for pods: {e}") };
+                cgroups = CgroupLayout::Unavailable {
+                    reason: format!("cannot create cgroups for pods: {e}"),
+                };
             }
         }
         for stale in cgroups.leftover_pod_groups() {
             let _ = stale.remove();
         }
-        Ok(LocalBackend { settings, cgroups, rootless, live: LivePods::default() })
+        let shared_netns =
+            if rootless || settings.network || crate::sandbox::landlock::abi_version() < 6 {
+                None
+            } else {
+                offline_network_namespace().ok().map(Arc::new)
+            };
+        Ok(LocalBackend {
+            settings,
+            cgroups,
+            rootless,
+            live: LivePods::default(),
+            shared_netns,
+        })
     }
 
     pub fn cgroups(&self) -> &CgroupLayout {
@@ -115,12 +169,18 @@ impl PodBackend for LocalBackend {
     fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!(
             "local pods: namespaces pid, mount, ipc, uts{}{}; seccomp; landlock; rlimits; {}",
-            if self.settings.network { "" } else { ", network" },
+            if self.settings.network {
+                ""
+            } else {
+                ", network"
+            },
             if self.rootless { ", user" } else { "" },
             self.cgroups.describe()
         )];
         if self.settings.network {
             lines.push("NETWORK ENABLED: programs share the host's network (limits.default.network = true)".into());
+        } else if self.shared_netns.is_some() {
+            lines.push("network: one shared namespace with no interface up; pods kept apart by seccomp and landlock scoping".into());
         }
         if self.rootless {
             lines.push("running unprivileged: programs run as the mapped user of a user namespace, not as a separate uid".into());
@@ -135,7 +195,12 @@ impl PodBackend for LocalBackend {
     }
 
     fn shutdown(&self) {
-        let pods: Vec<(i32, Option<CgroupPaths>)> = self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let pods: Vec<(i32, Option<CgroupPaths>)> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
         for (pid, _) in &pods {
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
@@ -155,18 +220,32 @@ impl PodBackend for LocalBackend {
         let runner = self.settings.runner.clone();
         let rootless = self.rootless;
         let network = self.settings.network;
+        let netns = self.shared_netns.clone();
         let setup = cgroup.as_ref().ok().map(|c| self.setup_for(c.clone()));
         let live = self.live.clone();
         Box::pin(async move {
-            let cgroup = cgroup.map_err(|e| PodError::Create { step: "create the pod's cgroup".into(), error: e.to_string() })?;
+            let cgroup = cgroup.map_err(|e| PodError::Create {
+                step: "create the pod's cgroup".into(),
+                error: e.to_string(),
+            })?;
             let setup = setup.expect("set when the cgroup was made");
-            let spawned = spawn_in_namespaces(&runner, rootless, network).map_err(|e| {
+            let net = match (&netns, network) {
+                (_, true) => Network::Host,
+                (Some(ns), false) => Network::Join(ns.clone()),
+                (None, false) => Network::Own,
+            };
+            let spawned = spawn_in_namespaces(&runner, rootless, &net).map_err(|e| {
                 if let Some(c) = &cgroup {
                     let _ = c.remove();
                 }
-                PodError::Create { step: "clone into new namespaces".into(), error: e.to_string() }
+                PodError::Create {
+                    step: "clone into new namespaces".into(),
+                    error: e.to_string(),
+                }
             })?;
-            live.lock().unwrap_or_else(|p| p.into_inner()).insert(spawned.pid, cgroup.clone());
+            live.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(spawned.pid, cgroup.clone());
             let mut pod = LocalPod {
                 id,
                 pid: spawned.pid,
@@ -202,32 +281,50 @@ pub struct LocalPod {
 
 impl LocalPod {
     async fn handshake(&mut self, setup: &PodSetup) -> Result<(), PodError> {
-        let fail = |step: &str, e: String| PodError::Create { step: step.into(), error: e };
+        let fail = |step: &str, e: String| PodError::Create {
+            step: step.into(),
+            error: e,
+        };
         let frame = protocol::encode(setup).map_err(|e| fail("encode the pod setup", e))?;
-        self.to_runner.write_all(&frame).await.map_err(|e| fail("send the pod setup to kiln-runner", e.to_string()))?;
+        self.to_runner
+            .write_all(&frame)
+            .await
+            .map_err(|e| fail("send the pod setup to kiln-runner", e.to_string()))?;
         match self.read_report().await {
             Ok(RunnerReport::Ready) => Ok(()),
             Ok(RunnerReport::SetupFailed { step, error }) => Err(PodError::Create { step, error }),
-            Ok(other) => Err(fail("wait for the pod to be ready", format!("unexpected report {other:?}"))),
+            Ok(other) => Err(fail(
+                "wait for the pod to be ready",
+                format!("unexpected report {other:?}"),
+            )),
             Err(e) => Err(fail("wait for the pod to be ready", e)),
         }
     }
 
     async fn read_report(&mut self) -> Result<RunnerReport, String> {
         let mut len = [0u8; 4];
-        self.from_runner.read_exact(&mut len).await.map_err(|e| format!("kiln-runner closed its output ({e})"))?;
+        self.from_runner
+            .read_exact(&mut len)
+            .await
+            .map_err(|e| format!("kiln-runner closed its output ({e})"))?;
         let len = u32::from_le_bytes(len) as usize;
         if len > MAX_FRAME {
             return Err(format!("kiln-runner sent a frame of {len} bytes"));
         }
         let mut payload = vec![0u8; len];
-        self.from_runner.read_exact(&mut payload).await.map_err(|e| format!("kiln-runner closed its output ({e})"))?;
+        self.from_runner
+            .read_exact(&mut payload)
+            .await
+            .map_err(|e| format!("kiln-runner closed its output ({e})"))?;
         protocol::decode(&payload)
     }
 
     /// Kills the runner (and with it the whole pod), reaps it and removes the cgroup.
     async fn retire(&mut self) {
-        if !std::mem::replace(&mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()), true) {
+        if !std::mem::replace(
+            &mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()),
+            true,
+        ) {
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
             let pid = self.pid;
             let _ = tokio::task::spawn_blocking(move || {
@@ -239,7 +336,10 @@ impl LocalPod {
         if let Some(c) = self.cgroup.take() {
             let _ = tokio::task::spawn_blocking(move || c.remove()).await;
         }
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.pid);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
     }
 }
 
@@ -263,7 +363,10 @@ impl StandbyPod for LocalPod {
         Box::pin(async move {
             let result = async {
                 let frame = protocol::encode(&job).map_err(PodError::Lost)?;
-                self.to_runner.write_all(&frame).await.map_err(|e| PodError::Lost(format!("sending the job: {e}")))?;
+                self.to_runner
+                    .write_all(&frame)
+                    .await
+                    .map_err(|e| PodError::Lost(format!("sending the job: {e}")))?;
                 match self.read_report().await {
                     Ok(RunnerReport::Finished(outcome)) => Ok(*outcome),
                     Ok(other) => Err(PodError::Lost(format!("unexpected report {other:?}"))),
@@ -284,7 +387,10 @@ impl StandbyPod for LocalPod {
 
 impl Drop for LocalPod {
     fn drop(&mut self) {
-        if !std::mem::replace(&mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()), true) {
+        if !std::mem::replace(
+            &mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()),
+            true,
+        ) {
             // Dropped without retire (a panicking owner): kill and reap on a helper thread.
             let pid = self.pid;
             let cgroup = self.cgroup.take();
@@ -302,6 +408,16 @@ impl Drop for LocalPod {
     }
 }
 
+/// Which network namespace a new pod gets.
+enum Network {
+    /// The host's (the operator enabled networking).
+    Host,
+    /// A new, empty one of its own.
+    Own,
+    /// The shared empty one.
+    Join(Arc<std::fs::File>),
+}
+
 struct Spawned {
     pid: i32,
     to_runner: pipe::Sender,
@@ -317,6 +433,8 @@ struct ChildArgs {
     uid_map: Option<(Vec<u8>, Vec<u8>)>,
     job_read: i32,
     report_write: i32,
+    /// A network namespace to join, or -1.
+    netns: i32,
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -326,6 +444,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             write_proc_file(c"/proc/self/setgroups", b"deny");
             write_proc_file(c"/proc/self/uid_map", uid_map);
             write_proc_file(c"/proc/self/gid_map", gid_map);
+        }
+        if a.netns >= 0 && libc::setns(a.netns, libc::CLONE_NEWNET) != 0 {
+            libc::_exit(125);
         }
         if libc::dup2(a.job_read, 0) < 0 || libc::dup2(a.report_write, 1) < 0 {
             libc::_exit(126);
@@ -338,7 +459,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// Clones a child into new namespaces and execs `kiln-runner pod` in it. Like posix_spawn, the
 /// child borrows the parent's memory until it execs (CLONE_VM | CLONE_VFORK): copying the page
 /// tables of a large multi-threaded server for every pod would cost more than the pod itself.
-fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool, network: bool) -> std::io::Result<Spawned> {
+fn spawn_in_namespaces(
+    runner: &std::path::Path,
+    rootless: bool,
+    network: &Network,
+) -> std::io::Result<Spawned> {
     let (job_read, job_write) = crate::sandbox::pipe()?;
     let (report_read, report_write) = crate::sandbox::pipe()?;
 
@@ -351,9 +476,18 @@ fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool, network: bool) 
         path: crate::sandbox::setup::c_path(runner)?,
         argv: [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()],
         envp: [env0.as_ptr(), std::ptr::null()],
-        uid_map: rootless.then(|| (format!("0 {uid} 1").into_bytes(), format!("0 {gid} 1").into_bytes())),
+        uid_map: rootless.then(|| {
+            (
+                format!("0 {uid} 1").into_bytes(),
+                format!("0 {gid} 1").into_bytes(),
+            )
+        }),
         job_read: job_read.as_raw_fd(),
         report_write: report_write.as_raw_fd(),
+        netns: match network {
+            Network::Join(ns) => ns.as_raw_fd(),
+            _ => -1,
+        },
     };
 
     let mut flags = libc::CLONE_VM
@@ -366,14 +500,19 @@ fn spawn_in_namespaces(runner: &std::path::Path, rootless: bool, network: bool) 
     if rootless {
         flags |= libc::CLONE_NEWUSER;
     }
-    if network {
+    if !matches!(network, Network::Own) {
         flags &= !libc::CLONE_NEWNET;
     }
     let mut stack = vec![0u8; 64 * 1024];
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
     let top = ((top as usize) & !15) as *mut libc::c_void;
     let pid = unsafe {
-        libc::clone(child_main, top, flags | libc::SIGCHLD, &args as *const ChildArgs as *mut libc::c_void)
+        libc::clone(
+            child_main,
+            top,
+            flags | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+        )
     };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());

@@ -31,8 +31,14 @@ pub enum Submitted {
 }
 
 enum Write {
-    Submit(Vec<Envelope>, oneshot::Sender<Result<Vec<Option<u64>>, QueueError>>),
-    Complete(Vec<(Delivery, RunResult)>, oneshot::Sender<Result<(), QueueError>>),
+    Submit(
+        Vec<Envelope>,
+        oneshot::Sender<Result<Vec<Option<u64>>, QueueError>>,
+    ),
+    Complete(
+        Vec<(Delivery, RunResult)>,
+        oneshot::Sender<Result<(), QueueError>>,
+    ),
 }
 
 /// What is not on disk: the order of ready submissions and which ones pods hold now.
@@ -57,16 +63,20 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, QueueError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, QueueError> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard()).map(|(v, _)| v).map_err(store_err)
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(store_err)
 }
 
 impl EmbeddedQueue {
     /// Opens (or creates) the journal in `data_dir` and reloads every unfinished submission.
     pub fn open(data_dir: &Path, retention: Duration) -> Result<EmbeddedQueue, QueueError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| QueueError::Store(format!("creating the data dir {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            QueueError::Store(format!("creating the data dir {}: {e}", data_dir.display()))
+        })?;
         let path = data_dir.join("queue.redb");
-        let db = Database::create(&path).map_err(|e| QueueError::Store(format!("opening {}: {e}", path.display())))?;
+        let db = Database::create(&path)
+            .map_err(|e| QueueError::Store(format!("opening {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(store_err)?;
         {
             tx.open_table(SUBMISSIONS).map_err(store_err)?;
@@ -76,7 +86,10 @@ impl EmbeddedQueue {
         }
         tx.commit().map_err(store_err)?;
 
-        let mut memory = Memory { ready: VecDeque::new(), running: HashSet::new() };
+        let mut memory = Memory {
+            ready: VecDeque::new(),
+            running: HashSet::new(),
+        };
         {
             let rx = db.begin_read().map_err(store_err)?;
             let pending = rx.open_table(PENDING).map_err(store_err)?;
@@ -97,11 +110,19 @@ impl EmbeddedQueue {
             .name("kiln-journal".into())
             .spawn(move || journal(journal_db, rx, retention))
             .map_err(store_err)?;
-        Ok(EmbeddedQueue { db, memory: Arc::new(Mutex::new(memory)), writes: Mutex::new(tx) })
+        Ok(EmbeddedQueue {
+            db,
+            memory: Arc::new(Mutex::new(memory)),
+            writes: Mutex::new(tx),
+        })
     }
 
     fn send(&self, w: Write) -> Result<(), QueueError> {
-        self.writes.lock().map_err(|_| QueueError::Closed)?.send(w).map_err(|_| QueueError::Closed)
+        self.writes
+            .lock()
+            .map_err(|_| QueueError::Closed)?
+            .send(w)
+            .map_err(|_| QueueError::Closed)
     }
 
     /// Journals new submissions durably (one fsync for the lot), then makes them ready.
@@ -114,7 +135,11 @@ impl EmbeddedQueue {
         for (env, seq) in envelopes.into_iter().zip(seqs) {
             match seq {
                 Some(seq) => {
-                    self.memory.lock().map_err(|_| QueueError::Closed)?.ready.push_back((seq, env, 0));
+                    self.memory
+                        .lock()
+                        .map_err(|_| QueueError::Closed)?
+                        .ready
+                        .push_back((seq, env, 0));
                     outcome.push(Submitted::Accepted);
                 }
                 None => {
@@ -133,35 +158,67 @@ impl EmbeddedQueue {
     }
 }
 
-fn state_in(rx: &redb::ReadTransaction, id: &str, memory: &Mutex<Memory>) -> Result<Option<SubmissionState>, QueueError> {
-    if let Some(raw) = rx.open_table(RESULTS).map_err(store_err)?.get(id).map_err(store_err)? {
+fn state_in(
+    rx: &redb::ReadTransaction,
+    id: &str,
+    memory: &Mutex<Memory>,
+) -> Result<Option<SubmissionState>, QueueError> {
+    if let Some(raw) = rx
+        .open_table(RESULTS)
+        .map_err(store_err)?
+        .get(id)
+        .map_err(store_err)?
+    {
         return Ok(Some(SubmissionState::Done(Box::new(decode(raw.value())?))));
     }
-    if rx.open_table(SUBMISSIONS).map_err(store_err)?.get(id).map_err(store_err)?.is_none() {
+    if rx
+        .open_table(SUBMISSIONS)
+        .map_err(store_err)?
+        .get(id)
+        .map_err(store_err)?
+        .is_none()
+    {
         return Ok(None);
     }
-    let running = memory.lock().map(|m| m.running.contains(id)).unwrap_or(false);
-    Ok(Some(if running { SubmissionState::Running } else { SubmissionState::Queued }))
+    let running = memory
+        .lock()
+        .map(|m| m.running.contains(id))
+        .unwrap_or(false);
+    Ok(Some(if running {
+        SubmissionState::Running
+    } else {
+        SubmissionState::Queued
+    }))
 }
 
 impl Queue for EmbeddedQueue {
     fn take(&self, max: usize) -> BoxFuture<'static, Result<Vec<Delivery>, QueueError>> {
-        let taken = self.memory.lock().map(|mut m| {
-            let n = max.min(m.ready.len());
-            let batch: Vec<_> = m.ready.drain(..n).collect();
-            for (_, env, _) in &batch {
-                m.running.insert(env.id.clone());
-            }
-            batch
-                .into_iter()
-                .map(|(seq, envelope, runs)| Delivery { envelope, token: seq, attempt: runs + 1 })
-                .collect::<Vec<_>>()
-        })
-        .map_err(|_| QueueError::Closed);
+        let taken = self
+            .memory
+            .lock()
+            .map(|mut m| {
+                let n = max.min(m.ready.len());
+                let batch: Vec<_> = m.ready.drain(..n).collect();
+                for (_, env, _) in &batch {
+                    m.running.insert(env.id.clone());
+                }
+                batch
+                    .into_iter()
+                    .map(|(seq, envelope, runs)| Delivery {
+                        envelope,
+                        token: seq,
+                        attempt: runs + 1,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|_| QueueError::Closed);
         Box::pin(async move { taken })
     }
 
-    fn complete(&self, done: Vec<(Delivery, RunResult)>) -> BoxFuture<'static, Result<(), QueueError>> {
+    fn complete(
+        &self,
+        done: Vec<(Delivery, RunResult)>,
+    ) -> BoxFuture<'static, Result<(), QueueError>> {
         let (reply, wait) = oneshot::channel();
         let ids: Vec<String> = done.iter().map(|(d, _)| d.envelope.id.clone()).collect();
         let sent = self.send(Write::Complete(done, reply));
@@ -179,7 +236,10 @@ impl Queue for EmbeddedQueue {
     }
 
     fn depth(&self) -> usize {
-        self.memory.lock().map(|m| m.ready.len() + m.running.len()).unwrap_or(0)
+        self.memory
+            .lock()
+            .map(|m| m.ready.len() + m.running.len())
+            .unwrap_or(0)
     }
 }
 
@@ -195,7 +255,8 @@ fn journal(db: Arc<Database>, rx: mpsc::Receiver<Write>, retention: Duration) {
         for (i, w) in batch.into_iter().enumerate() {
             match w {
                 Write::Submit(_, reply) => {
-                    let _ = reply.send(result.as_ref().map(|r| r[i].clone()).map_err(|e| e.clone()));
+                    let _ =
+                        reply.send(result.as_ref().map(|r| r[i].clone()).map_err(|e| e.clone()));
                 }
                 Write::Complete(_, reply) => {
                     let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| e.clone()));
@@ -221,7 +282,11 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Vec<Option<u64>>>, Queue
         let mut pending = tx.open_table(PENDING).map_err(store_err)?;
         let mut results = tx.open_table(RESULTS).map_err(store_err)?;
         let mut finished = tx.open_table(FINISHED).map_err(store_err)?;
-        let mut next_seq = pending.last().map_err(store_err)?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+        let mut next_seq = pending
+            .last()
+            .map_err(store_err)?
+            .map(|(k, _)| k.value() + 1)
+            .unwrap_or(1);
         for w in batch {
             match w {
                 Write::Submit(envs, _) => {
@@ -231,8 +296,11 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Vec<Option<u64>>>, Queue
                             out.push(None);
                             continue;
                         }
-                        subs.insert(env.id.as_str(), encode(env)?.as_slice()).map_err(store_err)?;
-                        pending.insert(next_seq, env.id.as_str()).map_err(store_err)?;
+                        subs.insert(env.id.as_str(), encode(env)?.as_slice())
+                            .map_err(store_err)?;
+                        pending
+                            .insert(next_seq, env.id.as_str())
+                            .map_err(store_err)?;
                         out.push(Some(next_seq));
                         next_seq += 1;
                     }
@@ -242,9 +310,17 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Vec<Option<u64>>>, Queue
                     for (delivery, result) in done {
                         pending.remove(delivery.token).map_err(store_err)?;
                         // A job may run twice (a runner lost mid-job); its first result stands.
-                        if results.get(result.id.as_str()).map_err(store_err)?.is_none() {
-                            results.insert(result.id.as_str(), encode(result)?.as_slice()).map_err(store_err)?;
-                            finished.insert((result.finished_at_ms, result.id.as_str()), ()).map_err(store_err)?;
+                        if results
+                            .get(result.id.as_str())
+                            .map_err(store_err)?
+                            .is_none()
+                        {
+                            results
+                                .insert(result.id.as_str(), encode(result)?.as_slice())
+                                .map_err(store_err)?;
+                            finished
+                                .insert((result.finished_at_ms, result.id.as_str()), ())
+                                .map_err(store_err)?;
                         }
                     }
                     replies.push(Vec::new());

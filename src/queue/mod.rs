@@ -40,7 +40,10 @@ pub trait Queue: Send + Sync + 'static {
     fn take(&self, max: usize) -> BoxFuture<'static, Result<Vec<Delivery>, QueueError>>;
     /// Publishes results and acknowledges their submissions, atomically: afterwards they are
     /// never delivered again, and a result already published for an id is kept, not replaced.
-    fn complete(&self, done: Vec<(Delivery, RunResult)>) -> BoxFuture<'static, Result<(), QueueError>>;
+    fn complete(
+        &self,
+        done: Vec<(Delivery, RunResult)>,
+    ) -> BoxFuture<'static, Result<(), QueueError>>;
     /// Submissions accepted and not yet completed.
     fn depth(&self) -> usize;
 }

@@ -3,9 +3,9 @@
 //! One thread and `poll(2)` on a pidfd and the pipes: nothing to synchronise, nothing to leak.
 //! The program's process is a `Zygote` forked before the job arrived.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ffi::CString;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,9 +96,22 @@ impl Zygote {
         }
         if pid == 0 {
             drop((control_w, status_r, stdin_w, stdout_r, stderr_r));
-            zygote_main(isolation.cgroup.as_deref(), control_r, status_w, stdin_r, stdout_w, stderr_w);
+            zygote_main(
+                isolation.cgroup.as_deref(),
+                control_r,
+                status_w,
+                stdin_r,
+                stdout_w,
+                stderr_w,
+            );
         }
-        Ok(Zygote { pid, control: Some(control_w), status: status_r, stdio: Some([stdin_w, stdout_r, stderr_r]), ready: false })
+        Ok(Zygote {
+            pid,
+            control: Some(control_w),
+            status: status_r,
+            stdio: Some([stdin_w, stdout_r, stderr_r]),
+            ready: false,
+        })
     }
 
     /// Blocks until the zygote sits in its cgroup, ready to exec.
@@ -113,7 +126,10 @@ impl Zygote {
             return Ok(());
         }
         let rest = read_all(&self.status);
-        Err(io::Error::other(format!("the program's process could not be prepared: {}", String::from_utf8_lossy(&rest))))
+        Err(io::Error::other(format!(
+            "the program's process could not be prepared: {}",
+            String::from_utf8_lossy(&rest)
+        )))
     }
 
     /// Sends the command; returns once it was exec'd (or why it could not be).
@@ -156,7 +172,14 @@ fn read_all(fd: &OwnedFd) -> Vec<u8> {
 }
 
 /// The zygote's life: join the cgroup, say ready, wait for the command, lock itself down, exec.
-fn zygote_main(cgroup: Option<&Cgroup>, control: OwnedFd, status: OwnedFd, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> ! {
+fn zygote_main(
+    cgroup: Option<&Cgroup>,
+    control: OwnedFd,
+    status: OwnedFd,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         let msg = format!("{what}: {e}");
         unsafe {
@@ -188,16 +211,41 @@ fn zygote_main(cgroup: Option<&Cgroup>, control: OwnedFd, status: OwnedFd, stdin
         Err(e) => fail("building the seccomp filter", &e),
     };
     if let Err(e) = become_program(&spec, &filter, &stdin, &stdout, &stderr) {
-        fail(&format!("starting {}", spec.argv.first().map(String::as_str).unwrap_or("")), &e);
+        fail(
+            &format!(
+                "starting {}",
+                spec.argv.first().map(String::as_str).unwrap_or("")
+            ),
+            &e,
+        );
     }
     unreachable!("become_program returns only on error")
 }
 
-fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdin: &OwnedFd, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
-    let check = |r: i32| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
-    let argv: Vec<CString> = spec.argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> =
-        spec.env.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>()?;
+fn become_program(
+    spec: &ExecSpec,
+    filter: &SyscallFilter,
+    stdin: &OwnedFd,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> io::Result<()> {
+    let check = |r: i32| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
     let program = resolve_program(&spec.argv[0], &spec.env, &spec.cwd)?;
     unsafe {
         if spec.no_stdin {
@@ -208,7 +256,14 @@ fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdin: &OwnedFd, stdo
             check(libc::dup2(stdin.as_raw_fd(), 0))?;
         }
         check(libc::dup2(stdout.as_raw_fd(), 1))?;
-        check(libc::dup2(if spec.merged { stdout.as_raw_fd() } else { stderr.as_raw_fd() }, 2))?;
+        check(libc::dup2(
+            if spec.merged {
+                stdout.as_raw_fd()
+            } else {
+                stderr.as_raw_fd()
+            },
+            2,
+        ))?;
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -216,8 +271,15 @@ fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdin: &OwnedFd, stdo
     }
     std::env::set_current_dir(&spec.cwd)?;
     for &(resource, value) in &spec.rlimits {
-        let hard = if resource == libc::RLIMIT_CPU as u32 { value + 1 } else { value };
-        let lim = libc::rlimit { rlim_cur: value, rlim_max: hard };
+        let hard = if resource == libc::RLIMIT_CPU as u32 {
+            value + 1
+        } else {
+            value
+        };
+        let lim = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: hard,
+        };
         check(unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &lim) })?;
     }
     // With the bounding set empty, not even an exec of a setuid or root-owned file can give
@@ -248,14 +310,21 @@ fn resolve_program(name: &str, env: &[(String, String)], cwd: &Path) -> io::Resu
     if name.contains('/') {
         return Ok(CString::new(name)?);
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/bin:/bin");
     for dir in path.split(':') {
         let candidate = cwd.join(dir).join(name);
         if candidate.is_file() {
             return Ok(CString::new(candidate.as_os_str().as_encoded_bytes())?);
         }
     }
-    Err(io::Error::new(io::ErrorKind::NotFound, format!("{name} not found on PATH {path}")))
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{name} not found on PATH {path}"),
+    ))
 }
 
 /// Runs one command in `zygote` and watches it to the end.
@@ -274,8 +343,16 @@ pub fn execute(
     if let Some(cg) = &isolation.cgroup {
         cg.apply(limits.memory_bytes, limits.processes)?;
     }
-    let oom_before = isolation.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
-    let cpu_before = isolation.cgroup.as_ref().map(|c| c.cpu_usage_ns()).unwrap_or(0);
+    let oom_before = isolation
+        .cgroup
+        .as_ref()
+        .map(|c| c.oom_kills())
+        .unwrap_or(0);
+    let cpu_before = isolation
+        .cgroup
+        .as_ref()
+        .map(|c| c.cpu_usage_ns())
+        .unwrap_or(0);
     let spec = ExecSpec {
         argv: argv.to_vec(),
         env: env.to_vec(),
@@ -297,7 +374,10 @@ pub fn execute(
         stdin: (!stdin.is_empty()).then_some(stdin_fd),
         stdin_data: stdin,
         stdin_pos: 0,
-        streams: [Some(out_read), (capture == Capture::Separate).then_some(err_read)],
+        streams: [
+            Some(out_read),
+            (capture == Capture::Separate).then_some(err_read),
+        ],
         buffers: [Vec::new(), Vec::new()],
         cap: limits.output_bytes as usize,
         breach: None,
@@ -345,7 +425,11 @@ pub fn execute(
         Some(cg) => cg.memory_peak(),
         None => (rusage.ru_maxrss as u64) * 1024,
     };
-    let oom_killed = isolation.cgroup.as_ref().map(|c| c.oom_kills() > oom_before).unwrap_or(false);
+    let oom_killed = isolation
+        .cgroup
+        .as_ref()
+        .map(|c| c.oom_kills() > oom_before)
+        .unwrap_or(false);
     let [stdout, stderr] = watch.buffers;
     Ok(Execution {
         exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
@@ -374,17 +458,39 @@ struct Watch<'a> {
 impl Watch<'_> {
     /// Waits up to `wait` for something to happen; true when the program has exited.
     fn poll_once(&mut self, pidfd: &OwnedFd, wait: Duration) -> io::Result<bool> {
-        let mut fds = vec![libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         for s in self.streams.iter().flatten() {
-            fds.push(libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         if let Some(s) = &self.stdin {
-            fds.push(libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
         }
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, wait.as_millis().max(1) as i32) };
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as _,
+                wait.as_millis().max(1) as i32,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
         }
         for i in 0..2 {
             if self.streams[i].is_some() {
@@ -433,7 +539,13 @@ impl Watch<'_> {
                 self.stdin = None; // EOF for the program
                 return;
             }
-            let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len().min(1 << 16)) };
+            let n = unsafe {
+                libc::write(
+                    fd.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len().min(1 << 16),
+                )
+            };
             if n < 0 {
                 match io::Error::last_os_error().raw_os_error() {
                     Some(libc::EAGAIN) => return,

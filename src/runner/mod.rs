@@ -19,7 +19,12 @@ const COMPILE_OUTPUT_CAP: u64 = 64 * 1024;
 
 /// Runs a job in `work_dir` and says what happened. `ready` is a zygote forked while the pod was
 /// on standby. Never panics on the job's content: every failure becomes an outcome with a message.
-pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation, ready: Option<Zygote>) -> Outcome {
+pub fn run_job(
+    job: &Job,
+    work_dir: &Path,
+    isolation: &Isolation,
+    ready: Option<Zygote>,
+) -> Outcome {
     if let Err(e) = write_files(job, work_dir, isolation.sandbox_user) {
         return Outcome::failed(Status::Rejected, e);
     }
@@ -32,9 +37,25 @@ pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation, ready: Option<
     if let Some(compile) = &job.compile {
         let mut limits = compile.limits.clone();
         limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
-        let run = match zygote().and_then(|z| execute(z, &compile.argv, &job.env, work_dir, &[], &limits, Capture::Merged, isolation)) {
+        let run = match zygote().and_then(|z| {
+            execute(
+                z,
+                &compile.argv,
+                &job.env,
+                work_dir,
+                &[],
+                &limits,
+                Capture::Merged,
+                isolation,
+            )
+        }) {
             Ok(r) => r,
-            Err(e) => return Outcome::failed(Status::InternalError, format!("compiler could not start: {e}")),
+            Err(e) => {
+                return Outcome::failed(
+                    Status::InternalError,
+                    format!("compiler could not start: {e}"),
+                )
+            }
         };
         compile_output = run.stdout.clone();
         let failure = match (run.breach, run.oom_killed, run.exit_code) {
@@ -42,10 +63,16 @@ pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation, ready: Option<
                 "compilation exceeded its time limit ({} ms wall, {} ms cpu)",
                 limits.wall_time_ms, limits.cpu_time_ms
             )),
-            (_, true, _) => Some(format!("compilation exceeded its memory limit ({} bytes)", limits.memory_bytes)),
+            (_, true, _) => Some(format!(
+                "compilation exceeded its memory limit ({} bytes)",
+                limits.memory_bytes
+            )),
             (_, _, Some(0)) => None,
             (_, _, Some(code)) => Some(format!("compiler exited with code {code}")),
-            (_, _, None) => Some(format!("compiler killed by signal {}", run.signal.unwrap_or(0))),
+            (_, _, None) => Some(format!(
+                "compiler killed by signal {}",
+                run.signal.unwrap_or(0)
+            )),
         };
         if let Some(message) = failure {
             let mut o = Outcome::failed(Status::CompileError, message);
@@ -56,15 +83,34 @@ pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation, ready: Option<
             return o;
         }
     }
-    let run = match zygote().and_then(|z| execute(z, &job.run.argv, &job.env, work_dir, &job.stdin.0, &job.run.limits, Capture::Separate, isolation)) {
+    let run = match zygote().and_then(|z| {
+        execute(
+            z,
+            &job.run.argv,
+            &job.env,
+            work_dir,
+            &job.stdin.0,
+            &job.run.limits,
+            Capture::Separate,
+            isolation,
+        )
+    }) {
         Ok(r) => r,
         Err(e) => {
-            let mut o = Outcome::failed(Status::InternalError, format!("program could not start: {e}"));
+            let mut o = Outcome::failed(
+                Status::InternalError,
+                format!("program could not start: {e}"),
+            );
             o.compile_output = compile_output.into();
             return o;
         }
     };
-    let (status, message) = verdict(&run, &job.run.limits, job.expected_output.as_ref().map(|b| &b.0[..]), isolation);
+    let (status, message) = verdict(
+        &run,
+        &job.run.limits,
+        job.expected_output.as_ref().map(|b| &b.0[..]),
+        isolation,
+    );
     Outcome {
         status,
         exit_code: run.exit_code,
@@ -82,23 +128,49 @@ pub fn run_job(job: &Job, work_dir: &Path, isolation: &Isolation, ready: Option<
 /// Tells apart the ways a run can end. OOM kills, time limits and a program's own SIGKILL all
 /// look alike from the exit status: the cgroup's OOM counter, the breach the watcher saw and the
 /// CPU time decide.
-fn verdict(run: &Execution, limits: &Limits, expected: Option<&[u8]>, isolation: &Isolation) -> (Status, Option<String>) {
+fn verdict(
+    run: &Execution,
+    limits: &Limits,
+    expected: Option<&[u8]>,
+    isolation: &Isolation,
+) -> (Status, Option<String>) {
     if run.breach == Some(Breach::Output) {
         return (
             Status::OutputLimitExceeded,
-            Some(format!("output exceeded {} bytes on one stream; the first {0} bytes are kept", limits.output_bytes)),
+            Some(format!(
+                "output exceeded {} bytes on one stream; the first {0} bytes are kept",
+                limits.output_bytes
+            )),
         );
     }
     if run.oom_killed {
-        return (Status::MemoryLimitExceeded, Some(format!("memory limit of {} bytes exceeded", limits.memory_bytes)));
+        return (
+            Status::MemoryLimitExceeded,
+            Some(format!(
+                "memory limit of {} bytes exceeded",
+                limits.memory_bytes
+            )),
+        );
     }
     let cpu_signal = matches!(run.signal, Some(libc::SIGXCPU))
         || (run.signal == Some(libc::SIGKILL) && run.cpu_time_ms >= limits.cpu_time_ms);
     if run.breach == Some(Breach::CpuTime) || cpu_signal {
-        return (Status::TimeLimitExceeded, Some(format!("cpu time limit of {} ms exceeded", limits.cpu_time_ms)));
+        return (
+            Status::TimeLimitExceeded,
+            Some(format!(
+                "cpu time limit of {} ms exceeded",
+                limits.cpu_time_ms
+            )),
+        );
     }
     if run.breach == Some(Breach::WallTime) {
-        return (Status::TimeLimitExceeded, Some(format!("wall time limit of {} ms exceeded", limits.wall_time_ms)));
+        return (
+            Status::TimeLimitExceeded,
+            Some(format!(
+                "wall time limit of {} ms exceeded",
+                limits.wall_time_ms
+            )),
+        );
     }
     let failed = run.signal.is_some() || run.exit_code != Some(0);
     if failed && isolation.cgroup.is_none() && run.memory_bytes >= limits.memory_bytes / 2 {
@@ -112,24 +184,39 @@ fn verdict(run: &Execution, limits: &Limits, expected: Option<&[u8]>, isolation:
     }
     if let Some(sig) = run.signal {
         let message = match sig {
-            libc::SIGXFSZ => format!("killed by signal {sig} (SIGXFSZ): file size limit of {} bytes exceeded", limits.file_size_bytes),
+            libc::SIGXFSZ => format!(
+                "killed by signal {sig} (SIGXFSZ): file size limit of {} bytes exceeded",
+                limits.file_size_bytes
+            ),
             _ => format!("killed by signal {sig} ({})", signal_name(sig)),
         };
         return (Status::Signaled, Some(message));
     }
     match (run.exit_code, expected) {
         (Some(0), Some(want)) if same_output(&run.stdout, want) => (Status::Accepted, None),
-        (Some(0), Some(_)) => (Status::WrongAnswer, Some("stdout differs from expected_output".into())),
+        (Some(0), Some(_)) => (
+            Status::WrongAnswer,
+            Some("stdout differs from expected_output".into()),
+        ),
         (Some(0), None) => (Status::Accepted, None),
-        (Some(code), _) => (Status::RuntimeError, Some(format!("exited with code {code}"))),
-        (None, _) => (Status::InternalError, Some("the program ended without an exit status".into())),
+        (Some(code), _) => (
+            Status::RuntimeError,
+            Some(format!("exited with code {code}")),
+        ),
+        (None, _) => (
+            Status::InternalError,
+            Some("the program ended without an exit status".into()),
+        ),
     }
 }
 
 /// Output comparison the way judges do it: trailing whitespace on lines and at the end is ignored.
 fn same_output(got: &[u8], want: &[u8]) -> bool {
     fn normalise(b: &[u8]) -> Vec<&[u8]> {
-        let mut lines: Vec<&[u8]> = b.split(|&c| c == b'\n').map(|l| l.trim_ascii_end()).collect();
+        let mut lines: Vec<&[u8]> = b
+            .split(|&c| c == b'\n')
+            .map(|l| l.trim_ascii_end())
+            .collect();
         while lines.last().is_some_and(|l| l.is_empty()) {
             lines.pop();
         }
@@ -163,7 +250,9 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
         return Err(format!("file name {name:?} must be 1 to 255 bytes"));
     }
     if !path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!("file name {name:?} must be a relative path without '..'"));
+        return Err(format!(
+            "file name {name:?} must be a relative path without '..'"
+        ));
     }
     Ok(())
 }
@@ -173,7 +262,8 @@ fn write_files(job: &Job, work_dir: &Path, owner: Option<(u32, u32)>) -> Result<
         check_file_name(&file.name)?;
         let path = work_dir.join(&file.name);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("creating the folder of {}: {e}", file.name))?;
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("creating the folder of {}: {e}", file.name))?;
             chown(parent, owner).map_err(|e| format!("chown {}: {e}", parent.display()))?;
         }
         fs::write(&path, &file.content.0).map_err(|e| format!("writing {}: {e}", file.name))?;

@@ -22,19 +22,37 @@ pub fn serve_pod() -> i32 {
         Ok(Some(s)) => s,
         Ok(None) => return 0,
         Err(e) => {
-            let _ = write_frame(&mut output, &RunnerReport::SetupFailed { step: "read the pod setup".into(), error: e.to_string() });
+            let _ = write_frame(
+                &mut output,
+                &RunnerReport::SetupFailed {
+                    step: "read the pod setup".into(),
+                    error: e.to_string(),
+                },
+            );
             return 2;
         }
     };
     let built = build(&setup).and_then(|isolation| {
-        let mut zygote = Zygote::fork(&isolation).map_err(|e| SetupError { step: "fork the program's process".into(), error: e.to_string() })?;
-        zygote.wait_ready().map_err(|e| SetupError { step: "move the program's process into the cgroup".into(), error: e.to_string() })?;
+        let mut zygote = Zygote::fork(&isolation).map_err(|e| SetupError {
+            step: "fork the program's process".into(),
+            error: e.to_string(),
+        })?;
+        zygote.wait_ready().map_err(|e| SetupError {
+            step: "move the program's process into the cgroup".into(),
+            error: e.to_string(),
+        })?;
         Ok((isolation, zygote))
     });
     let (isolation, zygote) = match built {
         Ok(b) => b,
         Err(e) => {
-            let _ = write_frame(&mut output, &RunnerReport::SetupFailed { step: e.step, error: e.error });
+            let _ = write_frame(
+                &mut output,
+                &RunnerReport::SetupFailed {
+                    step: e.step,
+                    error: e.error,
+                },
+            );
             return 2;
         }
     };
@@ -44,7 +62,10 @@ pub fn serve_pod() -> i32 {
     let outcome = match read_frame::<Job>(&mut input) {
         Ok(Some(job)) => run_job(&job, Path::new(WORK_DIR), &isolation, Some(zygote)),
         Ok(None) => return 0, // the host retired this pod unused
-        Err(e) => Outcome::failed(Status::Rejected, format!("the job could not be decoded: {e}")),
+        Err(e) => Outcome::failed(
+            Status::Rejected,
+            format!("the job could not be decoded: {e}"),
+        ),
     };
     match write_frame(&mut output, &RunnerReport::Finished(Box::new(outcome))) {
         Ok(()) => 0,
@@ -54,13 +75,18 @@ pub fn serve_pod() -> i32 {
 
 fn build(setup: &PodSetup) -> Result<Isolation, SetupError> {
     let cgroup = match &setup.cgroup {
-        Some(paths) => Some(Arc::new(
-            Cgroup::open(paths).map_err(|e| SetupError { step: "open the pod's cgroup".into(), error: e.to_string() })?,
-        )),
+        Some(paths) => Some(Arc::new(Cgroup::open(paths).map_err(|e| SetupError {
+            step: "open the pod's cgroup".into(),
+            error: e.to_string(),
+        })?)),
         None => None,
     };
     enter_pod(setup)?;
-    Ok(Isolation { cgroup, owns_pid_namespace: std::process::id() == 1, sandbox_user: setup.sandbox_user })
+    Ok(Isolation {
+        cgroup,
+        owns_pid_namespace: std::process::id() == 1,
+        sandbox_user: setup.sandbox_user,
+    })
 }
 
 /// Direct mode: one job on stdin (bincode, or JSON when `json`), one outcome on stdout, run in a
@@ -84,7 +110,8 @@ pub fn run_direct(json: bool) -> i32 {
     let encoded = if json {
         serde_json::to_vec(&outcome).map_err(|e| e.to_string())
     } else {
-        bincode::serde::encode_to_vec(&outcome, bincode::config::standard()).map_err(|e| e.to_string())
+        bincode::serde::encode_to_vec(&outcome, bincode::config::standard())
+            .map_err(|e| e.to_string())
     };
     match encoded {
         Ok(bytes) => {
@@ -102,15 +129,26 @@ pub fn run_direct(json: bool) -> i32 {
 
 fn run_in_temp_dir(job: &Job) -> Outcome {
     let root = unsafe { libc::geteuid() } == 0;
-    let dir = std::env::temp_dir().join(format!("kiln-work-{}-{}", std::process::id(), job.id.replace('/', "_")));
+    let dir = std::env::temp_dir().join(format!(
+        "kiln-work-{}-{}",
+        std::process::id(),
+        job.id.replace('/', "_")
+    ));
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return Outcome::failed(Status::InternalError, format!("creating the work dir {}: {e}", dir.display()));
+        return Outcome::failed(
+            Status::InternalError,
+            format!("creating the work dir {}: {e}", dir.display()),
+        );
     }
     let sandbox_user = root.then_some((65534, 65534));
     if let Some((uid, gid)) = sandbox_user {
         let _ = std::os::unix::fs::chown(&dir, Some(uid), Some(gid));
     }
-    let isolation = Isolation { cgroup: None, owns_pid_namespace: std::process::id() == 1, sandbox_user };
+    let isolation = Isolation {
+        cgroup: None,
+        owns_pid_namespace: std::process::id() == 1,
+        sandbox_user,
+    };
     let outcome = run_job(job, &dir, &isolation, None);
     let _ = std::fs::remove_dir_all(&dir);
     outcome

@@ -23,7 +23,8 @@ pub enum RunnerReport {
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let payload = bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())?;
+    let payload = bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| e.to_string())?;
     let mut frame = Vec::with_capacity(payload.len() + 4);
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     frame.extend_from_slice(&payload);
@@ -31,10 +32,13 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 }
 
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    let (value, used) =
-        bincode::serde::decode_from_slice(payload, bincode::config::standard()).map_err(|e| e.to_string())?;
+    let (value, used) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map_err(|e| e.to_string())?;
     if used != payload.len() {
-        return Err(format!("{} trailing bytes after the message", payload.len() - used));
+        return Err(format!(
+            "{} trailing bytes after the message",
+            payload.len() - used
+        ));
     }
     Ok(value)
 }
@@ -49,11 +53,16 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<T
     }
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes is over the {MAX_FRAME} limit")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is over the {MAX_FRAME} limit"),
+        ));
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)?;
-    decode(&payload).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    decode(&payload)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 pub fn write_frame<T: Serialize>(w: &mut impl Write, value: &T) -> io::Result<()> {

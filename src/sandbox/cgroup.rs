@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug)]
 pub enum CgroupLayout {
     /// Separate hierarchies per controller (many hosts still run these).
-    V1 { memory: PathBuf, pids: PathBuf, cpuacct: PathBuf },
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpuacct: PathBuf,
+    },
     /// The unified hierarchy with memory, pids and cpu enabled below `root`.
     V2 { root: PathBuf },
     /// No usable cgroups; limits fall back to rlimits. The reason says what is missing.
@@ -39,7 +43,9 @@ impl CgroupLayout {
             Ok(mounts) => CgroupLayout::from_mounts(&mounts, &|root| {
                 fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default()
             }),
-            Err(e) => CgroupLayout::Unavailable { reason: format!("cannot read /proc/self/mounts: {e}") },
+            Err(e) => CgroupLayout::Unavailable {
+                reason: format!("cannot read /proc/self/mounts: {e}"),
+            },
         }
     }
 
@@ -83,7 +89,11 @@ impl CgroupLayout {
             );
         }
         match (v1_memory, v1_pids, v1_cpuacct) {
-            (Some(memory), Some(pids), Some(cpuacct)) => CgroupLayout::V1 { memory, pids, cpuacct },
+            (Some(memory), Some(pids), Some(cpuacct)) => CgroupLayout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            },
             (m, p, c) => {
                 let mut absent = Vec::new();
                 if m.is_none() {
@@ -96,7 +106,10 @@ impl CgroupLayout {
                     absent.push("cpuacct");
                 }
                 CgroupLayout::Unavailable {
-                    reason: format!("{missing_v2}; cgroup v1 lacks the {} controller(s)", absent.join(", ")),
+                    reason: format!(
+                        "{missing_v2}; cgroup v1 lacks the {} controller(s)",
+                        absent.join(", ")
+                    ),
                 }
             }
         }
@@ -104,7 +117,9 @@ impl CgroupLayout {
 
     pub fn describe(&self) -> String {
         match self {
-            CgroupLayout::V1 { memory, .. } => format!("cgroup v1 (memory at {})", memory.display()),
+            CgroupLayout::V1 { memory, .. } => {
+                format!("cgroup v1 (memory at {})", memory.display())
+            }
             CgroupLayout::V2 { root } => format!("cgroup v2 at {}", root.display()),
             CgroupLayout::Unavailable { reason } => format!("no cgroups ({reason})"),
         }
@@ -113,7 +128,11 @@ impl CgroupLayout {
     /// Makes the parent `kiln` group (and on v2 enables the controllers for its children).
     pub fn prepare(&self) -> io::Result<()> {
         match self {
-            CgroupLayout::V1 { memory, pids, cpuacct } => {
+            CgroupLayout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => {
                 for base in [memory, pids, cpuacct] {
                     mkdir_if_missing(&base.join(KILN_GROUP))?;
                 }
@@ -124,7 +143,13 @@ impl CgroupLayout {
             CgroupLayout::V2 { root } => {
                 let enable = "+memory +pids +cpu";
                 fs::write(root.join("cgroup.subtree_control"), enable).map_err(|e| {
-                    io::Error::new(e.kind(), format!("enabling {enable} in {}/cgroup.subtree_control: {e}", root.display()))
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "enabling {enable} in {}/cgroup.subtree_control: {e}",
+                            root.display()
+                        ),
+                    )
                 })?;
                 let kiln = root.join(KILN_GROUP);
                 mkdir_if_missing(&kiln)?;
@@ -137,15 +162,27 @@ impl CgroupLayout {
     /// Creates the cgroup of one pod.
     pub fn create_pod_group(&self, name: &str) -> io::Result<Option<CgroupPaths>> {
         let paths = match self {
-            CgroupLayout::V1 { memory, pids, cpuacct } => CgroupPaths {
+            CgroupLayout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => CgroupPaths {
                 version: 1,
-                dirs: [memory, pids, cpuacct].iter().map(|b| b.join(KILN_GROUP).join(name)).collect(),
+                dirs: [memory, pids, cpuacct]
+                    .iter()
+                    .map(|b| b.join(KILN_GROUP).join(name))
+                    .collect(),
             },
-            CgroupLayout::V2 { root } => CgroupPaths { version: 2, dirs: vec![root.join(KILN_GROUP).join(name)] },
+            CgroupLayout::V2 { root } => CgroupPaths {
+                version: 2,
+                dirs: vec![root.join(KILN_GROUP).join(name)],
+            },
             CgroupLayout::Unavailable { .. } => return Ok(None),
         };
         for dir in &paths.dirs {
-            fs::create_dir(dir).map_err(|e| io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))?;
+            fs::create_dir(dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display()))
+            })?;
         }
         Ok(Some(paths))
     }
@@ -154,22 +191,38 @@ impl CgroupLayout {
     /// remove them. Pod groups are named `pod-<pid of the owner>-<n>`; live owners keep theirs.
     pub fn leftover_pod_groups(&self) -> Vec<CgroupPaths> {
         let (version, bases): (u8, Vec<PathBuf>) = match self {
-            CgroupLayout::V1 { memory, pids, cpuacct } => {
-                (1, [memory, pids, cpuacct].iter().map(|b| b.join(KILN_GROUP)).collect())
-            }
+            CgroupLayout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => (
+                1,
+                [memory, pids, cpuacct]
+                    .iter()
+                    .map(|b| b.join(KILN_GROUP))
+                    .collect(),
+            ),
             CgroupLayout::V2 { root } => (2, vec![root.join(KILN_GROUP)]),
             CgroupLayout::Unavailable { .. } => return Vec::new(),
         };
-        let Ok(entries) = fs::read_dir(&bases[0]) else { return Vec::new() };
+        let Ok(entries) = fs::read_dir(&bases[0]) else {
+            return Vec::new();
+        };
         entries
             .flatten()
             .filter(|e| e.path().is_dir())
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let owner = name.strip_prefix("pod-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+                let owner = name
+                    .strip_prefix("pod-")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok());
                 owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
             })
-            .map(|e| CgroupPaths { version, dirs: bases.iter().map(|b| b.join(e.file_name())).collect() })
+            .map(|e| CgroupPaths {
+                version,
+                dirs: bases.iter().map(|b| b.join(e.file_name())).collect(),
+            })
             .collect()
     }
 }
@@ -185,7 +238,10 @@ impl CgroupPaths {
                     continue;
                 }
                 if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-                    for pid in procs.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                    for pid in procs
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok())
+                    {
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                     }
                 }
@@ -193,7 +249,10 @@ impl CgroupPaths {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) if attempt == 199 => {
-                        return Err(io::Error::new(e.kind(), format!("removing cgroup {}: {e}", dir.display())))
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("removing cgroup {}: {e}", dir.display()),
+                        ))
                     }
                     Err(_) => busy = true,
                 }
@@ -209,9 +268,10 @@ impl CgroupPaths {
 
 fn mkdir_if_missing(dir: &Path) -> io::Result<()> {
     match fs::create_dir(dir) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            Err(io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display())))
-        }
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io::Error::new(
+            e.kind(),
+            format!("creating cgroup {}: {e}", dir.display()),
+        )),
         _ => Ok(()),
     }
 }
@@ -237,8 +297,17 @@ impl Cgroup {
             procs.push(open_at(&fd, "cgroup.procs", libc::O_WRONLY)?);
             dirs.push(fd);
         }
-        let peak = if paths.version == 2 { open_at(&dirs[0], "memory.peak", libc::O_RDWR).ok() } else { None };
-        Ok(Cgroup { version: paths.version, dirs, procs, peak })
+        let peak = if paths.version == 2 {
+            open_at(&dirs[0], "memory.peak", libc::O_RDWR).ok()
+        } else {
+            None
+        };
+        Ok(Cgroup {
+            version: paths.version,
+            dirs,
+            procs,
+            peak,
+        })
     }
 
     fn memory(&self) -> &OwnedFd {
@@ -246,11 +315,19 @@ impl Cgroup {
     }
 
     fn pids(&self) -> &OwnedFd {
-        if self.version == 1 { &self.dirs[1] } else { &self.dirs[0] }
+        if self.version == 1 {
+            &self.dirs[1]
+        } else {
+            &self.dirs[0]
+        }
     }
 
     fn cpu(&self) -> &OwnedFd {
-        if self.version == 1 { &self.dirs[2] } else { &self.dirs[0] }
+        if self.version == 1 {
+            &self.dirs[2]
+        } else {
+            &self.dirs[0]
+        }
     }
 
     /// Applies one stage's limits and resets the peak-memory counter.
@@ -258,8 +335,16 @@ impl Cgroup {
         if self.version == 1 {
             // memsw must stay >= the memory limit: lower the memory limit first when shrinking.
             let _ = write_at(self.memory(), "memory.memsw.limit_in_bytes", "-1");
-            write_at(self.memory(), "memory.limit_in_bytes", &memory_bytes.to_string())?;
-            let _ = write_at(self.memory(), "memory.memsw.limit_in_bytes", &memory_bytes.to_string());
+            write_at(
+                self.memory(),
+                "memory.limit_in_bytes",
+                &memory_bytes.to_string(),
+            )?;
+            let _ = write_at(
+                self.memory(),
+                "memory.memsw.limit_in_bytes",
+                &memory_bytes.to_string(),
+            );
             let _ = write_at(self.memory(), "memory.max_usage_in_bytes", "0");
         } else {
             write_at(self.memory(), "memory.max", &memory_bytes.to_string())?;
@@ -299,10 +384,17 @@ impl Cgroup {
 
     /// How many times the kernel's OOM killer has killed a process in this group.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.version == 1 { "memory.oom_control" } else { "memory.events" };
+        let file = if self.version == 1 {
+            "memory.oom_control"
+        } else {
+            "memory.events"
+        };
         let text = read_at(self.memory(), file).unwrap_or_default();
         text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse().ok())
+            })
             .unwrap_or(0)
     }
 
@@ -313,7 +405,10 @@ impl Cgroup {
         } else {
             let text = read_at(self.cpu(), "cpu.stat").unwrap_or_default();
             text.lines()
-                .find_map(|l| l.strip_prefix("usage_usec ").and_then(|n| n.trim().parse::<u64>().ok()))
+                .find_map(|l| {
+                    l.strip_prefix("usage_usec ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
                 .map(|us| us * 1000)
                 .unwrap_or(0)
         }
@@ -346,11 +441,15 @@ impl Cgroup {
 }
 
 fn open_path(path: &Path, flags: i32) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::ErrorKind::InvalidInput)?;
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("opening {}: {e}", path.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("opening {}: {e}", path.display()),
+        ));
     }
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -360,7 +459,10 @@ fn open_at(dir: &OwnedFd, name: &str, flags: i32) -> io::Result<OwnedFd> {
     let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC) };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("opening cgroup file {name}: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("opening cgroup file {name}: {e}"),
+        ));
     }
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -372,7 +474,12 @@ fn write_fd(fd: &OwnedFd, value: &str) -> io::Result<()> {
 
 fn write_at(dir: &OwnedFd, name: &str, value: &str) -> io::Result<()> {
     let fd = open_at(dir, name, libc::O_WRONLY)?;
-    write_fd(&fd, value).map_err(|e| io::Error::new(e.kind(), format!("writing {value} to cgroup file {name}: {e}")))
+    write_fd(&fd, value).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("writing {value} to cgroup file {name}: {e}"),
+        )
+    })
 }
 
 fn read_at(dir: &OwnedFd, name: &str) -> io::Result<String> {
@@ -382,7 +489,10 @@ fn read_at(dir: &OwnedFd, name: &str) -> io::Result<String> {
 }
 
 fn read_u64_at(dir: &OwnedFd, name: &str) -> io::Result<u64> {
-    read_at(dir, name)?.trim().parse().map_err(|_| io::ErrorKind::InvalidData.into())
+    read_at(dir, name)?
+        .trim()
+        .parse()
+        .map_err(|_| io::ErrorKind::InvalidData.into())
 }
 
 #[cfg(test)]
@@ -401,7 +511,11 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
     fn a_v1_host_with_an_empty_unified_hierarchy_uses_v1() {
         let layout = CgroupLayout::from_mounts(V1_HOST, &|_| String::new());
         match layout {
-            CgroupLayout::V1 { memory, pids, cpuacct } => {
+            CgroupLayout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => {
                 assert_eq!(memory, Path::new("/sys/fs/cgroup/memory"));
                 assert_eq!(pids, Path::new("/sys/fs/cgroup/pids"));
                 assert_eq!(cpuacct, Path::new("/sys/fs/cgroup/cpuacct"));
@@ -412,7 +526,9 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 
     #[test]
     fn a_pure_v2_host_uses_v2() {
-        let layout = CgroupLayout::from_mounts(V2_HOST, &|_| "cpuset cpu io memory hugetlb pids rdma misc".into());
+        let layout = CgroupLayout::from_mounts(V2_HOST, &|_| {
+            "cpuset cpu io memory hugetlb pids rdma misc".into()
+        });
         assert!(matches!(layout, CgroupLayout::V2 { root } if root == Path::new("/sys/fs/cgroup")));
     }
 

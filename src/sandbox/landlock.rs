@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    Scope, ABI,
+    path_beneath_rules, Access, AccessFs, RestrictionStatus, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 /// How much of the ruleset the kernel enforces.
@@ -36,4 +36,18 @@ pub fn confine(writable: &[&Path]) -> Result<Enforcement, String> {
         RulesetStatus::PartiallyEnforced => Enforcement::Partial,
         RulesetStatus::NotEnforced => Enforcement::None,
     })
+}
+
+/// The landlock ABI this kernel offers (0 when it has none).
+pub fn abi_version() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    v.max(0) as i32
 }

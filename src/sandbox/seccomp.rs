@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 /// Compiled filters, built before fork so that installing them allocates nothing.
@@ -79,33 +79,57 @@ const NAMESPACE_FLAGS: &[libc::c_int] = &[
 impl SyscallFilter {
     pub fn new(network: bool) -> Result<SyscallFilter, String> {
         let err = |e: seccompiler::BackendError| e.to_string();
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&n| (n as i64, Vec::new())).collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            DENIED.iter().map(|&n| (n as i64, Vec::new())).collect();
         let flag_rules = NAMESPACE_FLAGS
             .iter()
             .map(|&f| {
-                let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(f as u64), f as u64)
-                    .map_err(err)?;
+                let cond = SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(f as u64),
+                    f as u64,
+                )
+                .map_err(err)?;
                 SeccompRule::new(vec![cond]).map_err(err)
             })
             .collect::<Result<Vec<_>, _>>()?;
         rules.insert(libc::SYS_clone as i64, flag_rules);
         if !network {
-            let families = [libc::AF_INET, libc::AF_INET6, libc::AF_PACKET, libc::AF_NETLINK];
+            let families = [
+                libc::AF_INET,
+                libc::AF_INET6,
+                libc::AF_PACKET,
+                libc::AF_NETLINK,
+            ];
             let socket_rules = families
                 .iter()
                 .map(|&af| {
-                    let cond = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, af as u64).map_err(err)?;
+                    let cond = SeccompCondition::new(
+                        0,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Eq,
+                        af as u64,
+                    )
+                    .map_err(err)?;
                     SeccompRule::new(vec![cond]).map_err(err)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             rules.insert(libc::SYS_socket as i64, socket_rules);
         }
-        let deny = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch())
-            .map_err(err)?;
+        let deny = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch(),
+        )
+        .map_err(err)?;
         // clone3 passes its flags in memory, out of a filter's reach. ENOSYS makes the C library
         // fall back to clone, whose flags the filter above can see.
         let clone3 = SeccompFilter::new(
-            [(libc::SYS_clone3 as i64, Vec::new())].into_iter().collect(),
+            [(libc::SYS_clone3 as i64, Vec::new())]
+                .into_iter()
+                .collect(),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::ENOSYS as u32),
             arch(),

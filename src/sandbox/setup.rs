@@ -40,19 +40,40 @@ pub struct SetupError {
     pub error: String,
 }
 
-fn step<T, E: std::fmt::Display>(name: impl Into<String>, r: Result<T, E>) -> Result<T, SetupError> {
-    r.map_err(|e| SetupError { step: name.into(), error: e.to_string() })
+fn step<T, E: std::fmt::Display>(
+    name: impl Into<String>,
+    r: Result<T, E>,
+) -> Result<T, SetupError> {
+    r.map_err(|e| SetupError {
+        step: name.into(),
+        error: e.to_string(),
+    })
 }
 
 /// Builds the pod's filesystem and switches into it. Runs as pid 1 of the pod's namespaces.
 pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
-    step("make mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>))?;
+    step(
+        "make mounts private",
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
     // The staging point is only ever mounted over inside this pod's own mount namespace.
     let root = Path::new("/tmp");
     let size = format!("size={},mode=755", setup.tmpfs_bytes);
     step(
         "mount the pod's tmpfs root",
-        mount(Some("kiln"), root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(size.as_str())),
+        mount(
+            Some("kiln"),
+            root,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(size.as_str()),
+        ),
     )?;
 
     for host in &setup.read_only {
@@ -62,15 +83,37 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
     // Hidden files are replaced by an empty file nobody may open.
     let blank = root.join(".masked");
     step("create the mask file", fs::write(&blank, b""))?;
-    step("chmod the mask file", fs::set_permissions(&blank, fs::Permissions::from_mode(0o000)))?;
+    step(
+        "chmod the mask file",
+        fs::set_permissions(&blank, fs::Permissions::from_mode(0o000)),
+    )?;
     for hidden in &setup.masked {
         let inside = inside(root, hidden);
         let what = format!("mask {}", hidden.display());
         if inside.is_dir() {
-            let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            step(what, mount(Some("kiln-masked"), &inside, Some("tmpfs"), flags, Some("size=4k,mode=755")))?;
+            let flags =
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            step(
+                what,
+                mount(
+                    Some("kiln-masked"),
+                    &inside,
+                    Some("tmpfs"),
+                    flags,
+                    Some("size=4k,mode=755"),
+                ),
+            )?;
         } else if inside.exists() {
-            step(what, mount(Some(blank.as_path()), &inside, None::<&str>, MsFlags::MS_BIND, None::<&str>))?;
+            step(
+                what,
+                mount(
+                    Some(blank.as_path()),
+                    &inside,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                ),
+            )?;
         }
     }
 
@@ -89,21 +132,36 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
 
     let tmp = root.join("tmp");
     step("create /tmp", fs::create_dir_all(&tmp))?;
-    step("chmod /tmp", fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)))?;
+    step(
+        "chmod /tmp",
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)),
+    )?;
     let work = inside(root, Path::new(WORK_DIR));
     step("create the work dir", fs::create_dir_all(&work))?;
     if let Some((uid, gid)) = setup.sandbox_user {
-        step("chown the work dir", nix::unistd::chown(&work, Some(uid.into()), Some(gid.into())))?;
+        step(
+            "chown the work dir",
+            nix::unistd::chown(&work, Some(uid.into()), Some(gid.into())),
+        )?;
     }
 
-    step("set the hostname", nix::unistd::sethostname(&setup.hostname))?;
+    step(
+        "set the hostname",
+        nix::unistd::sethostname(&setup.hostname),
+    )?;
 
     let old = root.join(".old-root");
     step("create the old-root mount point", fs::create_dir_all(&old))?;
     step("pivot_root", nix::unistd::pivot_root(root, &old))?;
     step("chdir to the new root", std::env::set_current_dir("/"))?;
-    step("detach the host's filesystem", umount2("/.old-root", MntFlags::MNT_DETACH))?;
-    step("remove the old-root mount point", fs::remove_dir("/.old-root"))?;
+    step(
+        "detach the host's filesystem",
+        umount2("/.old-root", MntFlags::MNT_DETACH),
+    )?;
+    step(
+        "remove the old-root mount point",
+        fs::remove_dir("/.old-root"),
+    )?;
     step("chdir to the work dir", std::env::set_current_dir(WORK_DIR))?;
     Ok(())
 }
@@ -119,7 +177,10 @@ fn bind_read_only(root: &Path, host: &Path) -> Result<(), SetupError> {
     };
     let target = inside(root, host);
     if let Some(parent) = target.parent() {
-        step(format!("create {}", parent.display()), fs::create_dir_all(parent))?;
+        step(
+            format!("create {}", parent.display()),
+            fs::create_dir_all(parent),
+        )?;
     }
     if meta.file_type().is_symlink() {
         // Merged-/usr hosts have /bin -> usr/bin: keep the link, its target is bound separately.
@@ -130,19 +191,38 @@ fn bind_read_only(root: &Path, host: &Path) -> Result<(), SetupError> {
         return Ok(());
     }
     if meta.is_dir() {
-        step(format!("create {}", target.display()), fs::create_dir_all(&target))?;
+        step(
+            format!("create {}", target.display()),
+            fs::create_dir_all(&target),
+        )?;
     } else {
-        step(format!("create {}", target.display()), fs::write(&target, b""))?;
+        step(
+            format!("create {}", target.display()),
+            fs::write(&target, b""),
+        )?;
     }
     let what = format!("bind {} read-only", host.display());
-    step(what.clone(), mount(Some(host), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>))?;
+    step(
+        what.clone(),
+        mount(
+            Some(host),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
+    )?;
     step(
         what,
         mount(
             None::<&str>,
             &target,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
             None::<&str>,
         ),
     )
@@ -157,19 +237,34 @@ fn make_dev(root: &Path) -> Result<(), SetupError> {
         let host = format!("/dev/{name}");
         step(
             format!("bind /dev/{name}"),
-            mount(Some(host.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+            mount(
+                Some(host.as_str()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
         )?;
     }
-    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         step(format!("link /dev/{name}"), symlink(to, dev.join(name)))?;
     }
     let shm = dev.join("shm");
     step("create /dev/shm", fs::create_dir_all(&shm))?;
-    step("chmod /dev/shm", fs::set_permissions(&shm, fs::Permissions::from_mode(0o1777)))?;
+    step(
+        "chmod /dev/shm",
+        fs::set_permissions(&shm, fs::Permissions::from_mode(0o1777)),
+    )?;
     Ok(())
 }
 
 /// Turns a path into a C string for syscalls made where allocation is not allowed later.
 pub fn c_path(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }

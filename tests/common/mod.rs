@@ -38,13 +38,28 @@ pub async fn run(sub: Submission) -> Outcome {
     run_with(sub, &LimitPolicy::default()).await
 }
 
+/// Runs a submission in a new pod of `backend` (pods of one backend share what the backend shares).
+pub async fn run_on(backend: &LocalBackend, sub: Submission) -> Outcome {
+    let job = sub
+        .resolve("test", registry(), &LimitPolicy::default())
+        .expect("valid submission");
+    let pod = backend.create().await.expect("standby pod");
+    pod.run(job).await.expect("pod finished the job")
+}
+
 /// Same, under a policy other than the default.
 pub async fn run_with(sub: Submission, policy: &LimitPolicy) -> Outcome {
-    let job = sub.resolve("test", registry(), policy).expect("valid submission");
+    let job = sub
+        .resolve("test", registry(), policy)
+        .expect("valid submission");
     let pod = backend().create().await.expect("standby pod");
     pod.run(job).await.expect("pod finished the job")
 }
 
 pub fn source(language: &str, source: &str) -> Submission {
-    Submission { language: language.into(), source: Some(source.into()), ..Default::default() }
+    Submission {
+        language: language.into(),
+        source: Some(source.into()),
+        ..Default::default()
+    }
 }

@@ -17,7 +17,11 @@ pub struct Server {
 
 fn unique_dir(name: &str) -> PathBuf {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    std::env::temp_dir().join(format!("kiln-test-{name}-{}-{}", std::process::id(), COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+    std::env::temp_dir().join(format!(
+        "kiln-test-{name}-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
 }
 
 impl Server {
@@ -25,8 +29,16 @@ impl Server {
     pub fn start(name: &str, env: &[(&str, &str)]) -> Server {
         let data_dir = unique_dir(name);
         let _ = std::fs::remove_dir_all(&data_dir);
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut s = Server { base: String::new(), data_dir, child: None, env };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = Server {
+            base: String::new(),
+            data_dir,
+            child: None,
+            env,
+        };
         s.boot();
         s
     }
@@ -34,8 +46,16 @@ impl Server {
     /// Starts `kiln serve` without waiting for a standby pod.
     pub fn start_unready(name: &str, env: &[(&str, &str)]) -> Server {
         let data_dir = unique_dir(name);
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut s = Server { base: String::new(), data_dir, child: None, env };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut s = Server {
+            base: String::new(),
+            data_dir,
+            child: None,
+            env,
+        };
         s.spawn();
         s
     }
@@ -53,12 +73,18 @@ impl Server {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("kiln serve starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("a first line").expect("readable");
-        let addr = first.strip_prefix("kiln listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let addr = first
+            .strip_prefix("kiln listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
         self.base = addr.to_string();
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
@@ -102,11 +128,19 @@ impl Server {
 
     /// POST JSON; returns status and body (errors included).
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        respond(ureq::post(&self.url(path)).timeout(Duration::from_secs(120)).send_json(body.clone()))
+        respond(
+            ureq::post(&self.url(path))
+                .timeout(Duration::from_secs(120))
+                .send_json(body.clone()),
+        )
     }
 
     pub fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
-        respond(ureq::post(&self.url(path)).set("Content-Type", "application/json").send_bytes(body))
+        respond(
+            ureq::post(&self.url(path))
+                .set("Content-Type", "application/json")
+                .send_bytes(body),
+        )
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -114,7 +148,11 @@ impl Server {
     }
 
     pub fn get_text(&self, path: &str) -> String {
-        ureq::get(&self.url(path)).call().expect("GET works").into_string().expect("text")
+        ureq::get(&self.url(path))
+            .call()
+            .expect("GET works")
+            .into_string()
+            .expect("text")
     }
 
     /// Polls GET /v1/submissions/{id} until it has a final status.
@@ -125,7 +163,10 @@ impl Server {
             if code == 200 && !matches!(v["status"].as_str(), Some("queued" | "running")) {
                 return v;
             }
-            assert!(Instant::now() < until, "no result for {id} in time: {code} {v}");
+            assert!(
+                Instant::now() < until,
+                "no result for {id} in time: {code} {v}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
