@@ -2,6 +2,8 @@
 //! grants one credit per idle pod runner; with no credit nothing is taken, so a saturated pool
 //! leaves work in the queue (backpressure) instead of piling it up in memory.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -9,7 +11,6 @@ use futures_util::FutureExt;
 
 use super::dispatcher::Dispatch;
 use super::{guard, Connect, Peers, Shared};
-use std::sync::Arc;
 
 pub struct QueueConsumer {
     shared: Arc<Shared>,
@@ -68,8 +69,6 @@ impl QueueConsumer {
         });
     }
 }
-
-use std::panic::AssertUnwindSafe;
 
 impl Actor for QueueConsumer {
     type Context = Context<Self>;

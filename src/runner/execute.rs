@@ -1,19 +1,17 @@
 //! Runs one command under limits and watches it: feeds stdin, captures stdout and stderr up to
 //! their caps, enforces wall and CPU time, and ends the whole process tree when it is done.
 //! One thread and `poll(2)` on a pidfd and the pipes: nothing to synchronise, nothing to leak.
-//! The program's process is a `Zygote` forked before the job arrived.
+//! The program's process is a `Zygote` (zygote.rs) forked before the job arrived.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::zygote::{ExecSpec, Zygote};
 use crate::job::Limits;
 use crate::sandbox::cgroup::Cgroup;
-use crate::sandbox::pipe;
-use crate::sandbox::seccomp::SyscallFilter;
 
 /// Where the runner executes: what isolation it has to work with.
 pub struct Isolation {
@@ -56,276 +54,6 @@ pub enum Capture {
 }
 
 const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
-
-/// A process forked ahead of time that has already moved itself into the pod's cgroup and waits
-/// for a command to exec. Moving a process between cgroup v1 hierarchies costs ~8 ms (an RCU
-/// grace period per hierarchy); a zygote pays that while the pod is on standby, not during a job.
-pub struct Zygote {
-    pid: i32,
-    control: Option<OwnedFd>,
-    status: OwnedFd,
-    /// The runner's ends of the program's stdio pipes, taken when it runs.
-    stdio: Option<[OwnedFd; 3]>,
-    ready: bool,
-}
-
-/// What a zygote needs to become the program.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ExecSpec {
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    cwd: std::path::PathBuf,
-    rlimits: Vec<(u32, u64)>,
-    user: Option<(u32, u32)>,
-    network: bool,
-    merged: bool,
-    no_stdin: bool,
-}
-
-impl Zygote {
-    /// Forks the zygote. The runner is single-threaded, so the child may allocate.
-    pub fn fork(isolation: &Isolation) -> io::Result<Zygote> {
-        let (control_r, control_w) = pipe()?;
-        let (status_r, status_w) = pipe()?;
-        let (stdin_r, stdin_w) = pipe()?;
-        let (stdout_r, stdout_w) = pipe()?;
-        let (stderr_r, stderr_w) = pipe()?;
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if pid == 0 {
-            drop((control_w, status_r, stdin_w, stdout_r, stderr_r));
-            zygote_main(
-                isolation.cgroup.as_deref(),
-                control_r,
-                status_w,
-                stdin_r,
-                stdout_w,
-                stderr_w,
-            );
-        }
-        Ok(Zygote {
-            pid,
-            control: Some(control_w),
-            status: status_r,
-            stdio: Some([stdin_w, stdout_r, stderr_r]),
-            ready: false,
-        })
-    }
-
-    /// Blocks until the zygote sits in its cgroup, ready to exec.
-    pub fn wait_ready(&mut self) -> io::Result<()> {
-        if self.ready {
-            return Ok(());
-        }
-        let mut b = [0u8; 1];
-        let n = unsafe { libc::read(self.status.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
-        if n == 1 && b[0] == b'R' {
-            self.ready = true;
-            return Ok(());
-        }
-        let rest = read_all(&self.status);
-        Err(io::Error::other(format!(
-            "the program's process could not be prepared: {}",
-            String::from_utf8_lossy(&rest)
-        )))
-    }
-
-    /// Sends the command; returns once it was exec'd (or why it could not be).
-    fn launch(&mut self, spec: &ExecSpec) -> io::Result<()> {
-        self.wait_ready()?;
-        let control = self.control.take().expect("a zygote launches once");
-        let mut file = std::fs::File::from(control);
-        crate::runner::protocol::write_frame(&mut file, spec)?;
-        drop(file);
-        let err = read_all(&self.status);
-        if err.is_empty() {
-            Ok(())
-        } else {
-            Err(io::Error::other(String::from_utf8_lossy(&err).into_owned()))
-        }
-    }
-}
-
-impl Drop for Zygote {
-    fn drop(&mut self) {
-        if self.control.is_some() {
-            // Never launched: it would wait forever on its control pipe.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = wait4(self.pid);
-        }
-    }
-}
-
-fn read_all(fd: &OwnedFd) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            out.extend_from_slice(&buf[..n as usize]);
-        } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return out;
-        }
-    }
-}
-
-/// The zygote's life: join the cgroup, say ready, wait for the command, lock itself down, exec.
-fn zygote_main(
-    cgroup: Option<&Cgroup>,
-    control: OwnedFd,
-    status: OwnedFd,
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) -> ! {
-    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
-        let msg = format!("{what}: {e}");
-        unsafe {
-            libc::write(status.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-            libc::_exit(127)
-        }
-    };
-    unsafe { libc::setpgid(0, 0) };
-    if let Some(cg) = cgroup {
-        if let Err(e) = cg.enter_self() {
-            fail("joining the pod's cgroup", &e);
-        }
-    }
-    // Built now, while the pod waits, for the usual case of a job without network.
-    let offline_filter = SyscallFilter::new(false).ok();
-    unsafe { libc::write(status.as_raw_fd(), b"R".as_ptr().cast(), 1) };
-    let mut control = std::fs::File::from(control);
-    let spec: ExecSpec = match crate::runner::protocol::read_frame(&mut control) {
-        Ok(Some(s)) => s,
-        Ok(None) => unsafe { libc::_exit(0) },
-        Err(e) => fail("reading the command", &e),
-    };
-    let filter = match (spec.network, offline_filter) {
-        (false, Some(f)) => Ok(f),
-        _ => SyscallFilter::new(spec.network),
-    };
-    let filter = match filter {
-        Ok(f) => f,
-        Err(e) => fail("building the seccomp filter", &e),
-    };
-    if let Err(e) = become_program(&spec, &filter, &stdin, &stdout, &stderr) {
-        fail(
-            &format!(
-                "starting {}",
-                spec.argv.first().map(String::as_str).unwrap_or("")
-            ),
-            &e,
-        );
-    }
-    unreachable!("become_program returns only on error")
-}
-
-fn become_program(
-    spec: &ExecSpec,
-    filter: &SyscallFilter,
-    stdin: &OwnedFd,
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
-) -> io::Result<()> {
-    let check = |r: i32| {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    let argv: Vec<CString> = spec
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = spec
-        .env
-        .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")))
-        .collect::<Result<_, _>>()?;
-    let program = resolve_program(&spec.argv[0], &spec.env, &spec.cwd)?;
-    unsafe {
-        if spec.no_stdin {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-            check(null)?;
-            check(libc::dup2(null, 0))?;
-        } else {
-            check(libc::dup2(stdin.as_raw_fd(), 0))?;
-        }
-        check(libc::dup2(stdout.as_raw_fd(), 1))?;
-        check(libc::dup2(
-            if spec.merged {
-                stdout.as_raw_fd()
-            } else {
-                stderr.as_raw_fd()
-            },
-            2,
-        ))?;
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
-    std::env::set_current_dir(&spec.cwd)?;
-    for &(resource, value) in &spec.rlimits {
-        let hard = if resource == libc::RLIMIT_CPU as u32 {
-            value + 1
-        } else {
-            value
-        };
-        let lim = libc::rlimit {
-            rlim_cur: value,
-            rlim_max: hard,
-        };
-        check(unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &lim) })?;
-    }
-    // With the bounding set empty, not even an exec of a setuid or root-owned file can give
-    // capabilities back.
-    for cap in 0..64 {
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-    }
-    if let Some((uid, gid)) = spec.user {
-        unsafe {
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(gid, gid, gid))?;
-            check(libc::setresuid(uid, uid, uid))?;
-        }
-    }
-    let writable = [spec.cwd.as_path(), Path::new("/tmp"), Path::new("/dev")];
-    crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
-    filter.install()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
-    unsafe { libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
-    Err(io::Error::last_os_error())
-}
-
-/// A command with a slash runs as given; a bare name is looked up on the job's PATH.
-fn resolve_program(name: &str, env: &[(String, String)], cwd: &Path) -> io::Result<CString> {
-    if name.contains('/') {
-        return Ok(CString::new(name)?);
-    }
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("/usr/bin:/bin");
-    for dir in path.split(':') {
-        let candidate = cwd.join(dir).join(name);
-        if candidate.is_file() {
-            return Ok(CString::new(candidate.as_os_str().as_encoded_bytes())?);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{name} not found on PATH {path}"),
-    ))
-}
 
 /// Runs one command in `zygote` and watches it to the end.
 #[allow(clippy::too_many_arguments)]
@@ -606,7 +334,7 @@ fn reap_orphans() {
     while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
 }
 
-fn wait4(pid: i32) -> io::Result<(i32, libc::rusage)> {
+pub(crate) fn wait4(pid: i32) -> io::Result<(i32, libc::rusage)> {
     let mut status = 0;
     let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {

@@ -4,6 +4,7 @@
 pub mod execute;
 pub mod pod;
 pub mod protocol;
+pub mod zygote;
 
 use std::fs;
 use std::io;
@@ -12,7 +13,8 @@ use std::path::{Component, Path};
 
 use crate::job::{Job, Limits};
 use crate::outcome::{Outcome, Status};
-use execute::{execute, Breach, Capture, Execution, Isolation, Zygote};
+use execute::{execute, Breach, Capture, Execution, Isolation};
+use zygote::Zygote;
 
 /// Compiler output kept per job; diagnostics past this are not useful to anyone.
 const COMPILE_OUTPUT_CAP: u64 = 64 * 1024;

@@ -5,9 +5,10 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::execute::{Isolation, Zygote};
+use super::execute::Isolation;
 use super::protocol::{read_frame, write_frame, RunnerReport};
 use super::run_job;
+use super::zygote::Zygote;
 use crate::job::Job;
 use crate::outcome::{Outcome, Status};
 use crate::sandbox::cgroup::Cgroup;
