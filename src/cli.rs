@@ -47,6 +47,8 @@ pub fn run_file(
             settings.data_dir = dir.clone();
             settings.listen = "127.0.0.1:0".into();
             settings.pool_size = 1;
+            // A one-off run uses warm caches that exist but does not spend time filling them.
+            settings.warm_caches = false;
             let embedded = Embedded::start(settings)?;
             (format!("http://{}", embedded.addr), Some((embedded, dir)))
         }

@@ -44,6 +44,11 @@ pub struct Settings {
     pub sandbox_gid: u32,
     /// Extra time past a job's own limits before the watchdog kills its pod.
     pub watchdog_grace_ms: u64,
+    /// Fill toolchain caches (Go's standard library) at start when they are not filled yet.
+    /// Filled caches are used either way.
+    pub warm_caches: bool,
+    /// Where warm caches live; `~/.cache/kiln/warm` when unset.
+    pub warm_cache_dir: Option<PathBuf>,
     /// Test setting: probability that a pod runner panics when handed a job.
     pub inject_panic_probability: f64,
     /// `text` or `json`.
@@ -71,6 +76,8 @@ impl Default for Settings {
             sandbox_uid: 65534,
             sandbox_gid: 65534,
             watchdog_grace_ms: 5_000,
+            warm_caches: true,
+            warm_cache_dir: None,
             inject_panic_probability: 0.0,
             log_format: "text".into(),
             limits: LimitPolicy::default(),

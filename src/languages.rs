@@ -46,6 +46,20 @@ pub struct Entry {
     /// Floors for the run step's limits (a JVM needs threads).
     #[serde(default)]
     pub run_limits: LimitOverrides,
+    /// A build cache to fill once per host and lay under every pod.
+    #[serde(default)]
+    pub warm_cache: Option<WarmCache>,
+}
+
+/// A toolchain cache that is expensive to fill (Go rebuilds its standard library into an empty
+/// GOCACHE: ~5 s for hello world). Kiln fills it once at start by running `command` with the
+/// environment variable `env` pointing at a host directory; pods then see that directory
+/// read-only under a private writable layer, at the path `env` has in the language's `env`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmCache {
+    pub env: String,
+    pub command: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -76,6 +90,8 @@ pub struct Language {
     pub mounts: Vec<PathBuf>,
     pub compile_limits: LimitOverrides,
     pub run_limits: LimitOverrides,
+    /// The cache to warm, with its command resolved, and where pods see it.
+    pub warm_cache: Option<(WarmCache, PathBuf)>,
 }
 
 /// All languages, resolved against this host.
@@ -251,6 +267,13 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
         mounts,
         compile_limits: entry.compile_limits.clone(),
         run_limits: entry.run_limits.clone(),
+        warm_cache: entry.warm_cache.as_ref().map(|w| {
+            let command = WarmCache {
+                env: w.env.clone(),
+                command: substitute(&w.command, &bins, &entry.entry),
+            };
+            (command, PathBuf::from(&entry.env[&w.env]))
+        }),
     })
 }
 

@@ -22,3 +22,4 @@ pub mod runner;
 pub mod sandbox;
 pub mod serve;
 pub mod submission;
+pub mod warm;

@@ -51,8 +51,18 @@ pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result
 pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     let registry =
         Arc::new(Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?);
-    let backend = local_backend(&settings, &registry)?;
+    let backend = Arc::new(local_backend(&settings, &registry)?);
     let backend_lines = backend.describe();
+    let warm_root = settings
+        .warm_cache_dir
+        .clone()
+        .unwrap_or_else(crate::warm::default_root);
+    crate::warm::start(
+        registry.clone(),
+        warm_root,
+        backend.clone(),
+        settings.warm_caches,
+    );
     let queue = Arc::new(
         EmbeddedQueue::open(
             &settings.data_dir,
@@ -62,7 +72,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     );
     let shared = Arc::new(Shared {
         queue: queue.clone(),
-        backend: Arc::new(backend) as Arc<dyn PodBackend>,
+        backend: backend as Arc<dyn PodBackend>,
         registry: registry.clone(),
         policy: settings.limits.clone(),
         metrics: Arc::new(Metrics::new()),

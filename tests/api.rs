@@ -357,3 +357,65 @@ fn results_are_forgotten_after_the_retention() {
     s.post("/v1/submissions?wait=true", &py("print(2)"));
     assert_eq!(s.get(&format!("/v1/submissions/{id}")).0, 404, "expired");
 }
+
+#[test]
+fn warm_caches_are_filled_once_and_laid_into_pods() {
+    let dir = std::env::temp_dir().join(format!("kiln-warm-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let languages = dir.join("languages.toml");
+    std::fs::write(
+        &languages,
+        r#"
+[[language]]
+name = "go"
+enabled = false
+binaries = ["go"]
+version = ["x"]
+entry = "main.go"
+run = ["x"]
+
+[[language]]
+name = "warmbash"
+binaries = ["bash"]
+version = ["{bash}", "-c", "echo 1.0"]
+entry = "main.sh"
+run = ["{bash}", "{entry}"]
+env = { MYCACHE = "/tmp/mycache" }
+warm_cache = { env = "MYCACHE", command = ["{bash}", "-c", "echo hot > $MYCACHE/file"] }
+"#,
+    )
+    .unwrap();
+    let warm_dir = dir.join("warm");
+    let s = Server::start(
+        "warm",
+        &[
+            ("KILN_LANGUAGES_FILE", languages.to_str().unwrap()),
+            ("KILN_WARM_CACHES", "true"),
+            ("KILN_WARM_CACHE_DIR", warm_dir.to_str().unwrap()),
+            ("KILN_POOL_SIZE", "1"),
+        ],
+    );
+    let program = json!({"language": "warmbash", "source": "cat /tmp/mycache/file 2>/dev/null || echo cold\necho more > /tmp/mycache/other 2>/dev/null; true"});
+    // Pods made before the cache was filled run cold; the ones after see it.
+    let mut seen = String::new();
+    for _ in 0..20 {
+        let (_, r) = s.post("/v1/submissions?wait=true", &program);
+        seen = r["stdout"].as_str().unwrap_or("").to_string();
+        if seen == "hot\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, "hot\n");
+    let filled = warm_dir.join("warmbash-1.0");
+    assert_eq!(
+        std::fs::read_to_string(filled.join("file")).unwrap(),
+        "hot\n"
+    );
+    assert!(filled.join(".kiln-warm").is_file(), "marked as filled");
+    assert!(
+        !filled.join("other").exists(),
+        "pods do not write into the host cache"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -530,3 +530,34 @@ async fn pods_cannot_reach_each_others_abstract_unix_sockets() {
     assert_eq!(text(&l.stdout), "nobody came\n", "{l:?}");
     assert!(text(&c.stdout).starts_with("refused"), "{c:?}");
 }
+
+#[tokio::test]
+async fn a_warm_cache_is_read_from_the_host_and_written_only_in_the_pod() {
+    let host = std::env::temp_dir().join(format!("kiln-warm-test-{}", std::process::id()));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("entry"), "warm").unwrap();
+    let backend = backend();
+    if !backend.add_overlay(host.clone(), "/tmp/cache".into()) {
+        return; // unprivileged: pods get no warm caches
+    }
+    let o = run_on(
+        &backend,
+        source(
+            "python",
+            "import os\nprint(open('/tmp/cache/entry').read())\nopen('/tmp/cache/new', 'w').write('x')\ntry:\n    open('/tmp/cache/entry', 'w').write('changed')\nexcept PermissionError:\n    print('entry is root-owned')\nprint(sorted(os.listdir('/tmp/cache')))",
+        ),
+    )
+    .await;
+    assert_eq!(
+        text(&o.stdout),
+        "warm\nentry is root-owned\n['entry', 'new']\n",
+        "{o:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("entry")).unwrap(),
+        "warm",
+        "the host copy is untouched"
+    );
+    assert!(!host.join("new").exists(), "writes stay in the pod");
+    std::fs::remove_dir_all(&host).unwrap();
+}

@@ -71,6 +71,8 @@ pub struct LocalBackend {
     /// interface up, no inet or netlink sockets (seccomp), and cannot reach each other's abstract
     /// UNIX sockets (landlock ABI 6 scoping); without landlock ABI 6, each pod gets its own.
     shared_netns: Option<Arc<std::fs::File>>,
+    /// Warm caches laid into pods made from now on: (host directory, path inside the pod).
+    overlays: std::sync::RwLock<Vec<(PathBuf, PathBuf)>>,
 }
 
 /// Makes an empty network namespace and returns a handle that keeps it alive.
@@ -142,11 +144,25 @@ impl LocalBackend {
             rootless,
             live: LivePods::default(),
             shared_netns,
+            overlays: Default::default(),
         })
     }
 
     pub fn cgroups(&self) -> &CgroupLayout {
         &self.cgroups
+    }
+
+    /// Lays `host_dir` (read-only, with a private writable layer) at `pod_path` in every pod made
+    /// from now on. Only for root: overlays in user namespaces are not used.
+    pub fn add_overlay(&self, host_dir: PathBuf, pod_path: PathBuf) -> bool {
+        if self.rootless {
+            return false;
+        }
+        self.overlays
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((host_dir, pod_path));
+        true
     }
 
     fn setup_for(&self, cgroup: Option<CgroupPaths>) -> PodSetup {
@@ -157,6 +173,11 @@ impl LocalBackend {
             masked: self.settings.masked.clone(),
             hostname: "kiln".into(),
             sandbox_user: (!self.rootless).then_some(self.settings.sandbox_user),
+            overlays: self
+                .overlays
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct PodSetup {
     /// The unprivileged identity programs run as; `None` when the pod runs in a user namespace
     /// that maps only the invoking user.
     pub sandbox_user: Option<(u32, u32)>,
+    /// Warm caches: (host directory, path inside the pod). The pod sees the host directory
+    /// read-only with a writable layer of its own on top.
+    pub overlays: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The directory programs start in, inside the pod.
@@ -62,6 +65,13 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
             None::<&str>,
         ),
     )?;
+    // Warm caches are opened before anything is mounted over the host's view (they may live
+    // under /tmp, the staging point) and reached later through /proc/self/fd.
+    let lowers = setup
+        .overlays
+        .iter()
+        .map(|(lower, _)| step(format!("open {}", lower.display()), fs::File::open(lower)))
+        .collect::<Result<Vec<_>, _>>()?;
     // The staging point is only ever mounted over inside this pod's own mount namespace.
     let root = Path::new("/tmp");
     let size = format!("size={},mode=755", setup.tmpfs_bytes);
@@ -136,6 +146,15 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
         "chmod /tmp",
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)),
     )?;
+    for (i, ((lower, target), handle)) in setup.overlays.iter().zip(&lowers).enumerate() {
+        use std::os::fd::AsRawFd;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+        overlay(root, i, &via, target, setup.sandbox_user).map_err(|e| SetupError {
+            step: format!("overlay {} on {}", lower.display(), target.display()),
+            error: e.error,
+        })?;
+    }
+    drop(lowers);
     let work = inside(root, Path::new(WORK_DIR));
     step("create the work dir", fs::create_dir_all(&work))?;
     if let Some((uid, gid)) = setup.sandbox_user {
@@ -224,6 +243,54 @@ fn bind_read_only(root: &Path, host: &Path) -> Result<(), SetupError> {
                 | MsFlags::MS_NOSUID
                 | MsFlags::MS_NODEV,
             None::<&str>,
+        ),
+    )
+}
+
+/// A host cache under a private writable layer: reads come from the host directory, writes stay
+/// in this pod's tmpfs (below /.kiln, which only root may enter).
+fn overlay(
+    root: &Path,
+    i: usize,
+    lower: &Path,
+    target: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), SetupError> {
+    let what = format!("overlay {} on {}", lower.display(), target.display());
+    let private = root.join(".kiln");
+    step("create /.kiln", fs::create_dir_all(&private))?;
+    step(
+        "chmod /.kiln",
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)),
+    )?;
+    let (upper, work) = (
+        private.join(format!("upper{i}")),
+        private.join(format!("work{i}")),
+    );
+    let mountpoint = inside(root, target);
+    for dir in [&upper, &work, &mountpoint] {
+        step(what.clone(), fs::create_dir_all(dir))?;
+    }
+    if let Some((uid, gid)) = owner {
+        step(
+            what.clone(),
+            nix::unistd::chown(&upper, Some(uid.into()), Some(gid.into())),
+        )?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    step(
+        what,
+        mount(
+            Some("overlay"),
+            &mountpoint,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
         ),
     )
 }

@@ -70,8 +70,11 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
+            // Filling Go's cache takes ~35 s of CPU: only the test about warm caches does it.
+            .env("KILN_WARM_CACHES", "false")
+            .env("KILN_WARM_CACHE_DIR", self.data_dir.join("warm"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
                 Stdio::inherit()
