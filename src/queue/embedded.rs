@@ -41,9 +41,10 @@ enum Write {
     ),
 }
 
-/// What is not on disk: the order of ready submissions and which ones pods hold now.
+/// What is not on disk: the order of ready submissions and which ones pods hold now. Only ids:
+/// the submissions themselves (up to 32 MiB each) stay on disk until they are taken.
 struct Memory {
-    ready: VecDeque<(u64, Envelope, u32)>,
+    ready: VecDeque<(u64, String)>,
     running: HashSet<String>,
 }
 
@@ -93,14 +94,11 @@ impl EmbeddedQueue {
         {
             let rx = db.begin_read().map_err(store_err)?;
             let pending = rx.open_table(PENDING).map_err(store_err)?;
-            let subs = rx.open_table(SUBMISSIONS).map_err(store_err)?;
             for row in pending.iter().map_err(store_err)? {
                 let (seq, id) = row.map_err(store_err)?;
-                let (seq, id) = (seq.value(), id.value().to_string());
-                if let Some(raw) = subs.get(id.as_str()).map_err(store_err)? {
-                    let env: Envelope = decode(raw.value())?;
-                    memory.ready.push_back((seq, env, 0));
-                }
+                memory
+                    .ready
+                    .push_back((seq.value(), id.value().to_string()));
             }
         }
         let db = Arc::new(db);
@@ -128,27 +126,58 @@ impl EmbeddedQueue {
     /// Journals new submissions durably (one fsync for the lot), then makes them ready.
     /// Ids already known are not queued again.
     pub async fn submit(&self, envelopes: Vec<Envelope>) -> Result<Vec<Submitted>, QueueError> {
+        let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();
         let (reply, wait) = oneshot::channel();
-        self.send(Write::Submit(envelopes.clone(), reply))?;
+        self.send(Write::Submit(envelopes, reply))?;
         let seqs = wait.await.map_err(|_| QueueError::Closed)??;
         let mut outcome = Vec::with_capacity(seqs.len());
-        for (env, seq) in envelopes.into_iter().zip(seqs) {
+        for (id, seq) in ids.into_iter().zip(seqs) {
             match seq {
                 Some(seq) => {
                     self.memory
                         .lock()
                         .map_err(|_| QueueError::Closed)?
                         .ready
-                        .push_back((seq, env, 0));
+                        .push_back((seq, id));
                     outcome.push(Submitted::Accepted);
                 }
                 None => {
-                    let state = self.state(&env.id)?.unwrap_or(SubmissionState::Queued);
+                    let state = self.state(&id)?.unwrap_or(SubmissionState::Queued);
                     outcome.push(Submitted::Existing(state));
                 }
             }
         }
         Ok(outcome)
+    }
+
+    /// Takes up to `max` ready submissions, reading them from the journal.
+    fn take_now(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let batch: Vec<(u64, String)> = {
+            let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
+            let n = max.min(m.ready.len());
+            let batch: Vec<_> = m.ready.drain(..n).collect();
+            for (_, id) in &batch {
+                m.running.insert(id.clone());
+            }
+            batch
+        };
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rx = self.db.begin_read().map_err(store_err)?;
+        let subs = rx.open_table(SUBMISSIONS).map_err(store_err)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (seq, id) in batch {
+            match subs.get(id.as_str()).map_err(store_err)? {
+                Some(raw) => out.push(Delivery {
+                    envelope: decode(raw.value())?,
+                    token: seq,
+                    attempt: 1,
+                }),
+                None => tracing::error!(%id, "a pending submission is missing from the journal"),
+            }
+        }
+        Ok(out)
     }
 
     /// Where a submission stands; `None` for an id never submitted (or expired).
@@ -193,25 +222,7 @@ fn state_in(
 
 impl Queue for EmbeddedQueue {
     fn take(&self, max: usize) -> BoxFuture<'static, Result<Vec<Delivery>, QueueError>> {
-        let taken = self
-            .memory
-            .lock()
-            .map(|mut m| {
-                let n = max.min(m.ready.len());
-                let batch: Vec<_> = m.ready.drain(..n).collect();
-                for (_, env, _) in &batch {
-                    m.running.insert(env.id.clone());
-                }
-                batch
-                    .into_iter()
-                    .map(|(seq, envelope, runs)| Delivery {
-                        envelope,
-                        token: seq,
-                        attempt: runs + 1,
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .map_err(|_| QueueError::Closed);
+        let taken = self.take_now(max);
         Box::pin(async move { taken })
     }
 
