@@ -147,7 +147,7 @@ impl Registry {
         let lang = self
             .available
             .iter()
-            .find(|l| l.name == wanted || l.aliases.iter().any(|a| *a == wanted))
+            .find(|l| l.name == wanted || l.aliases.contains(&wanted))
             .ok_or_else(|| {
                 let known: Vec<&str> = self.available.iter().map(|l| l.name.as_str()).collect();
                 let why = self

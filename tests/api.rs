@@ -89,7 +89,7 @@ fn events_stream_running_then_the_result() {
     let data = body
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
-        .last()
+        .next_back()
         .unwrap();
     let v: Value = serde_json::from_str(data).unwrap();
     assert_eq!(v["stdout"], "done\n");

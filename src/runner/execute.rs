@@ -312,7 +312,7 @@ fn rlimits_for(limits: &Limits, has_cgroup: bool) -> Vec<(u32, u64)> {
         v.push((libc::RLIMIT_AS, limits.memory_bytes));
         v.push((libc::RLIMIT_NPROC, limits.processes as u64));
     }
-    v.into_iter().map(|(r, n)| (r as u32, n)).collect()
+    v
 }
 
 fn end_process_tree(pid: i32, isolation: &Isolation) {

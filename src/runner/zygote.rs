@@ -227,7 +227,7 @@ fn become_program(
     }
     std::env::set_current_dir(&spec.cwd)?;
     for &(resource, value) in &spec.rlimits {
-        let hard = if resource == libc::RLIMIT_CPU as u32 {
+        let hard = if resource == libc::RLIMIT_CPU {
             value + 1
         } else {
             value

@@ -80,7 +80,7 @@ impl SyscallFilter {
     pub fn new(network: bool) -> Result<SyscallFilter, String> {
         let err = |e: seccompiler::BackendError| e.to_string();
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-            DENIED.iter().map(|&n| (n as i64, Vec::new())).collect();
+            DENIED.iter().map(|&n| (n, Vec::new())).collect();
         let flag_rules = NAMESPACE_FLAGS
             .iter()
             .map(|&f| {
@@ -94,7 +94,7 @@ impl SyscallFilter {
                 SeccompRule::new(vec![cond]).map_err(err)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        rules.insert(libc::SYS_clone as i64, flag_rules);
+        rules.insert(libc::SYS_clone, flag_rules);
         if !network {
             let families = [
                 libc::AF_INET,
@@ -115,7 +115,7 @@ impl SyscallFilter {
                     SeccompRule::new(vec![cond]).map_err(err)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            rules.insert(libc::SYS_socket as i64, socket_rules);
+            rules.insert(libc::SYS_socket, socket_rules);
         }
         let deny = SeccompFilter::new(
             rules,
@@ -127,9 +127,7 @@ impl SyscallFilter {
         // clone3 passes its flags in memory, out of a filter's reach. ENOSYS makes the C library
         // fall back to clone, whose flags the filter above can see.
         let clone3 = SeccompFilter::new(
-            [(libc::SYS_clone3 as i64, Vec::new())]
-                .into_iter()
-                .collect(),
+            [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::ENOSYS as u32),
             arch(),
