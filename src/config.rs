@@ -25,6 +25,9 @@ pub struct Settings {
     pub max_queue_depth: usize,
     /// Runs of one submission before it is given up as internal_error.
     pub max_attempts: u32,
+    /// Bytes of accepted, unfinished submissions past which the API answers 429 (the journal
+    /// keeps them on disk).
+    pub max_queue_bytes: usize,
     /// Largest HTTP body accepted (413 past it).
     pub max_body_bytes: usize,
     /// Longest `?wait=true` holds a request open.
@@ -66,6 +69,7 @@ impl Default for Settings {
             max_parallel_jobs: 0,
             max_queue_depth: 10_000,
             max_attempts: 3,
+            max_queue_bytes: 2 << 30,
             max_body_bytes: 32 << 20,
             max_wait_ms: 60_000,
             max_batch: 20,

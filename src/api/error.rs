@@ -16,8 +16,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the body is over the limit of {0} bytes")]
     TooLarge(usize),
-    #[error("the queue holds {depth} submissions (maximum {max}); retry later")]
-    QueueFull { depth: usize, max: usize },
+    #[error("{0}; retry later")]
+    QueueFull(String),
     #[error("the queue is not available: {0}")]
     Unavailable(String),
 }
@@ -25,7 +25,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::QueueFull { .. }) {
+        if matches!(self, ApiError::QueueFull(_)) {
             builder.insert_header(("Retry-After", "1"));
         }
         if matches!(self, ApiError::Unauthorized) {
@@ -43,7 +43,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -135,19 +135,31 @@ fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
     })
 }
 
-fn check_depth(state: &ApiState, adding: usize) -> Result<(), ApiError> {
+fn check_depth(state: &ApiState, adding: &[&Envelope]) -> Result<(), ApiError> {
     let depth = state.queue.depth();
-    if depth + adding > state.settings.max_queue_depth {
+    let bytes = state.queue.queued_bytes();
+    let adding_bytes: usize = adding.iter().map(|e| e.weight()).sum();
+    let full = if depth + adding.len() > state.settings.max_queue_depth {
+        Some(format!(
+            "the queue holds {depth} submissions (maximum {})",
+            state.settings.max_queue_depth
+        ))
+    } else if bytes + adding_bytes > state.settings.max_queue_bytes {
+        Some(format!(
+            "the queue holds {bytes} bytes of submissions (maximum {})",
+            state.settings.max_queue_bytes
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = full {
         state
             .shared
             .metrics
             .rejected_requests
             .with_label_values(&["queue_full"])
             .inc();
-        return Err(ApiError::QueueFull {
-            depth,
-            max: state.settings.max_queue_depth,
-        });
+        return Err(ApiError::QueueFull(why));
     }
     Ok(())
 }
@@ -169,7 +181,7 @@ async fn submit(
     authorize(&req, &state)?;
     let sub: Submission = read_json(payload, state.settings.max_body_bytes).await?;
     let env = accept(&state, sub)?;
-    check_depth(&state, 1)?;
+    check_depth(&state, &[&env])?;
     let id = env.id.clone();
     let _span = tracing::info_span!("submission", id = %id).entered();
     // Subscribe before submitting, so the result cannot slip past between the two.
@@ -254,7 +266,7 @@ async fn submit_batch(
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
-    check_depth(&state, good.len())?;
+    check_depth(&state, &good.iter().collect::<Vec<_>>())?;
     let mut outcomes = state
         .queue
         .submit(good)

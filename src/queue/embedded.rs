@@ -3,7 +3,7 @@
 //! thread that commits everything waiting in one transaction (group commit: one fsync for many
 //! submissions under load).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,17 @@ enum Write {
 struct Memory {
     ready: VecDeque<(u64, String)>,
     running: HashSet<String>,
+    /// Weight of every unfinished submission, and their sum (bounded by `max_queue_bytes`).
+    weights: HashMap<String, usize>,
+    total_weight: usize,
+}
+
+impl Memory {
+    fn add(&mut self, seq: u64, id: String, weight: usize) {
+        self.total_weight += weight;
+        self.weights.insert(id.clone(), weight);
+        self.ready.push_back((seq, id));
+    }
 }
 
 /// The embedded queue and result store.
@@ -90,15 +101,21 @@ impl EmbeddedQueue {
         let mut memory = Memory {
             ready: VecDeque::new(),
             running: HashSet::new(),
+            weights: HashMap::new(),
+            total_weight: 0,
         };
         {
             let rx = db.begin_read().map_err(store_err)?;
             let pending = rx.open_table(PENDING).map_err(store_err)?;
+            let subs = rx.open_table(SUBMISSIONS).map_err(store_err)?;
             for row in pending.iter().map_err(store_err)? {
                 let (seq, id) = row.map_err(store_err)?;
-                memory
-                    .ready
-                    .push_back((seq.value(), id.value().to_string()));
+                let id = id.value().to_string();
+                let weight = match subs.get(id.as_str()).map_err(store_err)? {
+                    Some(raw) => decode::<Envelope>(raw.value())?.weight(),
+                    None => 0,
+                };
+                memory.add(seq.value(), id, weight);
             }
         }
         let db = Arc::new(db);
@@ -126,19 +143,21 @@ impl EmbeddedQueue {
     /// Journals new submissions durably (one fsync for the lot), then makes them ready.
     /// Ids already known are not queued again.
     pub async fn submit(&self, envelopes: Vec<Envelope>) -> Result<Vec<Submitted>, QueueError> {
-        let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();
+        let ids: Vec<(String, usize)> = envelopes
+            .iter()
+            .map(|e| (e.id.clone(), e.weight()))
+            .collect();
         let (reply, wait) = oneshot::channel();
         self.send(Write::Submit(envelopes, reply))?;
         let seqs = wait.await.map_err(|_| QueueError::Closed)??;
         let mut outcome = Vec::with_capacity(seqs.len());
-        for (id, seq) in ids.into_iter().zip(seqs) {
+        for ((id, weight), seq) in ids.into_iter().zip(seqs) {
             match seq {
                 Some(seq) => {
                     self.memory
                         .lock()
                         .map_err(|_| QueueError::Closed)?
-                        .ready
-                        .push_back((seq, id));
+                        .add(seq, id, weight);
                     outcome.push(Submitted::Accepted);
                 }
                 None => {
@@ -178,6 +197,11 @@ impl EmbeddedQueue {
             }
         }
         Ok(out)
+    }
+
+    /// Bytes carried by the submissions accepted and not yet finished.
+    pub fn queued_bytes(&self) -> usize {
+        self.memory.lock().map(|m| m.total_weight).unwrap_or(0)
     }
 
     /// Where a submission stands; `None` for an id never submitted (or expired).
@@ -240,6 +264,9 @@ impl Queue for EmbeddedQueue {
             if let Ok(mut m) = memory.lock() {
                 for id in ids {
                     m.running.remove(&id);
+                    if let Some(w) = m.weights.remove(&id) {
+                        m.total_weight -= w;
+                    }
                 }
             }
             Ok(())

@@ -17,6 +17,17 @@ pub struct Envelope {
     pub created_at_ms: u64,
 }
 
+impl Envelope {
+    /// Bytes the submission carries (sources, stdin, args): what a queue full of them costs.
+    pub fn weight(&self) -> usize {
+        let s = &self.submission;
+        s.files.iter().map(|f| f.content.len()).sum::<usize>()
+            + s.source.as_ref().map_or(0, String::len)
+            + s.stdin.len()
+            + s.args.iter().map(String::len).sum::<usize>()
+    }
+}
+
 /// One taken submission; the queue knows it by `token` until it is completed.
 #[derive(Clone, Debug)]
 pub struct Delivery {
