@@ -422,12 +422,24 @@ warm_cache = { env = "MYCACHE", command = ["{bash}", "-c", "echo hot > $MYCACHE/
 
 #[test]
 fn the_queue_is_bounded_in_bytes_too() {
-    let s = Server::start("full-bytes", &[("KILN_MAX_QUEUE_BYTES", "1000"), ("KILN_MAX_PARALLEL_JOBS", "1")]);
+    let s = Server::start(
+        "full-bytes",
+        &[
+            ("KILN_MAX_QUEUE_BYTES", "1000"),
+            ("KILN_MAX_PARALLEL_JOBS", "1"),
+        ],
+    );
     let heavy = json!({"language": "python", "source": "import time; time.sleep(2)", "stdin": "x".repeat(700)});
     assert_eq!(s.post("/v1/submissions", &heavy).0, 202);
     let (code, r) = s.post("/v1/submissions", &heavy);
     assert_eq!(code, 429, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("bytes of submissions"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("bytes of submissions"),
+        "{r}"
+    );
     // Once the first has finished its bytes are free again.
     let until = std::time::Instant::now() + Duration::from_secs(20);
     loop {

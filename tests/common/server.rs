@@ -25,39 +25,33 @@ fn unique_dir(name: &str) -> PathBuf {
 }
 
 impl Server {
-    /// Starts `kiln serve` with `KILN_*` settings from `env`.
+    /// Starts `kiln serve` with `KILN_*` settings from `env` and waits until it is ready.
     pub fn start(name: &str, env: &[(&str, &str)]) -> Server {
-        let data_dir = unique_dir(name);
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut s = Server {
-            base: String::new(),
-            data_dir,
-            child: None,
-            env,
-        };
+        let mut s = Server::unstarted(name, env);
         s.boot();
         s
     }
 
     /// Starts `kiln serve` without waiting for a standby pod.
     pub fn start_unready(name: &str, env: &[(&str, &str)]) -> Server {
+        let mut s = Server::unstarted(name, env);
+        s.spawn();
+        s
+    }
+
+    fn unstarted(name: &str, env: &[(&str, &str)]) -> Server {
         let data_dir = unique_dir(name);
-        let env: Vec<(String, String)> = env
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut s = Server {
+        Server {
             base: String::new(),
             data_dir,
             child: None,
             env,
-        };
-        s.spawn();
-        s
+        }
     }
 
     /// (Re)starts the process on the same data dir and waits until it is ready.
