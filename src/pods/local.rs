@@ -237,24 +237,26 @@ impl PodBackend for LocalBackend {
     fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
         let n = NEXT_POD.fetch_add(1, Ordering::Relaxed);
         let id = format!("pod-{}-{n}", std::process::id());
-        let cgroup = self.cgroups.create_pod_group(&id);
+        let cgroup = match self.cgroups.create_pod_group(&id) {
+            Ok(c) => c,
+            Err(e) => {
+                let error = PodError::Create {
+                    step: "create the pod's cgroup".into(),
+                    error: e.to_string(),
+                };
+                return Box::pin(async move { Err(error) });
+            }
+        };
+        let setup = self.setup_for(cgroup.clone());
+        let net = match (&self.shared_netns, self.settings.network) {
+            (_, true) => Network::Host,
+            (Some(ns), false) => Network::Join(ns.clone()),
+            (None, false) => Network::Own,
+        };
         let runner = self.settings.runner.clone();
         let rootless = self.rootless;
-        let network = self.settings.network;
-        let netns = self.shared_netns.clone();
-        let setup = cgroup.as_ref().ok().map(|c| self.setup_for(c.clone()));
         let live = self.live.clone();
         Box::pin(async move {
-            let cgroup = cgroup.map_err(|e| PodError::Create {
-                step: "create the pod's cgroup".into(),
-                error: e.to_string(),
-            })?;
-            let setup = setup.expect("set when the cgroup was made");
-            let net = match (&netns, network) {
-                (_, true) => Network::Host,
-                (Some(ns), false) => Network::Join(ns.clone()),
-                (None, false) => Network::Own,
-            };
             let spawned = spawn_in_namespaces(&runner, rootless, &net).map_err(|e| {
                 if let Some(c) = &cgroup {
                     let _ = c.remove();
