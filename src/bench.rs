@@ -70,6 +70,23 @@ pub struct EngineFigures {
     pub idle_pods: usize,
     /// Host CPU time (all cores, kernel included) to make and retire one unused pod.
     pub lifecycle_cpu: Duration,
+    /// A compiled language: bare `gcc` + run, and the same through a pod.
+    pub c_floor: Summary,
+    pub c_sandboxed: Summary,
+}
+
+const C_HELLO: &str = "#include <stdio.h>\nint main(void) { printf(\"1\\n\"); return 0; }\n";
+
+/// The floor for C: compile with the same command line the registry uses, then run, bare.
+fn floor_c(gcc_argv: &[String], dir: &std::path::Path) -> Duration {
+    std::fs::write(dir.join("main.c"), C_HELLO).expect("write main.c");
+    let t = Instant::now();
+    let ok = Command::new(&gcc_argv[0]).args(&gcc_argv[1..]).current_dir(dir).status().map(|s| s.success());
+    assert!(matches!(ok, Ok(true)), "gcc compiles hello world");
+    let out = Command::new(dir.join("main")).output().expect("runs");
+    let took = t.elapsed();
+    assert_eq!(out.stdout, b"1\n");
+    took
 }
 
 /// Busy CPU time of the whole host so far (from /proc/stat), kernel work included.
@@ -134,6 +151,27 @@ pub async fn engine(
     }
 
     // Idle standby memory: many pods at once; PSS of their runners, and the host's view.
+    // C: compile and run, bare and through a pod, interleaved.
+    let c_job = Submission { language: "c".into(), source: Some(C_HELLO.into()), ..Default::default() }
+        .resolve("bench-c", registry, &policy)
+        .map_err(|e| e.0)?;
+    let gcc_argv = c_job.compile.as_ref().map(|c| c.argv.clone()).ok_or("c has no compile step")?;
+    let dir = std::env::temp_dir().join(format!("kiln-bench-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (mut c_floor, mut c_sandboxed) = (Vec::new(), Vec::new());
+    for _ in 0..(runs / 10).max(5) {
+        let pod = backend.create().await.map_err(|e| e.to_string())?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let t = Instant::now();
+        let outcome = pod.run(c_job.clone()).await.map_err(|e| e.to_string())?;
+        c_sandboxed.push(t.elapsed());
+        if outcome.stdout.0 != b"1\n" {
+            return Err(format!("sandboxed C printed {outcome:?}"));
+        }
+        c_floor.push(floor_c(&gcc_argv, &dir));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
     let idle_pods = 50;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = mem_available();
@@ -160,6 +198,8 @@ pub async fn engine(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let lifecycle_cpu = (host_busy() - busy_before) / cycles;
     Ok(EngineFigures {
+        c_floor: Summary::of(c_floor),
+        c_sandboxed: Summary::of(c_sandboxed),
         lifecycle_cpu,
         floor: Summary::of(floor),
         sandboxed: Summary::of(sandboxed),
@@ -215,12 +255,17 @@ pub fn report_engine(f: &EngineFigures) -> String {
          | floor: bare `python3 -c 'print(1)'` | {} | {} | {} | 1.00 |\n\
          | claimed standby pod: send job, run, outcome back | {} | {} | {} | {:.2} |\n\
          | make one standby pod (clone, namespaces, cgroup, mounts, ready) | {} | {} | {} | {:.2} |\n\n\
+         | C hello world, compile (`gcc -O2`) and run | n | p50 | p99 | p50 ratio to floor |\n|---|---|---|---|---|\n\
+         | floor: bare gcc, then the binary | {} | {} | {} | 1.00 |\n\
+         | claimed standby pod: compile and run in it | {} | {} | {} | {:.2} |\n\n\
          Idle standby pod: {:.2} MB proportional set size of its runner; {:.2} MB of host memory per pod \
          (MemAvailable before and after making {} pods). Making and retiring one pod costs {} of host CPU \
          (all cores, kernel included, from /proc/stat).\n",
         f.floor.n, ms(f.floor.p50), ms(f.floor.p99),
         f.sandboxed.n, ms(f.sandboxed.p50), ms(f.sandboxed.p99), ratio(f.sandboxed.p50, f.floor.p50),
         f.create.n, ms(f.create.p50), ms(f.create.p99), ratio(f.create.p50, f.floor.p50),
+        f.c_floor.n, ms(f.c_floor.p50), ms(f.c_floor.p99),
+        f.c_sandboxed.n, ms(f.c_sandboxed.p50), ms(f.c_sandboxed.p99), ratio(f.c_sandboxed.p50, f.c_floor.p50),
         f.idle_pss_bytes as f64 / 1e6, f.idle_host_bytes as f64 / 1e6, f.idle_pods, ms(f.lifecycle_cpu),
     )
 }
