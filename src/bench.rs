@@ -81,7 +81,11 @@ const C_HELLO: &str = "#include <stdio.h>\nint main(void) { printf(\"1\\n\"); re
 fn floor_c(gcc_argv: &[String], dir: &std::path::Path) -> Duration {
     std::fs::write(dir.join("main.c"), C_HELLO).expect("write main.c");
     let t = Instant::now();
-    let ok = Command::new(&gcc_argv[0]).args(&gcc_argv[1..]).current_dir(dir).status().map(|s| s.success());
+    let ok = Command::new(&gcc_argv[0])
+        .args(&gcc_argv[1..])
+        .current_dir(dir)
+        .status()
+        .map(|s| s.success());
     assert!(matches!(ok, Ok(true)), "gcc compiles hello world");
     let out = Command::new(dir.join("main")).output().expect("runs");
     let took = t.elapsed();
@@ -152,10 +156,18 @@ pub async fn engine(
 
     // Idle standby memory: many pods at once; PSS of their runners, and the host's view.
     // C: compile and run, bare and through a pod, interleaved.
-    let c_job = Submission { language: "c".into(), source: Some(C_HELLO.into()), ..Default::default() }
-        .resolve("bench-c", registry, &policy)
-        .map_err(|e| e.0)?;
-    let gcc_argv = c_job.compile.as_ref().map(|c| c.argv.clone()).ok_or("c has no compile step")?;
+    let c_job = Submission {
+        language: "c".into(),
+        source: Some(C_HELLO.into()),
+        ..Default::default()
+    }
+    .resolve("bench-c", registry, &policy)
+    .map_err(|e| e.0)?;
+    let gcc_argv = c_job
+        .compile
+        .as_ref()
+        .map(|c| c.argv.clone())
+        .ok_or("c has no compile step")?;
     let dir = std::env::temp_dir().join(format!("kiln-bench-c-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (mut c_floor, mut c_sandboxed) = (Vec::new(), Vec::new());

@@ -561,3 +561,40 @@ async fn a_warm_cache_is_read_from_the_host_and_written_only_in_the_pod() {
     assert!(!host.join("new").exists(), "writes stay in the pod");
     std::fs::remove_dir_all(&host).unwrap();
 }
+
+#[tokio::test]
+async fn nothing_started_by_the_compile_step_survives_into_the_run() {
+    // A compile step that leaves a process behind (an operator's script could); the run step
+    // must find only the pod's runner and itself.
+    let mut job = source("bash", "unused")
+        .resolve(
+            "test",
+            registry(),
+            &kiln::submission::LimitPolicy::default(),
+        )
+        .unwrap();
+    let bash = job.run.argv[0].clone();
+    job.compile = Some(kiln::job::Stage {
+        argv: vec![
+            bash.clone(),
+            "-c".into(),
+            "sleep 100 & sleep 100 & echo compiled".into(),
+        ],
+        limits: job.run.limits.clone(),
+    });
+    job.run.argv = vec![bash, "-c".into(), "cd /proc; echo [0-9]*".into()];
+    use kiln::pods::PodBackend;
+    let pod = backend().create().await.unwrap();
+    let o = pod.run(job).await.unwrap();
+    assert_eq!(text(&o.compile_output), "compiled\n", "{o:?}");
+    let pids: Vec<&str> = std::str::from_utf8(&o.stdout.0)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "only pid 1 and the run step itself: {pids:?}"
+    );
+    assert!(pids.contains(&"1"), "{pids:?}");
+}

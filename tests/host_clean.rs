@@ -15,13 +15,17 @@ fn sandboxed_processes_of_uid(uid: u32) -> Vec<String> {
     let ours = std::fs::read_link("/proc/self/ns/pid").unwrap();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
         let real_uid = status
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|v| v.split_whitespace().next())
             .unwrap_or("");
-        let Ok(ns) = std::fs::read_link(entry.path().join("ns/pid")) else { continue };
+        let Ok(ns) = std::fs::read_link(entry.path().join("ns/pid")) else {
+            continue;
+        };
         if real_uid == uid.to_string() && ns != ours {
             found.push(status.lines().next().unwrap_or("").to_string());
         }

@@ -55,7 +55,8 @@ pub enum Capture {
 
 const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// Runs one command in `zygote` and watches it to the end.
+/// Runs one command in `zygote` and watches it to the end. When it ends, every other process in
+/// the pod is killed except `keep` (the next stage's zygote).
 #[allow(clippy::too_many_arguments)]
 pub fn execute(
     mut zygote: Zygote,
@@ -66,6 +67,7 @@ pub fn execute(
     limits: &Limits,
     capture: Capture,
     isolation: &Isolation,
+    keep: Option<i32>,
 ) -> io::Result<Execution> {
     zygote.wait_ready()?;
     if let Some(cg) = &isolation.cgroup {
@@ -136,7 +138,7 @@ pub fn execute(
     }
 
     // The program, or its limit, has ended: nothing it started may outlive it.
-    end_process_tree(pid, isolation);
+    end_process_tree(pid, isolation, keep);
     let (status, rusage) = wait4(pid)?;
     let wall = started.elapsed();
     watch.stdin = None;
@@ -315,17 +317,55 @@ fn rlimits_for(limits: &Limits, has_cgroup: bool) -> Vec<(u32, u64)> {
     v
 }
 
-fn end_process_tree(pid: i32, isolation: &Isolation) {
-    unsafe {
-        if isolation.owns_pid_namespace {
+fn end_process_tree(pid: i32, isolation: &Isolation, keep: Option<i32>) {
+    match (isolation.owns_pid_namespace, keep) {
+        (true, None) => unsafe {
             libc::kill(-1, libc::SIGKILL);
-        } else {
+        },
+        (true, Some(keep)) => kill_all_but(keep),
+        // The zygote put the program in a process group of its own (and `keep` in another).
+        (false, _) => unsafe {
             libc::kill(-pid, libc::SIGKILL);
             libc::kill(pid, libc::SIGKILL);
-        }
+        },
     }
-    if let Some(cg) = &isolation.cgroup {
+    if let (Some(cg), None) = (&isolation.cgroup, keep) {
         cg.kill_all();
+    }
+}
+
+/// As pid 1 of the pod: kills every process but itself and `keep`, until none is left running
+/// (a process forked during one pass is caught by the next).
+fn kill_all_but(keep: i32) {
+    for _ in 0..1000 {
+        let mut killed = false;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == 1 || pid == keep {
+                continue;
+            }
+            // Zombies are already dead; they are reaped after the stage.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+            {
+                continue;
+            }
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = true;
+        }
+        if !killed {
+            return;
+        }
     }
 }
 

@@ -30,8 +30,9 @@ pub fn run_job(
     if let Err(e) = write_files(job, work_dir, isolation.sandbox_user) {
         return Outcome::failed(Status::Rejected, e);
     }
-    let mut ready = ready;
-    let mut zygote = || match ready.take() {
+    // The next stage's process, forked ahead so that its cgroup move is not on the job's path.
+    let mut next = ready;
+    let take = |next: &mut Option<Zygote>| match next.take() {
         Some(z) => Ok(z),
         None => Zygote::fork(isolation),
     };
@@ -39,7 +40,11 @@ pub fn run_job(
     if let Some(compile) = &job.compile {
         let mut limits = compile.limits.clone();
         limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
-        let run = match zygote().and_then(|z| {
+        let compiler = take(&mut next);
+        // The run step's process moves into the cgroup while the compiler works.
+        next = Zygote::fork(isolation).ok();
+        let keep = next.as_ref().map(|z| z.pid);
+        let run = match compiler.and_then(|z| {
             execute(
                 z,
                 &compile.argv,
@@ -49,6 +54,7 @@ pub fn run_job(
                 &limits,
                 Capture::Merged,
                 isolation,
+                keep,
             )
         }) {
             Ok(r) => r,
@@ -85,7 +91,7 @@ pub fn run_job(
             return o;
         }
     }
-    let run = match zygote().and_then(|z| {
+    let run = match take(&mut next).and_then(|z| {
         execute(
             z,
             &job.run.argv,
@@ -95,6 +101,7 @@ pub fn run_job(
             &job.run.limits,
             Capture::Separate,
             isolation,
+            None,
         )
     }) {
         Ok(r) => r,
