@@ -21,19 +21,6 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 10] = [
-        Status::Accepted,
-        Status::WrongAnswer,
-        Status::CompileError,
-        Status::RuntimeError,
-        Status::Signaled,
-        Status::TimeLimitExceeded,
-        Status::MemoryLimitExceeded,
-        Status::OutputLimitExceeded,
-        Status::Rejected,
-        Status::InternalError,
-    ];
-
     /// The wire name, as in JSON and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -108,5 +95,31 @@ impl Outcome {
             memory_bytes: 0,
             message: Some(message.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_onto_judge0_ids() {
+        assert_eq!(Status::Accepted.judge0_id(None), 3);
+        assert_eq!(Status::WrongAnswer.judge0_id(None), 4);
+        assert_eq!(Status::TimeLimitExceeded.judge0_id(None), 5);
+        assert_eq!(Status::CompileError.judge0_id(None), 6);
+        assert_eq!(Status::Signaled.judge0_id(Some(libc::SIGSEGV)), 7);
+        assert_eq!(Status::Signaled.judge0_id(Some(libc::SIGXFSZ)), 8);
+        assert_eq!(Status::Signaled.judge0_id(Some(libc::SIGFPE)), 9);
+        assert_eq!(Status::Signaled.judge0_id(Some(libc::SIGABRT)), 10);
+        assert_eq!(Status::RuntimeError.judge0_id(None), 11);
+        assert_eq!(Status::InternalError.judge0_id(None), 13);
+    }
+
+    #[test]
+    fn statuses_serialize_as_their_wire_names() {
+        let json = serde_json::to_string(&Status::OutputLimitExceeded).unwrap();
+        assert_eq!(json, "\"output_limit_exceeded\"");
+        assert_eq!(Status::OutputLimitExceeded.as_str(), "output_limit_exceeded");
     }
 }
