@@ -284,7 +284,11 @@ pub fn report_engine(f: &EngineFigures) -> String {
 
 /// The HTTP benchmark: starts `kiln serve` as a child process, then measures bare spawns and
 /// `POST /v1/submissions?wait=true`, sequentially and at concurrency = cores, interleaved.
-pub fn http(kiln: &std::path::Path, runs: usize) -> Result<String, String> {
+pub fn http(
+    kiln: &std::path::Path,
+    runs: usize,
+    concurrency: Option<usize>,
+) -> Result<String, String> {
     use std::io::BufRead;
     let dir = std::env::temp_dir().join(format!("kiln-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -304,7 +308,7 @@ pub fn http(kiln: &std::path::Path, runs: usize) -> Result<String, String> {
         .ok_or(format!("unexpected first line {first:?}"))?
         .to_string();
     std::thread::spawn(move || for _ in lines {});
-    let result = http_measure(&addr, runs, child.id());
+    let result = http_measure(&addr, runs, child.id(), concurrency);
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -314,7 +318,12 @@ pub fn http(kiln: &std::path::Path, runs: usize) -> Result<String, String> {
     result
 }
 
-fn http_measure(base: &str, runs: usize, server_pid: u32) -> Result<String, String> {
+fn http_measure(
+    base: &str,
+    runs: usize,
+    server_pid: u32,
+    concurrency: Option<usize>,
+) -> Result<String, String> {
     let registry = Registry::load(None)?;
     let python = registry.find("python", None)?.run[0].clone();
     let agent = ureq::AgentBuilder::new()
@@ -357,9 +366,12 @@ fn http_measure(base: &str, runs: usize, server_pid: u32) -> Result<String, Stri
     }
     let (floor, e2e) = (Summary::of(floor), Summary::of(e2e));
 
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    // `cores` names the concurrency: the number of cores unless asked otherwise.
+    let cores = concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let per_thread = runs.max(cores) / cores;
     let total = per_thread * cores;
     let t = Instant::now();

@@ -120,6 +120,9 @@ mod tests {
     fn statuses_serialize_as_their_wire_names() {
         let json = serde_json::to_string(&Status::OutputLimitExceeded).unwrap();
         assert_eq!(json, "\"output_limit_exceeded\"");
-        assert_eq!(Status::OutputLimitExceeded.as_str(), "output_limit_exceeded");
+        assert_eq!(
+            Status::OutputLimitExceeded.as_str(),
+            "output_limit_exceeded"
+        );
     }
 }

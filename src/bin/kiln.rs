@@ -56,6 +56,9 @@ enum Cmd {
         /// Measure the HTTP API end to end (starts `kiln serve` as a child process).
         #[arg(long)]
         http: bool,
+        /// Requests in flight for the HTTP throughput measurement (default: one per core).
+        #[arg(long)]
+        concurrency: Option<usize>,
     },
 }
 
@@ -126,10 +129,15 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Bench { runs, http } => {
+        Cmd::Bench {
+            runs,
+            http,
+            concurrency,
+        } => {
             if http {
                 let exe = std::env::current_exe().context("finding the kiln binary")?;
-                let report = kiln::bench::http(&exe, runs).map_err(anyhow::Error::msg)?;
+                let report =
+                    kiln::bench::http(&exe, runs, concurrency).map_err(anyhow::Error::msg)?;
                 println!("{report}");
                 return Ok(0);
             }
