@@ -8,6 +8,7 @@ pub mod actors;
 pub mod api;
 pub mod bench;
 pub mod bytes;
+pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod events;

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub redeliveries: IntCounterVec,
     pub watchdog_kills: IntGauge,
     pub rejected_requests: IntCounterVec,
+    pub callbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -80,6 +81,11 @@ impl Metrics {
                 &["reason"],
             ),
             watchdog_kills: gauge("kiln_watchdog_kills", "Runs killed by the timeout watchdog"),
+            callbacks: counter(
+                "kiln_callbacks_total",
+                "Result callbacks by outcome",
+                &["outcome"],
+            ),
             rejected_requests: counter(
                 "kiln_rejected_requests_total",
                 "HTTP requests refused",

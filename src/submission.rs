@@ -68,6 +68,10 @@ pub struct Submission {
     pub expected_output: Option<String>,
     #[serde(default)]
     pub limits: RequestedLimits,
+    /// Where to POST the result when it is published (as Judge0's callback_url), besides
+    /// keeping it for GET.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// The server's defaults and maxima for every limit, plus size bounds on submissions.
@@ -162,6 +166,15 @@ impl Submission {
                 name,
                 content: Bytes(content),
             });
+        }
+        if let Some(url) = &self.callback_url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+                return Err(Invalid(
+                    "callback_url must be an http:// or https:// URL of at most 2048 characters"
+                        .into(),
+                ));
+            }
         }
         if files.is_empty() {
             return Err(Invalid(

@@ -451,3 +451,76 @@ fn the_queue_is_bounded_in_bytes_too() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A one-request HTTP server on loopback: returns what it received.
+fn catch_one_request() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        (&stream).write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").unwrap();
+        format!("{}{}", request_line, String::from_utf8(body).unwrap())
+    });
+    (url, handle)
+}
+
+#[test]
+fn results_are_posted_to_the_callback_url() {
+    let s = Server::start("callback", &[]);
+    let (url, caught) = catch_one_request();
+    let mut sub = py("print('called back')");
+    sub["callback_url"] = json!(url);
+    let (code, r) = s.post("/v1/submissions", &sub);
+    assert_eq!(code, 202, "{r}");
+    let received = caught.join().unwrap();
+    let (request_line, body) = received.split_once("\r\n").unwrap();
+    assert!(request_line.starts_with("POST /hook "), "{request_line}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["id"], r["id"]);
+    assert_eq!(v["stdout"], "called back\n");
+    assert_eq!(v["status"], "accepted");
+
+    let mut bad = py("print(1)");
+    bad["callback_url"] = json!("ftp://example/x");
+    let (code, e) = s.post("/v1/submissions", &bad);
+    assert_eq!(code, 422);
+    assert!(e["error"].as_str().unwrap().contains("callback_url"), "{e}");
+}
+
+#[test]
+fn an_unreachable_callback_is_retried_then_counted_and_the_result_kept() {
+    let s = Server::start("callback-down", &[]);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sub = py("print(2)");
+    sub["callback_url"] = json!(format!("http://127.0.0.1:{port}/hook"));
+    let (_, r) = s.post("/v1/submissions?wait=true", &sub);
+    assert_eq!(r["stdout"], "2\n", "{r}");
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if s.get_text("/metrics").contains("kiln_callbacks_total{outcome=\"failed\"} 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the failed callback was never counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let id = r["id"].as_str().unwrap();
+    assert_eq!(s.get(&format!("/v1/submissions/{id}")).1["stdout"], "2\n");
+}

@@ -88,7 +88,10 @@ impl Handler<Flushed> for ResultPublisher {
         match msg.0 {
             Ok(()) => {
                 let now = now_ms();
-                for (_, result) in msg.1 {
+                for (delivery, result) in msg.1 {
+                    if let Some(url) = delivery.envelope.submission.callback_url.clone() {
+                        crate::callback::deliver(url, result.view(), self.shared.metrics.clone());
+                    }
                     let m = &self.shared.metrics;
                     // Label values come from the registry only: a producer's made-up language
                     // names must not grow the metrics without bound.
