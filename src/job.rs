@@ -47,4 +47,7 @@ pub struct Job {
     pub stdin: Bytes,
     /// When set, an exit 0 whose stdout differs (ignoring trailing whitespace) is WrongAnswer.
     pub expected_output: Option<Bytes>,
+    /// The program's stderr goes into stdout, interleaved as written.
+    #[serde(default)]
+    pub merge_stderr: bool,
 }

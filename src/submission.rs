@@ -72,6 +72,10 @@ pub struct Submission {
     /// keeping it for GET.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// The program's stderr joins its stdout in the order written (Judge0's option of the same
+    /// name; Piston's combined `output`).
+    #[serde(default)]
+    pub redirect_stderr_to_stdout: bool,
 }
 
 /// The server's defaults and maxima for every limit, plus size bounds on submissions.
@@ -243,6 +247,7 @@ impl Submission {
                 .expected_output
                 .as_ref()
                 .map(|s| Bytes(s.as_bytes().to_vec())),
+            merge_stderr: self.redirect_stderr_to_stdout,
         })
     }
 

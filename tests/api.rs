@@ -475,7 +475,9 @@ fn catch_one_request() -> (String, std::thread::JoinHandle<String>) {
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
-        (&stream).write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").unwrap();
+        (&stream)
+            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
         format!("{}{}", request_line, String::from_utf8(body).unwrap())
     });
     (url, handle)
@@ -508,17 +510,26 @@ fn results_are_posted_to_the_callback_url() {
 fn an_unreachable_callback_is_retried_then_counted_and_the_result_kept() {
     let s = Server::start("callback-down", &[]);
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut sub = py("print(2)");
     sub["callback_url"] = json!(format!("http://127.0.0.1:{port}/hook"));
     let (_, r) = s.post("/v1/submissions?wait=true", &sub);
     assert_eq!(r["stdout"], "2\n", "{r}");
     let until = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        if s.get_text("/metrics").contains("kiln_callbacks_total{outcome=\"failed\"} 1") {
+        if s.get_text("/metrics")
+            .contains("kiln_callbacks_total{outcome=\"failed\"} 1")
+        {
             break;
         }
-        assert!(std::time::Instant::now() < until, "the failed callback was never counted");
+        assert!(
+            std::time::Instant::now() < until,
+            "the failed callback was never counted"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let id = r["id"].as_str().unwrap();

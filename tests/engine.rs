@@ -598,3 +598,12 @@ async fn nothing_started_by_the_compile_step_survives_into_the_run() {
     );
     assert!(pids.contains(&"1"), "{pids:?}");
 }
+
+#[tokio::test]
+async fn stderr_can_be_redirected_into_stdout_in_order() {
+    let mut s = source("python", "import sys\nprint('a', flush=True)\nprint('b', file=sys.stderr, flush=True)\nprint('c', flush=True)");
+    s.redirect_stderr_to_stdout = true;
+    let o = run(s).await;
+    assert_eq!(text(&o.stdout), "a\nb\nc\n", "{o:?}");
+    assert!(o.stderr.is_empty(), "{o:?}");
+}

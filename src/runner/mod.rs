@@ -99,7 +99,11 @@ pub fn run_job(
             work_dir,
             &job.stdin.0,
             &job.run.limits,
-            Capture::Separate,
+            if job.merge_stderr {
+                Capture::Merged
+            } else {
+                Capture::Separate
+            },
             isolation,
             None,
         )
