@@ -75,13 +75,8 @@ impl Actor for QueueConsumer {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // A safety net: work that arrived without a Wake (restart, redelivery) is still found.
-        ctx.run_interval(Duration::from_millis(50), |this, ctx| {
-            this.shared
-                .metrics
-                .queue_depth
-                .set(this.shared.queue.depth() as i64);
-            this.fill(ctx)
-        });
+        // (The queue-depth gauge is read at scrape time by /metrics, not here.)
+        ctx.run_interval(Duration::from_millis(50), |this, ctx| this.fill(ctx));
     }
 }
 

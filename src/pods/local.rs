@@ -183,10 +183,6 @@ impl LocalBackend {
 }
 
 impl PodBackend for LocalBackend {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
     fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!(
             "local pods: namespaces pid, mount, ipc, uts{}{}; seccomp; landlock; rlimits; {}",

@@ -24,7 +24,6 @@ pub enum PodError {
 
 /// Makes standby pods.
 pub trait PodBackend: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
     fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>>;
     /// Lines for the start-up report: which isolation layers are in force and which are weaker.
     fn describe(&self) -> Vec<String>;

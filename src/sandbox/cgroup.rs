@@ -128,13 +128,9 @@ impl CgroupLayout {
     /// Makes the parent `kiln` group (and on v2 enables the controllers for its children).
     pub fn prepare(&self) -> io::Result<()> {
         match self {
-            CgroupLayout::V1 {
-                memory,
-                pids,
-                cpuacct,
-            } => {
-                for base in [memory, pids, cpuacct] {
-                    mkdir_if_missing(&base.join(KILN_GROUP))?;
+            CgroupLayout::V1 { memory, .. } => {
+                for group in self.kiln_groups().map(|(_, g)| g).unwrap_or_default() {
+                    mkdir_if_missing(&group)?;
                 }
                 // Swap would let a memory bomb outlive its limit slowly instead of being killed.
                 let _ = fs::write(memory.join(KILN_GROUP).join("memory.swappiness"), "0");
@@ -159,25 +155,33 @@ impl CgroupLayout {
         }
     }
 
-    /// Creates the cgroup of one pod.
-    pub fn create_pod_group(&self, name: &str) -> io::Result<Option<CgroupPaths>> {
-        let paths = match self {
+    /// The version and Kiln's parent group in each hierarchy (v1: memory, pids, cpuacct).
+    fn kiln_groups(&self) -> Option<(u8, Vec<PathBuf>)> {
+        match self {
             CgroupLayout::V1 {
                 memory,
                 pids,
                 cpuacct,
-            } => CgroupPaths {
-                version: 1,
-                dirs: [memory, pids, cpuacct]
+            } => Some((
+                1,
+                [memory, pids, cpuacct]
                     .iter()
-                    .map(|b| b.join(KILN_GROUP).join(name))
+                    .map(|b| b.join(KILN_GROUP))
                     .collect(),
-            },
-            CgroupLayout::V2 { root } => CgroupPaths {
-                version: 2,
-                dirs: vec![root.join(KILN_GROUP).join(name)],
-            },
-            CgroupLayout::Unavailable { .. } => return Ok(None),
+            )),
+            CgroupLayout::V2 { root } => Some((2, vec![root.join(KILN_GROUP)])),
+            CgroupLayout::Unavailable { .. } => None,
+        }
+    }
+
+    /// Creates the cgroup of one pod.
+    pub fn create_pod_group(&self, name: &str) -> io::Result<Option<CgroupPaths>> {
+        let Some((version, bases)) = self.kiln_groups() else {
+            return Ok(None);
+        };
+        let paths = CgroupPaths {
+            version,
+            dirs: bases.iter().map(|b| b.join(name)).collect(),
         };
         for dir in &paths.dirs {
             fs::create_dir(dir).map_err(|e| {
@@ -190,20 +194,8 @@ impl CgroupLayout {
     /// Lists pod groups left behind by Kiln processes that are gone (a crash), so start-up can
     /// remove them. Pod groups are named `pod-<pid of the owner>-<n>`; live owners keep theirs.
     pub fn leftover_pod_groups(&self) -> Vec<CgroupPaths> {
-        let (version, bases): (u8, Vec<PathBuf>) = match self {
-            CgroupLayout::V1 {
-                memory,
-                pids,
-                cpuacct,
-            } => (
-                1,
-                [memory, pids, cpuacct]
-                    .iter()
-                    .map(|b| b.join(KILN_GROUP))
-                    .collect(),
-            ),
-            CgroupLayout::V2 { root } => (2, vec![root.join(KILN_GROUP)]),
-            CgroupLayout::Unavailable { .. } => return Vec::new(),
+        let Some((version, bases)) = self.kiln_groups() else {
+            return Vec::new();
         };
         let Ok(entries) = fs::read_dir(&bases[0]) else {
             return Vec::new();
