@@ -52,6 +52,8 @@ pub struct Settings {
     pub warm_caches: bool,
     /// Where warm caches live; `~/.cache/kiln/warm` when unset.
     pub warm_cache_dir: Option<PathBuf>,
+    /// Fork runs of languages marked `fork_server` (Python) from a resident interpreter.
+    pub fork_server: bool,
     /// Test setting: probability that a pod runner panics when handed a job.
     pub inject_panic_probability: f64,
     /// `text` or `json`.
@@ -82,6 +84,7 @@ impl Default for Settings {
             watchdog_grace_ms: 5_000,
             warm_caches: true,
             warm_cache_dir: None,
+            fork_server: true,
             inject_panic_probability: 0.0,
             log_format: "text".into(),
             limits: LimitPolicy::default(),

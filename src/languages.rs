@@ -49,6 +49,10 @@ pub struct Entry {
     /// A build cache to fill once per host and lay under every pod.
     #[serde(default)]
     pub warm_cache: Option<WarmCache>,
+    /// CPython only: keep one interpreter started per host and fork each run from it
+    /// (runner/pyfork.rs). Runs behave as if `run` had been exec'd.
+    #[serde(default)]
+    pub fork_server: bool,
 }
 
 /// A toolchain cache that is expensive to fill (Go rebuilds its standard library into an empty
@@ -92,6 +96,7 @@ pub struct Language {
     pub run_limits: LimitOverrides,
     /// The cache to warm, with its command resolved, and where pods see it.
     pub warm_cache: Option<(WarmCache, PathBuf)>,
+    pub fork_server: bool,
 }
 
 /// All languages, resolved against this host.
@@ -169,6 +174,21 @@ impl Registry {
                 lang.name, lang.name, lang.version
             )),
         }
+    }
+
+    /// The language whose runs fork from a resident interpreter (the first one that asks).
+    pub fn fork_server(&self) -> Option<crate::pods::fork_server::ForkServerSpec> {
+        let lang = self.available.iter().find(|l| l.fork_server)?;
+        let mut parts = lang.version.split('.');
+        let python_version = format!("{}.{}", parts.next()?, parts.next()?);
+        Some(crate::pods::fork_server::ForkServerSpec {
+            language: lang.name.clone(),
+            python_version,
+            command: crate::runner::pyfork::ForkedCommand {
+                argv: lang.run.clone(),
+                env: lang.env.clone(),
+            },
+        })
     }
 
     /// Every directory some toolchain needs visible inside pods.
@@ -274,6 +294,7 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
             };
             (command, PathBuf::from(&entry.env[&w.env]))
         }),
+        fork_server: entry.fork_server,
     })
 }
 

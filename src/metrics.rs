@@ -13,6 +13,7 @@ pub struct Metrics {
     pub pool_standby: IntGauge,
     pub pool_size: IntGauge,
     pub runs: IntCounterVec,
+    pub runs_forked: IntCounterVec,
     pub latency: HistogramVec,
     pub actor_restarts: IntCounterVec,
     pub pod_failures: IntCounterVec,
@@ -63,6 +64,11 @@ impl Metrics {
                 "kiln_runs_total",
                 "Finished submissions",
                 &["status", "language"],
+            ),
+            runs_forked: counter(
+                "kiln_runs_forked_total",
+                "Finished submissions whose program was forked from a resident interpreter",
+                &["language"],
             ),
             latency,
             actor_restarts: counter(

@@ -78,6 +78,10 @@ pub struct Outcome {
     pub memory_bytes: u64,
     /// Why the status is what it is, in words, when that is not obvious (which limit, which step).
     pub message: Option<String>,
+    /// The program's process was forked from a resident interpreter (the fork server) instead
+    /// of exec'd. Not part of the API's result; counted in the metrics.
+    #[serde(default)]
+    pub forked: bool,
 }
 
 impl Outcome {
@@ -94,6 +98,7 @@ impl Outcome {
             wall_time_ms: 0,
             memory_bytes: 0,
             message: Some(message.into()),
+            forked: false,
         }
     }
 }

@@ -31,9 +31,17 @@ pub struct Instance {
 pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result<LocalBackend> {
     let runner = match &settings.runner_path {
         Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .context("finding the kiln binary")?
-            .with_file_name("kiln-runner"),
+        None => {
+            let exe = std::env::current_exe().context("finding the kiln binary")?;
+            let runner = exe.with_file_name("kiln-runner");
+            // The smaller binary when it was built; kiln itself (which runs as the runner when
+            // started under that name) otherwise.
+            if runner.is_file() {
+                runner
+            } else {
+                exe
+            }
+        }
     };
     let mut read_only = LocalSettings::default_read_only();
     read_only.extend(registry.mounts());
@@ -44,6 +52,7 @@ pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result
         masked: LocalSettings::default_masked(),
         sandbox_user: (settings.sandbox_uid, settings.sandbox_gid),
         network: settings.limits.default.network,
+        fork_server: registry.fork_server().filter(|_| settings.fork_server),
     })?)
 }
 

@@ -33,7 +33,8 @@ fn sandboxed_processes_of_uid(uid: u32) -> Vec<String> {
     found
 }
 
-fn runner_children() -> Vec<String> {
+/// Children of this test process other than `except` (a live backend's fork server).
+fn runner_children(except: Option<u32>) -> Vec<String> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -48,7 +49,8 @@ fn runner_children() -> Vec<String> {
             .nth(1)
             .unwrap_or("")
             .to_string();
-        if ppid == me {
+        let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+        if ppid == me && (pid.is_none() || pid != except) {
             found.push(stat);
         }
     }
@@ -94,6 +96,8 @@ async fn hostile_runs_and_retired_pods_leave_nothing_behind() {
 
     // Pods made and retired without a job.
     let backend = backend();
+    let server = backend.fork_server_pid();
+    assert!(server.is_some(), "the fork server runs on this root host");
     for _ in 0..5 {
         backend.create().await.expect("standby pod").destroy().await;
     }
@@ -101,7 +105,7 @@ async fn hostile_runs_and_retired_pods_leave_nothing_behind() {
     // Retiring happens off the result path; give it a moment.
     for _ in 0..100 {
         if sandboxed_processes_of_uid(65534).is_empty()
-            && runner_children().is_empty()
+            && runner_children(server).is_empty()
             && pod_cgroups_of_this_process().is_empty()
         {
             break;
@@ -114,7 +118,7 @@ async fn hostile_runs_and_retired_pods_leave_nothing_behind() {
         "sandbox processes left on the host"
     );
     assert_eq!(
-        runner_children(),
+        runner_children(server),
         Vec::<String>::new(),
         "runner processes left (zombies or alive)"
     );
@@ -123,4 +127,24 @@ async fn hostile_runs_and_retired_pods_leave_nothing_behind() {
         Vec::<String>::new(),
         "pod cgroups left"
     );
+
+    // The fork server goes with its backend, and so does its private directory.
+    drop(backend);
+    assert_eq!(
+        runner_children(None),
+        Vec::<String>::new(),
+        "the fork server outlived its backend"
+    );
+    let pyfork = kiln::warm::default_root().parent().unwrap().join("pyfork");
+    let ours: Vec<_> = std::fs::read_dir(&pyfork)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{}-", std::process::id()))
+        })
+        .collect();
+    assert!(ours.is_empty(), "fork server directories left: {ours:?}");
 }

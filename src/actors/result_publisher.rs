@@ -109,6 +109,9 @@ impl Handler<Flushed> for ResultPublisher {
                     m.runs
                         .with_label_values(&[result.outcome.status.as_str(), language])
                         .inc();
+                    if result.outcome.forked {
+                        m.runs_forked.with_label_values(&[language]).inc();
+                    }
                     let secs = now.saturating_sub(result.created_at_ms) as f64 / 1000.0;
                     m.latency.with_label_values(&[language]).observe(secs);
                     tracing::info!(id = %result.id, status = %result.outcome.status, attempts = result.attempts, "result published");

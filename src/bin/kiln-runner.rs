@@ -3,14 +3,5 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
-        Some("pod") => kiln::runner::pod::serve_pod(),
-        Some("run") => kiln::runner::pod::run_direct(args.iter().any(|a| a == "--json")),
-        _ => {
-            eprintln!("usage: kiln-runner run [--json] < job    (one job on stdin, its outcome on stdout)");
-            eprintln!("       kiln-runner pod                  (pid 1 of a local standby pod; started by kiln)");
-            2
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(kiln::runner::main(&args));
 }

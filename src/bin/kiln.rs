@@ -71,6 +71,15 @@ fn settings(cli: &Cli) -> anyhow::Result<kiln::config::Settings> {
 }
 
 fn main() {
+    // Where `kiln-runner` was not built (`cargo run --bin kiln` builds only this binary), kiln
+    // starts its pods with itself under that name.
+    let mut args = std::env::args();
+    if args
+        .next()
+        .is_some_and(|a| a.rsplit('/').next() == Some("kiln-runner"))
+    {
+        std::process::exit(kiln::runner::main(&args.collect::<Vec<_>>()));
+    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => std::process::exit(code),

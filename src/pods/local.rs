@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
+use super::fork_server::{ForkServer, ForkServerSpec};
 use super::{BoxFuture, PodBackend, PodError, PodKiller, StandbyPod};
 use crate::job::Job;
 use crate::outcome::Outcome;
@@ -32,6 +33,8 @@ pub struct LocalSettings {
     /// Operator's choice to let programs use the host's network; off, pods get an empty network
     /// namespace.
     pub network: bool,
+    /// A language whose runs are forked from a resident interpreter, when it is available.
+    pub fork_server: Option<ForkServerSpec>,
 }
 
 impl LocalSettings {
@@ -73,6 +76,8 @@ pub struct LocalBackend {
     shared_netns: Option<Arc<std::fs::File>>,
     /// Warm caches laid into pods made from now on: (host directory, path inside the pod).
     overlays: std::sync::RwLock<Vec<(PathBuf, PathBuf)>>,
+    /// The Python fork server, or why there is none.
+    fork_server: Result<ForkServer, String>,
 }
 
 /// Makes an empty network namespace and returns a handle that keeps it alive.
@@ -138,14 +143,51 @@ impl LocalBackend {
             } else {
                 offline_network_namespace().ok().map(Arc::new)
             };
-        Ok(LocalBackend {
+        let mut backend = LocalBackend {
             settings,
             cgroups,
             rootless,
             live: LivePods::default(),
             shared_netns,
             overlays: Default::default(),
-        })
+            fork_server: Err(String::new()),
+        };
+        backend.fork_server = backend.start_fork_server();
+        Ok(backend)
+    }
+
+    /// The fork server needs root (it enters pods' namespaces) and Kiln's library next to the
+    /// runner (`libkiln.so`, built with it).
+    fn start_fork_server(&self) -> Result<ForkServer, String> {
+        let Some(spec) = self.settings.fork_server.clone() else {
+            return Err(String::new());
+        };
+        if self.rootless {
+            return Err("needs root".into());
+        }
+        // Cargo leaves the library in deps/ when only a binary was asked for (`cargo run`).
+        let beside = self.settings.runner.with_file_name("libkiln.so");
+        let library = [
+            beside.clone(),
+            self.settings
+                .runner
+                .with_file_name("deps")
+                .join("libkiln.so"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{} does not exist; build it with `cargo build --release`",
+                beside.display()
+            )
+        })?;
+        ForkServer::start(spec, &self.settings.runner, &library, self.setup_for(None))
+    }
+
+    /// Whether pods get a process forked from the Python fork server.
+    pub fn fork_server_pid(&self) -> Option<u32> {
+        self.fork_server.as_ref().ok().and_then(|s| s.pid())
     }
 
     pub fn cgroups(&self) -> &CgroupLayout {
@@ -178,6 +220,7 @@ impl LocalBackend {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            fork_server: None,
         }
     }
 }
@@ -198,6 +241,22 @@ impl PodBackend for LocalBackend {
             lines.push("NETWORK ENABLED: programs share the host's network (limits.default.network = true)".into());
         } else if self.shared_netns.is_some() {
             lines.push("network: one shared namespace with no interface up; pods kept apart by seccomp and landlock scoping".into());
+        }
+        match &self.fork_server {
+            Ok(server) => lines.push(format!(
+                "{}: runs fork from a resident interpreter (fork server pid {})",
+                server.spec.language,
+                server.pid().unwrap_or(0)
+            )),
+            Err(why) if !why.is_empty() => lines.push(format!(
+                "{}: no fork server ({why}); each run starts the interpreter",
+                self.settings
+                    .fork_server
+                    .as_ref()
+                    .map(|s| s.language.as_str())
+                    .unwrap_or("")
+            )),
+            Err(_) => {}
         }
         if self.rootless {
             lines.push("running unprivileged: programs run as the mapped user of a user namespace, not as a separate uid".into());
@@ -243,7 +302,12 @@ impl PodBackend for LocalBackend {
                 return Box::pin(async move { Err(error) });
             }
         };
-        let setup = self.setup_for(cgroup.clone());
+        let mut setup = self.setup_for(cgroup.clone());
+        let fork_conn = self.fork_server.as_ref().ok().and_then(|server| {
+            let conn = server.connect()?;
+            setup.fork_server = Some(server.spec.command.clone());
+            Some(conn)
+        });
         let net = match (&self.shared_netns, self.settings.network) {
             (_, true) => Network::Host,
             (Some(ns), false) => Network::Join(ns.clone()),
@@ -253,7 +317,7 @@ impl PodBackend for LocalBackend {
         let rootless = self.rootless;
         let live = self.live.clone();
         Box::pin(async move {
-            let spawned = spawn_in_namespaces(&runner, rootless, &net).map_err(|e| {
+            let spawned = spawn_in_namespaces(&runner, rootless, &net, fork_conn).map_err(|e| {
                 if let Some(c) = &cgroup {
                     let _ = c.remove();
                 }
@@ -454,6 +518,8 @@ struct ChildArgs {
     report_write: i32,
     /// A network namespace to join, or -1.
     netns: i32,
+    /// A connection to the fork server, given to the runner as fd 3, or -1.
+    fork_conn: i32,
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -470,6 +536,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::dup2(a.job_read, 0) < 0 || libc::dup2(a.report_write, 1) < 0 {
             libc::_exit(126);
         }
+        if a.fork_conn >= 0 {
+            // dup2 onto itself would keep close-on-exec.
+            let fd = crate::runner::pyfork::POD_CONNECTION_FD;
+            let r = if a.fork_conn == fd {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(a.fork_conn, fd)
+            };
+            if r < 0 {
+                libc::_exit(126);
+            }
+        }
         libc::execve(a.path.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr());
         libc::_exit(127)
     }
@@ -482,6 +560,7 @@ fn spawn_in_namespaces(
     runner: &std::path::Path,
     rootless: bool,
     network: &Network,
+    fork_conn: Option<std::os::fd::OwnedFd>,
 ) -> std::io::Result<Spawned> {
     let (job_read, job_write) = crate::sandbox::pipe()?;
     let (report_read, report_write) = crate::sandbox::pipe()?;
@@ -507,6 +586,7 @@ fn spawn_in_namespaces(
             Network::Join(ns) => ns.as_raw_fd(),
             _ => -1,
         },
+        fork_conn: fork_conn.as_ref().map(|c| c.as_raw_fd()).unwrap_or(-1),
     };
 
     let mut flags = libc::CLONE_VM

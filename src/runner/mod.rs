@@ -4,6 +4,7 @@
 pub mod execute;
 pub mod pod;
 pub mod protocol;
+pub mod pyfork;
 pub mod zygote;
 
 use std::fs;
@@ -16,6 +17,23 @@ use crate::outcome::{Outcome, Status};
 use execute::{execute, Breach, Capture, Execution, Isolation};
 use zygote::Zygote;
 
+/// `kiln-runner`'s command line (also `kiln` started under the name `kiln-runner`).
+pub fn main(args: &[String]) -> i32 {
+    match args.first().map(String::as_str) {
+        Some("pod") => pod::serve_pod(),
+        Some("fork-server") => pyfork::launch_server(),
+        Some("run") => pod::run_direct(args.iter().any(|a| a == "--json")),
+        _ => {
+            eprintln!("usage: kiln-runner run [--json] < job    (one job on stdin, its outcome on stdout)");
+            eprintln!("       kiln-runner pod                  (pid 1 of a local standby pod; started by kiln)");
+            eprintln!(
+                "       kiln-runner fork-server          (the Python fork server; started by kiln)"
+            );
+            2
+        }
+    }
+}
+
 /// Compiler output kept per job; diagnostics past this are not useful to anyone.
 const COMPILE_OUTPUT_CAP: u64 = 64 * 1024;
 
@@ -26,10 +44,20 @@ pub fn run_job(
     work_dir: &Path,
     isolation: &Isolation,
     ready: Option<Zygote>,
+    forked: Option<(Zygote, &pyfork::ForkedCommand)>,
 ) -> Outcome {
     if let Err(e) = write_files(job, work_dir, isolation.sandbox_user) {
         return Outcome::failed(Status::Rejected, e);
     }
+    // A process forked from the fork server's interpreter runs the job when the job is exactly
+    // that interpreter's command; the other zygote is dropped (killed) unused.
+    let (ready, forked) = match forked {
+        Some((z, command)) if command.serves(&job.run.argv, &job.env, job.compile.is_some()) => {
+            drop(ready);
+            (Some(z), true)
+        }
+        _ => (ready, false),
+    };
     // The next stage's process, forked ahead so that its cgroup move is not on the job's path.
     let mut next = ready;
     let take = |next: &mut Option<Zygote>| match next.take() {
@@ -135,6 +163,7 @@ pub fn run_job(
         wall_time_ms: run.wall_time_ms,
         memory_bytes: run.memory_bytes,
         message,
+        forked,
     }
 }
 

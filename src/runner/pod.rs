@@ -2,6 +2,7 @@
 //! stdin/stdout), or directly with one job on stdin (inside a Kubernetes pod, or by hand).
 
 use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,7 +34,16 @@ pub fn serve_pod() -> i32 {
             return 2;
         }
     };
+    // The fork server's connection must never reach a program: close-on-exec at once, and
+    // dropped right after the one request it carries.
+    let fork_conn = setup.fork_server.as_ref().and_then(|_| {
+        let fd = super::pyfork::POD_CONNECTION_FD;
+        (unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0)
+            .then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    });
     let built = build(&setup).and_then(|isolation| {
+        // Asked first: the server's process moves into the cgroup while the local one is made.
+        let forked = fork_conn.and_then(|conn| Zygote::from_fork_server(&conn, &isolation).ok());
         let mut zygote = Zygote::fork(&isolation).map_err(|e| SetupError {
             step: "fork the program's process".into(),
             error: e.to_string(),
@@ -42,9 +52,11 @@ pub fn serve_pod() -> i32 {
             step: "move the program's process into the cgroup".into(),
             error: e.to_string(),
         })?;
-        Ok((isolation, zygote))
+        // A fork server that fails only costs the pod its head start.
+        let forked = forked.and_then(|mut z| z.wait_ready().ok().map(|()| z));
+        Ok((isolation, zygote, forked))
     });
-    let (isolation, zygote) = match built {
+    let (isolation, zygote, forked) = match built {
         Ok(b) => b,
         Err(e) => {
             let _ = write_frame(
@@ -61,7 +73,10 @@ pub fn serve_pod() -> i32 {
         return 2;
     }
     let outcome = match read_frame::<Job>(&mut input) {
-        Ok(Some(job)) => run_job(&job, Path::new(WORK_DIR), &isolation, Some(zygote)),
+        Ok(Some(job)) => {
+            let forked = forked.zip(setup.fork_server.as_ref());
+            run_job(&job, Path::new(WORK_DIR), &isolation, Some(zygote), forked)
+        }
         Ok(None) => return 0, // the host retired this pod unused
         Err(e) => Outcome::failed(
             Status::Rejected,
@@ -150,7 +165,7 @@ fn run_in_temp_dir(job: &Job) -> Outcome {
         owns_pid_namespace: std::process::id() == 1,
         sandbox_user,
     };
-    let outcome = run_job(job, &dir, &isolation, None);
+    let outcome = run_job(job, &dir, &isolation, None, None);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }

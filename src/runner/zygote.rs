@@ -23,6 +23,8 @@ pub struct Zygote {
     /// The runner's ends of the program's stdio pipes, taken when it runs.
     pub(crate) stdio: Option<[OwnedFd; 3]>,
     ready: bool,
+    /// Made by a fork server (pyfork.rs): it says its pid when ready.
+    remote: bool,
 }
 
 /// What a zygote needs to become the program.
@@ -67,6 +69,40 @@ impl Zygote {
             status: status_r,
             stdio: Some([stdin_w, stdout_r, stderr_r]),
             ready: false,
+            remote: false,
+        })
+    }
+
+    /// Asks a fork server, over `server` (a connection Kiln opened for this pod), for a process
+    /// forked from its initialised interpreter. The server's child enters this pod's namespaces
+    /// and forks the zygote into its pid namespace, where the runner adopts it; the zygote moves
+    /// itself into the cgroup and says ready with its pid.
+    pub fn from_fork_server(server: &OwnedFd, isolation: &Isolation) -> io::Result<Zygote> {
+        let (control_r, control_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let (stdin_r, stdin_w) = pipe()?;
+        let (stdout_r, stdout_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        let namespaces = ["mnt", "uts", "ipc", "net", "pid"]
+            .iter()
+            .map(|ns| std::fs::File::open(format!("/proc/self/ns/{ns}")).map(OwnedFd::from))
+            .collect::<io::Result<Vec<_>>>()?;
+        let procs = match &isolation.cgroup {
+            Some(cg) => cg.procs_handles()?,
+            None => Vec::new(),
+        };
+        let mut fds: Vec<i32> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
+        fds.extend(procs.iter().map(|f| f.as_raw_fd()));
+        fds.extend([&control_r, &status_w, &stdin_r, &stdout_w, &stderr_w].map(|f| f.as_raw_fd()));
+        let header = [namespaces.len() as u8, procs.len() as u8];
+        crate::runner::pyfork::send_with_fds(server.as_raw_fd(), &header, &fds)?;
+        Ok(Zygote {
+            pid: 0,
+            control: Some(control_w),
+            status: status_r,
+            stdio: Some([stdin_w, stdout_r, stderr_r]),
+            ready: false,
+            remote: true,
         })
     }
 
@@ -75,9 +111,33 @@ impl Zygote {
         if self.ready {
             return Ok(());
         }
+        if self.remote {
+            // A fork server that stopped answering must not hold the pod up.
+            let mut pfd = libc::pollfd {
+                fd: self.status.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if unsafe { libc::poll(&mut pfd, 1, 10_000) } != 1 {
+                return Err(io::Error::other(
+                    "the fork server did not answer within 10 s",
+                ));
+            }
+        }
         let mut b = [0u8; 1];
         let n = unsafe { libc::read(self.status.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
         if n == 1 && b[0] == b'R' {
+            if self.remote {
+                // A fork server's process says where it is in the pod's pid namespace.
+                let mut pid = [0u8; 4];
+                let n = unsafe { libc::read(self.status.as_raw_fd(), pid.as_mut_ptr().cast(), 4) };
+                if n != 4 {
+                    return Err(io::Error::other(
+                        "the fork server's process did not say its pid",
+                    ));
+                }
+                self.pid = i32::from_le_bytes(pid);
+            }
             self.ready = true;
             return Ok(());
         }
@@ -108,8 +168,13 @@ impl Drop for Zygote {
     fn drop(&mut self) {
         if self.control.is_some() {
             // Never launched: it would wait forever on its control pipe.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = wait4(self.pid);
+            if self.pid > 0 {
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                let _ = wait4(self.pid);
+            } else {
+                // A fork server's process that never said ready ends when its control pipe closes.
+                self.control = None;
+            }
         }
     }
 }
@@ -185,13 +250,6 @@ fn become_program(
     stdout: &OwnedFd,
     stderr: &OwnedFd,
 ) -> io::Result<()> {
-    let check = |r: i32| {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
     let argv: Vec<CString> = spec
         .argv
         .iter()
@@ -204,10 +262,44 @@ fn become_program(
         .collect::<Result<_, _>>()?;
     let program = resolve_program(&spec.argv[0], &spec.env, &spec.cwd)?;
     unsafe {
+        // What an exec'd program expects to inherit: default SIGPIPE, nothing blocked.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+    lock_down(spec, filter, [stdin, stdout, stderr])?;
+    // Only stdio goes through the exec (the status pipe closes with it, telling the runner).
+    mark_close_on_exec_from(3);
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+    unsafe { libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
+    Err(io::Error::last_os_error())
+}
+
+/// Everything that makes the calling process the program's, short of exec: its stdio, work dir,
+/// rlimits, no capabilities, the sandbox uid, landlock and seccomp. Shared by the zygote (which
+/// execs next) and by a fork server's process (which runs the program in the same image).
+pub(crate) fn lock_down(
+    spec: &ExecSpec,
+    filter: &SyscallFilter,
+    [stdin, stdout, stderr]: [&OwnedFd; 3],
+) -> io::Result<()> {
+    let check = |r: i32| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    unsafe {
         if spec.no_stdin {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
             check(null)?;
             check(libc::dup2(null, 0))?;
+            libc::close(null);
         } else {
             check(libc::dup2(stdin.as_raw_fd(), 0))?;
         }
@@ -220,10 +312,6 @@ fn become_program(
             },
             2,
         ))?;
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     std::env::set_current_dir(&spec.cwd)?;
     for &(resource, value) in &spec.rlimits {
@@ -252,13 +340,17 @@ fn become_program(
     }
     let writable = [spec.cwd.as_path(), Path::new("/tmp"), Path::new("/dev")];
     crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
-    filter.install()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
-    unsafe { libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
-    Err(io::Error::last_os_error())
+    filter.install()
+}
+
+fn mark_close_on_exec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        for fd in first..4096 {
+            unsafe { libc::fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
 }
 
 /// A command with a slash runs as given; a bare name is looked up on the job's PATH.

@@ -349,6 +349,12 @@ impl Cgroup {
     }
 
     /// Moves the calling process into this cgroup. Called between fork and exec: no allocation.
+    /// Copies of the `cgroup.procs` handles, for a process that is not the runner's child to
+    /// move itself in with (a fork server's process).
+    pub fn procs_handles(&self) -> io::Result<Vec<OwnedFd>> {
+        self.procs.iter().map(|fd| fd.try_clone()).collect()
+    }
+
     pub fn enter_self(&self) -> io::Result<()> {
         for fd in &self.procs {
             if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {

@@ -30,6 +30,8 @@ pub struct PodSetup {
     /// Warm caches: (host directory, path inside the pod). The pod sees the host directory
     /// read-only with a writable layer of its own on top.
     pub overlays: Vec<(PathBuf, PathBuf)>,
+    /// The command of the fork server whose connection the runner finds on fd 3, if any.
+    pub fork_server: Option<crate::runner::pyfork::ForkedCommand>,
 }
 
 /// The directory programs start in, inside the pod.

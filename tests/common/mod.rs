@@ -20,6 +20,11 @@ pub fn runner_path() -> PathBuf {
 }
 
 pub fn backend() -> LocalBackend {
+    backend_with_fork_server(true)
+}
+
+/// A backend with or without the Python fork server (runs then exec the interpreter).
+pub fn backend_with_fork_server(fork_server: bool) -> LocalBackend {
     let mut read_only = LocalSettings::default_read_only();
     read_only.extend(registry().mounts());
     LocalBackend::new(LocalSettings {
@@ -29,6 +34,7 @@ pub fn backend() -> LocalBackend {
         masked: LocalSettings::default_masked(),
         sandbox_user: (65534, 65534),
         network: false,
+        fork_server: registry().fork_server().filter(|_| fork_server),
     })
     .expect("local backend starts")
 }

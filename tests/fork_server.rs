@@ -1,0 +1,173 @@
+//! The Python fork server (src/runner/pyfork.rs) against the plain exec of the interpreter, in
+//! real pods: a forked run must be indistinguishable from an exec'd one, and must really have
+//! been forked.
+
+mod common;
+
+use common::{run_on, source};
+use kiln::outcome::Status;
+use kiln::pods::local::LocalBackend;
+use kiln::pods::PodBackend;
+
+fn backend(fork_server: bool) -> LocalBackend {
+    common::backend_with_fork_server(fork_server)
+}
+
+/// Everything a program can observe about how it was started.
+const INTROSPECT: &str = r#"
+import sys, os, signal, resource, json, site
+fds = {}
+for f in sorted(os.listdir("/proc/self/fd")):
+    try:
+        fds[f] = os.readlink("/proc/self/fd/" + f).split("[")[0]
+    except OSError as e:
+        fds[f] = "gone"
+status = {}
+for line in open("/proc/self/status"):
+    k, v = line.split(":", 1)
+    if k in ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd", "CapPrm", "Uid", "Gid", "Groups"):
+        status[k] = v.strip()
+try:
+    os.kill(os.getppid(), signal.SIGKILL)
+    kill_parent = "killed"
+except OSError as e:
+    kill_parent = type(e).__name__
+out = {
+    "argv": sys.argv, "orig_argv": sys.orig_argv, "path": sys.path, "file": __file__,
+    "name": __name__, "main": sorted(globals()), "modules": sorted(sys.modules),
+    "flags": str(sys.flags), "executable": sys.executable, "prefix": sys.prefix,
+    "env": dict(os.environ), "cwd": os.getcwd(), "ppid": os.getppid(), "kill_parent": kill_parent,
+    "signals": {s: str(signal.getsignal(getattr(signal, s)))
+                for s in ("SIGINT", "SIGPIPE", "SIGCHLD", "SIGTERM", "SIGXFSZ", "SIGHUP", "SIGUSR1")},
+    "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+    "rlimits": {r: resource.getrlimit(getattr(resource, r))
+                for r in ("RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_STACK", "RLIMIT_CORE", "RLIMIT_AS", "RLIMIT_NPROC")},
+    "fds": fds,
+    "stdio": [sys.stdin.encoding, sys.stdin.isatty(), sys.stdout.line_buffering, sys.stdout.encoding,
+              sys.stderr.errors, sys.stderr.line_buffering],
+    "own_group": os.getpgrp() == os.getpid(), "user_site": site.USER_SITE, "user_base": site.USER_BASE,
+    "enable_user_site": site.ENABLE_USER_SITE, "importer_cache": sorted(sys.path_importer_cache),
+    "status": status, "cgroups": open("/proc/self/cgroup").read().count("\n"),
+    "stdin": sys.stdin.read(),
+}
+print(json.dumps(out, indent=1, sort_keys=True))
+"#;
+
+#[tokio::test]
+async fn a_forked_python_run_is_indistinguishable_from_an_execd_one() {
+    let (forking, plain) = (backend(true), backend(false));
+    assert!(
+        forking.fork_server_pid().is_some(),
+        "this root host must start the fork server: {:?}",
+        forking.describe()
+    );
+    let mut sub = source("python", INTROSPECT);
+    sub.stdin = "some input\n".into();
+    sub.args = vec!["first".into(), "second arg".into()];
+    let (forked, execd) = tokio::join!(run_on(&forking, sub.clone()), run_on(&plain, sub));
+    assert!(forked.forked, "the run was not forked: {forked:?}");
+    assert!(!execd.forked, "{execd:?}");
+    assert_eq!(forked.status, Status::Accepted, "{forked:?}");
+    assert_eq!(execd.status, Status::Accepted, "{execd:?}");
+    let (f, e) = (
+        String::from_utf8_lossy(&forked.stdout.0),
+        String::from_utf8_lossy(&execd.stdout.0),
+    );
+    assert!(e.contains("\"second arg\""), "{e}");
+    assert!(e.contains("\"kill_parent\": \"PermissionError\""), "{e}");
+    assert_eq!(f, e, "forked (left) and exec'd (right) runs differ");
+}
+
+#[tokio::test]
+async fn exits_exceptions_and_shutdown_behave_as_when_execd() {
+    let (forking, plain) = (backend(true), backend(false));
+    let programs = [
+        // An uncaught exception: traceback on stderr, exit 1.
+        "def f():\n    raise ValueError('bad')\nprint('before')\nf()\n",
+        // sys.exit with a code and with a message.
+        "import sys\nprint('x', end='')\nsys.exit(3)\n",
+        "import sys\nsys.exit('message to stderr')\n",
+        // Finalisation: atexit handlers, buffered output, destructors of module globals.
+        "import atexit, sys\natexit.register(lambda: print('atexit ran'))\nclass D:\n    def __del__(self):\n        print('del ran')\nd = D()\nsys.stdout.write('buffered, no newline')\n",
+        // A syntax error in the program itself.
+        "print('unclosed'\n",
+        // Threads still running at exit are joined.
+        "import threading, time\ndef w():\n    time.sleep(0.2)\n    print('thread done')\nthreading.Thread(target=w).start()\nprint('main done')\n",
+        // Killed by its own signal.
+        "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n",
+        // Hash randomisation and the random module are per run in both.
+        "import random\nprint(type(random.random()).__name__, type(hash('x')).__name__)\n",
+    ];
+    for program in programs {
+        let (forked, execd) = tokio::join!(
+            run_on(&forking, source("python", program)),
+            run_on(&plain, source("python", program))
+        );
+        assert!(forked.forked, "{program}: {forked:?}");
+        assert_eq!(forked.status, execd.status, "{program}");
+        assert_eq!(forked.exit_code, execd.exit_code, "{program}");
+        assert_eq!(forked.signal, execd.signal, "{program}");
+        assert_eq!(forked.stdout.0, execd.stdout.0, "{program}");
+        assert_eq!(forked.stderr.0, execd.stderr.0, "{program}");
+    }
+}
+
+#[tokio::test]
+async fn forked_runs_do_not_share_random_state() {
+    let forking = backend(true);
+    let program = "import random, os\nprint(random.getrandbits(64), os.urandom(8).hex())";
+    let a = run_on(&forking, source("python", program)).await;
+    let b = run_on(&forking, source("python", program)).await;
+    assert!(a.forked && b.forked, "{a:?} {b:?}");
+    assert_ne!(
+        a.stdout.0, b.stdout.0,
+        "two forked runs drew the same random numbers"
+    );
+}
+
+#[tokio::test]
+async fn other_entry_names_and_languages_are_execd() {
+    let forking = backend(true);
+    let mut sub = source("python", "");
+    sub.source = None;
+    sub.files = vec![kiln::submission::SubmittedFile {
+        name: Some("solution.py".into()),
+        content: "print(__file__)".into(),
+        encoding: Default::default(),
+    }];
+    let o = run_on(&forking, sub).await;
+    assert_eq!(o.status, Status::Accepted, "{o:?}");
+    assert_eq!(o.stdout.0, b"/work/solution.py\n");
+    assert!(!o.forked, "{o:?}");
+    let o = run_on(&forking, source("bash", "echo $0")).await;
+    assert_eq!(o.status, Status::Accepted, "{o:?}");
+    assert!(!o.forked, "{o:?}");
+}
+
+#[tokio::test]
+async fn a_killed_fork_server_costs_only_speed_and_comes_back() {
+    let forking = backend(true);
+    let first = forking.fork_server_pid().expect("fork server started");
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Pods made while it is gone exec the interpreter: same result, just slower.
+    let o = run_on(&forking, source("python", "print(6 * 7)")).await;
+    assert_eq!(o.status, Status::Accepted, "{o:?}");
+    assert_eq!(o.stdout.0, b"42\n");
+    assert!(!o.forked, "{o:?}");
+    // It is started again (at most every 5 s) and used.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let o = run_on(&forking, source("python", "print(6 * 7)")).await;
+        assert_eq!(o.stdout.0, b"42\n", "{o:?}");
+        if o.forked {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fork server did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_ne!(forking.fork_server_pid(), Some(first));
+}
