@@ -171,3 +171,67 @@ async fn a_killed_fork_server_costs_only_speed_and_comes_back() {
     }
     assert_ne!(forking.fork_server_pid(), Some(first));
 }
+
+#[tokio::test]
+async fn a_program_with_network_access_cannot_ask_the_fork_server_for_a_process() {
+    // With the host's network a program shares the host's abstract sockets, the server's too.
+    let forking = common::backend_with(true, true);
+    let program = r#"
+import os, socket
+names = [l.split()[-1][1:] for l in open("/proc/net/unix") if "@kiln-pyfork-" in l]
+print(len(names) > 0)
+for name in names:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(3)
+    r, w = os.pipe()
+    try:
+        s.connect("\0" + name)
+        socket.send_fds(s, [bytes([5, 0])], [r, w, r, w, r, w, r, w, r, w])
+        os.close(w)
+        print("closed" if s.recv(16) == b"" else "answered")
+        os.set_blocking(r, False)
+        try:
+            print("a process wrote", os.read(r, 100))
+        except BlockingIOError:
+            pass
+    except OSError as e:
+        print(type(e).__name__)
+"#;
+    let o = run_on(&forking, source("python", program)).await;
+    assert_eq!(o.status, Status::Accepted, "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout.0).into_owned();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("True"),
+        "the server's socket was not visible: {out}"
+    );
+    for line in lines {
+        assert!(
+            line == "closed" || line == "PermissionError" || line == "ConnectionRefusedError",
+            "{out}"
+        );
+    }
+    // The server is unharmed.
+    let o = run_on(&forking, source("python", "print('still here')")).await;
+    assert!(o.forked, "{o:?}");
+    assert_eq!(o.stdout.0, b"still here\n");
+}
+
+#[tokio::test]
+async fn pods_stop_asking_for_python_processes_when_no_job_uses_them() {
+    let forking = backend(true);
+    // 32 jobs in a row that the fork server cannot serve...
+    for _ in 0..32 {
+        let o = run_on(&forking, source("bash", "echo ok")).await;
+        assert_eq!(o.stdout.0, b"ok\n", "{o:?}");
+    }
+    // ...and the next pod has no forked process ready: the Python job is exec'd, same result.
+    let o = run_on(&forking, source("python", "print('first')")).await;
+    assert_eq!(o.stdout.0, b"first\n", "{o:?}");
+    assert!(!o.forked, "{o:?}");
+    // One Python job is enough for pods to ask again.
+    let o = run_on(&forking, source("python", "print('second')")).await;
+    assert_eq!(o.stdout.0, b"second\n", "{o:?}");
+    assert!(o.forked, "{o:?}");
+}

@@ -37,6 +37,7 @@ pub struct ForkServer {
 struct State {
     child: Option<Child>,
     started: Instant,
+    stopped: bool,
 }
 
 /// Starting the server again is tried at most this often.
@@ -91,6 +92,7 @@ impl ForkServer {
             state: Mutex::new(State {
                 child: None,
                 started: Instant::now(),
+                stopped: false,
             }),
         };
         let child = server.spawn().map_err(|e| format!("starting it: {e}"))?;
@@ -111,7 +113,7 @@ impl ForkServer {
             Err(e) => {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let dead = !matches!(state.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
-                if dead && state.started.elapsed() >= RESTART_EVERY {
+                if dead && !state.stopped && state.started.elapsed() >= RESTART_EVERY {
                     tracing::warn!(error = %e, "python fork server is gone; starting it again");
                     state.started = Instant::now();
                     state.child = self.spawn().ok();
@@ -179,14 +181,22 @@ impl ForkServer {
     }
 }
 
-impl Drop for ForkServer {
-    fn drop(&mut self) {
+impl ForkServer {
+    /// Ends the server for good (Kiln's shutdown); pods made afterwards exec the interpreter.
+    pub fn stop(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut child) = state.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        state.stopped = true;
         let _ = std::fs::remove_dir_all(&self.user_base);
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

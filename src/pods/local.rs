@@ -17,6 +17,7 @@ use super::{BoxFuture, PodBackend, PodError, PodKiller, StandbyPod};
 use crate::job::Job;
 use crate::outcome::Outcome;
 use crate::runner::protocol::{self, RunnerReport, MAX_FRAME};
+use crate::runner::pyfork::ForkedCommand;
 use crate::sandbox::cgroup::{CgroupLayout, CgroupPaths};
 use crate::sandbox::setup::PodSetup;
 
@@ -78,6 +79,10 @@ pub struct LocalBackend {
     overlays: std::sync::RwLock<Vec<(PathBuf, PathBuf)>>,
     /// The Python fork server, or why there is none.
     fork_server: Result<ForkServer, String>,
+    /// Which of the last 32 jobs the fork server could have served, one bit each (all set at
+    /// start). Pods ask the server for a process only while some recent job could use it: a
+    /// workload without Python does not pay for forks it never uses.
+    forkable_history: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Makes an empty network namespace and returns a handle that keeps it alive.
@@ -151,6 +156,7 @@ impl LocalBackend {
             shared_netns,
             overlays: Default::default(),
             fork_server: Err(String::new()),
+            forkable_history: Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX)),
         };
         backend.fork_server = backend.start_fork_server();
         Ok(backend)
@@ -271,6 +277,9 @@ impl PodBackend for LocalBackend {
     }
 
     fn shutdown(&self) {
+        if let Ok(server) = &self.fork_server {
+            server.stop();
+        }
         let pods: Vec<(i32, Option<CgroupPaths>)> = self
             .live
             .lock()
@@ -303,11 +312,17 @@ impl PodBackend for LocalBackend {
             }
         };
         let mut setup = self.setup_for(cgroup.clone());
-        let fork_conn = self.fork_server.as_ref().ok().and_then(|server| {
-            let conn = server.connect()?;
-            setup.fork_server = Some(server.spec.command.clone());
-            Some(conn)
-        });
+        let wanted = self.forkable_history.load(Ordering::Relaxed) != 0;
+        let fork_conn = self
+            .fork_server
+            .as_ref()
+            .ok()
+            .filter(|_| wanted)
+            .and_then(|server| {
+                let conn = server.connect()?;
+                setup.fork_server = Some(server.spec.command.clone());
+                Some(conn)
+            });
         let net = match (&self.shared_netns, self.settings.network) {
             (_, true) => Network::Host,
             (Some(ns), false) => Network::Join(ns.clone()),
@@ -316,6 +331,11 @@ impl PodBackend for LocalBackend {
         let runner = self.settings.runner.clone();
         let rootless = self.rootless;
         let live = self.live.clone();
+        let forkable = self
+            .fork_server
+            .as_ref()
+            .ok()
+            .map(|s| (s.spec.command.clone(), self.forkable_history.clone()));
         Box::pin(async move {
             let spawned = spawn_in_namespaces(&runner, rootless, &net, fork_conn).map_err(|e| {
                 if let Some(c) = &cgroup {
@@ -337,6 +357,7 @@ impl PodBackend for LocalBackend {
                 cgroup,
                 reaped: Arc::new(Mutex::new(false)),
                 live,
+                forkable,
             };
             match pod.handshake(&setup).await {
                 Ok(()) => Ok(Box::new(pod) as Box<dyn StandbyPod>),
@@ -360,6 +381,8 @@ pub struct LocalPod {
     /// a `PodKiller` must no longer signal it.
     reaped: Arc<Mutex<bool>>,
     live: LivePods,
+    /// The fork server's command and the backend's history of jobs it could serve.
+    forkable: Option<(ForkedCommand, Arc<std::sync::atomic::AtomicU32>)>,
 }
 
 impl LocalPod {
@@ -443,6 +466,12 @@ impl StandbyPod for LocalPod {
     }
 
     fn run(mut self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
+        if let Some((command, history)) = &self.forkable {
+            let bit = u32::from(command.serves(&job.run.argv, &job.env, job.compile.is_some()));
+            let _ = history.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some((h << 1) | bit)
+            });
+        }
         Box::pin(async move {
             let result = async {
                 let frame = protocol::encode(&job).map_err(PodError::Lost)?;

@@ -224,7 +224,14 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let args = serve(&python, &own_argv);
+    // Built once here rather than in every program's process.
+    let server = Server {
+        filters: [SyscallFilter::new(false), SyscallFilter::new(true)],
+        python,
+        argv: own_argv,
+    };
+    let args = serve(&server);
+    let python = &server.python;
     python.append_args(&args);
     (python.set_string)(*python.import_error, PROGRAM_MARK.as_ptr());
     std::ptr::null_mut()
@@ -232,12 +239,26 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
 
 /// Accepts connections from Kiln and serves one request on each. Returns the program's
 /// arguments, in a program's process only.
-unsafe fn serve(python: &Python, own_argv: &[String]) -> Vec<String> {
+/// What every fork of the server shares.
+struct Server {
+    python: Python,
+    /// The server's own command line, which the program's command must start with.
+    argv: Vec<String>,
+    /// seccomp filters without and with network access.
+    filters: [Result<SyscallFilter, String>; 2],
+}
+
+unsafe fn serve(server: &Server) -> Vec<String> {
     let euid = libc::geteuid();
+    let parent = libc::getppid();
     let mut pending: Vec<OwnedFd> = Vec::new();
     loop {
         let mut status = 0;
         while libc::waitpid(-1, &mut status, libc::WNOHANG) > 0 {}
+        // Kiln is gone (even by kill -9): so is the server.
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
         let mut fds: Vec<libc::pollfd> = std::iter::once(LISTEN_FD)
             .chain(pending.iter().map(|c| c.as_raw_fd()))
             .map(|fd| libc::pollfd {
@@ -286,7 +307,7 @@ unsafe fn serve(python: &Python, own_argv: &[String]) -> Vec<String> {
             let Ok(Some((header, fds))) = recv_with_fds(conn.as_raw_fd()) else {
                 continue;
             };
-            if let Some(args) = fork_for(python, own_argv, &pending, conn, &header, fds) {
+            if let Some(args) = fork_for(server, &pending, conn, &header, fds) {
                 // The program's process has closed every descriptor already.
                 std::mem::forget(pending);
                 served.for_each(std::mem::forget);
@@ -299,8 +320,7 @@ unsafe fn serve(python: &Python, own_argv: &[String]) -> Vec<String> {
 /// Forks the intermediate process for one request. Returns the program's arguments in the
 /// program's process; `None` in the server.
 unsafe fn fork_for(
-    python: &Python,
-    own_argv: &[String],
+    server: &Server,
     pending: &[OwnedFd],
     conn: OwnedFd,
     header: &[u8],
@@ -311,6 +331,7 @@ unsafe fn fork_for(
     if fds.len() != n_ns + n_cg + PIPES {
         return None;
     }
+    let python = &server.python;
     (python.before_fork)();
     let pid = libc::fork();
     if pid != 0 {
@@ -363,7 +384,7 @@ unsafe fn fork_for(
     }
     (python.after_fork_child)();
     Some(program(
-        own_argv,
+        server,
         procs,
         control,
         status,
@@ -374,7 +395,7 @@ unsafe fn fork_for(
 /// The program's process, in the pod's namespaces: the zygote's life (zygote.rs), ending in the
 /// interpreter instead of an exec.
 unsafe fn program(
-    own_argv: &[String],
+    server: &Server,
     procs: Vec<OwnedFd>,
     control: OwnedFd,
     status: OwnedFd,
@@ -391,7 +412,6 @@ unsafe fn program(
         }
     }
     drop(procs);
-    let offline_filter = SyscallFilter::new(false).ok();
     let mut hello = vec![b'R'];
     hello.extend_from_slice(&libc::getpid().to_le_bytes());
     libc::write(status.as_raw_fd(), hello.as_ptr().cast(), hello.len());
@@ -402,6 +422,7 @@ unsafe fn program(
         Err(e) => fail(&status, "reading the command", &e),
     };
     drop(control);
+    let own_argv = &server.argv;
     if !spec.argv.starts_with(own_argv) {
         fail(
             &status,
@@ -409,16 +430,12 @@ unsafe fn program(
             &format!("the fork server runs {own_argv:?}, not {:?}", spec.argv),
         );
     }
-    let filter = match (spec.network, offline_filter) {
-        (false, Some(f)) => Ok(f),
-        _ => SyscallFilter::new(spec.network),
-    };
-    let filter = match filter {
+    let filter = match &server.filters[usize::from(spec.network)] {
         Ok(f) => f,
-        Err(e) => fail(&status, "building the seccomp filter", &e),
+        Err(e) => fail(&status, "building the seccomp filter", e),
     };
     let [stdin, stdout, stderr] = &stdio;
-    if let Err(e) = lock_down(&spec, &filter, [stdin, stdout, stderr]) {
+    if let Err(e) = lock_down(&spec, filter, [stdin, stdout, stderr]) {
         fail(&status, "locking down the program's process", &e);
     }
     // Nothing but stdio may reach the program. Closing the status pipe tells the runner the

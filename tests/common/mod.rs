@@ -25,6 +25,11 @@ pub fn backend() -> LocalBackend {
 
 /// A backend with or without the Python fork server (runs then exec the interpreter).
 pub fn backend_with_fork_server(fork_server: bool) -> LocalBackend {
+    backend_with(fork_server, false)
+}
+
+/// A backend with or without the fork server, and with or without the host's network.
+pub fn backend_with(fork_server: bool, network: bool) -> LocalBackend {
     let mut read_only = LocalSettings::default_read_only();
     read_only.extend(registry().mounts());
     LocalBackend::new(LocalSettings {
@@ -33,7 +38,7 @@ pub fn backend_with_fork_server(fork_server: bool) -> LocalBackend {
         read_only,
         masked: LocalSettings::default_masked(),
         sandbox_user: (65534, 65534),
-        network: false,
+        network,
         fork_server: registry().fork_server().filter(|_| fork_server),
     })
     .expect("local backend starts")
