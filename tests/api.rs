@@ -273,6 +273,11 @@ fn health_readiness_metrics_and_openapi() {
         metrics.contains("kiln_runs_total{language=\"python\",status=\"accepted\"} 1"),
         "{metrics}"
     );
+    // kiln serve runs as root here: Python runs fork from the fork server.
+    assert!(
+        metrics.contains("kiln_runs_forked_total{language=\"python\"} 1"),
+        "{metrics}"
+    );
     for name in [
         "kiln_queue_depth",
         "kiln_in_flight",

@@ -9,9 +9,9 @@
 //! never returns in the server. For each request, sent by a pod's runner on a connection Kiln
 //! opened for that pod:
 //!
-//! - the server forks an intermediate process, which enters the pod's mount, UTS, IPC, network
-//!   and pid namespaces and forks twice: the last process is in the pod's pid namespace and,
-//!   once its parent has exited, a child of the pod's pid 1 (the runner), as a local zygote is;
+//! - the server forks a child into the pod's pid namespace; it enters the pod's mount, UTS, IPC
+//!   and network namespaces and forks again: once its parent has exited, that process is a
+//!   child of the pod's pid 1 (the runner), as a local zygote is;
 //! - that process is the program's process, a zygote like the runner's own (zygote.rs): it
 //!   moves itself into the pod's cgroup, says ready with its pid, waits for the command, and
 //!   locks itself down with the same code (`lock_down`: stdio, rlimits, capabilities, uid,
@@ -224,14 +224,24 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
+    let pid_ns = match std::fs::File::open("/proc/self/ns/pid") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            eprintln!("kiln fork server: opening its own pid namespace: {e}");
+            libc::_exit(3)
+        }
+    };
     // Built once here rather than in every program's process.
     let server = Server {
+        pid_ns,
         filters: [SyscallFilter::new(false), SyscallFilter::new(true)],
         python,
         argv: own_argv,
     };
     let args = serve(&server);
-    let python = &server.python;
+    // In the program's process now, where every descriptor is already closed.
+    let Server { python, pid_ns, .. } = server;
+    std::mem::forget(pid_ns);
     python.append_args(&args);
     (python.set_string)(*python.import_error, PROGRAM_MARK.as_ptr());
     std::ptr::null_mut()
@@ -242,6 +252,8 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
 /// What every fork of the server shares.
 struct Server {
     python: Python,
+    /// The server's own pid namespace, to return to after forking into a pod's.
+    pid_ns: OwnedFd,
     /// The server's own command line, which the program's command must start with.
     argv: Vec<String>,
     /// seccomp filters without and with network access.
@@ -317,7 +329,7 @@ unsafe fn serve(server: &Server) -> Vec<String> {
     }
 }
 
-/// Forks the intermediate process for one request. Returns the program's arguments in the
+/// Forks a process into the pod for one request. Returns the program's arguments in the
 /// program's process; `None` in the server.
 unsafe fn fork_for(
     server: &Server,
@@ -331,25 +343,48 @@ unsafe fn fork_for(
     if fds.len() != n_ns + n_cg + PIPES {
         return None;
     }
-    let python = &server.python;
-    (python.before_fork)();
-    let pid = libc::fork();
-    if pid != 0 {
-        (python.after_fork_parent)();
-        return None; // the server: drops its copies of the request's descriptors
-    }
-    // The intermediate process: nothing of the server's is needed here.
-    libc::close(LISTEN_FD);
-    for c in pending {
-        libc::close(c.as_raw_fd());
-    }
-    drop(conn);
     let mut fds = fds.into_iter();
     let namespaces: Vec<OwnedFd> = fds.by_ref().take(n_ns).collect();
     let procs: Vec<OwnedFd> = fds.by_ref().take(n_cg).collect();
     let [control, status, stdin, stdout, stderr]: [OwnedFd; PIPES] =
         fds.collect::<Vec<_>>().try_into().expect("counted above");
-    for ns in &namespaces {
+    // The pod's pid namespace comes last. Entering it affects only the children the server forks
+    // from now on, and the server goes back to its own at once: the child is born in the pod.
+    let (pid_ns, others) = namespaces.split_last()?;
+    if libc::setns(pid_ns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
+        report(
+            &status,
+            "entering the pod's pid namespace",
+            &io::Error::last_os_error(),
+        );
+        return None;
+    }
+    let python = &server.python;
+    (python.before_fork)();
+    let pid = libc::fork();
+    if pid != 0 {
+        if libc::setns(server.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
+            // Its next child would land in this pod: better no server than that.
+            libc::_exit(1);
+        }
+        (python.after_fork_parent)();
+        // That child only forks the program's process and exits: reaping it at once keeps its
+        // zombie from holding up the pod's end (a pid namespace ends when all of it is reaped).
+        if pid > 0 {
+            let _ = super::execute::wait4(pid);
+        }
+        return None; // the server: drops its copies of the request's descriptors
+    }
+    // The first process in the pod: nothing of the server's is needed here. It joins the pod's
+    // other namespaces and forks the program's process, then exits: orphaned in the pod's pid
+    // namespace, the program's process is adopted by the pod's pid 1, the runner, which can
+    // then wait for it like for its own zygote (and the program sees a parent, as when exec'd).
+    libc::close(LISTEN_FD);
+    for c in pending {
+        libc::close(c.as_raw_fd());
+    }
+    drop(conn);
+    for ns in others {
         if libc::setns(ns.as_raw_fd(), 0) != 0 {
             fail(
                 &status,
@@ -359,21 +394,10 @@ unsafe fn fork_for(
         }
     }
     drop(namespaces);
-    // The first process in the pod's pid namespace only forks the program's process and exits:
-    // orphaned there, the program's process is adopted by the pod's pid 1, the runner, which can
-    // then wait for it like for its own zygote (and the program sees a parent, as when exec'd).
     match libc::fork() {
         -1 => fail(&status, "forking into the pod", &io::Error::last_os_error()),
-        0 => match libc::fork() {
-            -1 => fail(&status, "forking into the pod", &io::Error::last_os_error()),
-            0 => {}
-            _ => libc::_exit(0),
-        },
-        child => {
-            drop((procs, control, status, stdin, stdout, stderr));
-            let _ = super::execute::wait4(child);
-            libc::_exit(0)
-        }
+        0 => {}
+        _ => libc::_exit(0),
     }
     // Until the runner has adopted it, the process is nobody's to wait for.
     for _ in 0..100_000 {
@@ -448,13 +472,16 @@ unsafe fn program(
     spec.argv[own_argv.len()..].to_vec()
 }
 
-/// Reports why the request failed on the status pipe (the runner reads it) and exits.
-fn fail(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) -> ! {
+/// Reports why the request failed on the status pipe (the runner reads it).
+fn report(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) {
     let msg = format!("{what}: {e}");
-    unsafe {
-        libc::write(status.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
-    }
+    unsafe { libc::write(status.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Reports why the request failed and exits.
+fn fail(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) -> ! {
+    report(status, what, e);
+    unsafe { libc::_exit(127) }
 }
 
 /// Closes every descriptor from `first` on.
