@@ -235,3 +235,28 @@ async fn pods_stop_asking_for_python_processes_when_no_job_uses_them() {
     assert_eq!(o.stdout.0, b"second\n", "{o:?}");
     assert!(o.forked, "{o:?}");
 }
+
+#[tokio::test]
+async fn a_fork_server_that_cannot_start_says_why_and_runs_are_execd() {
+    let mut settings = common::local_settings();
+    let spec = settings
+        .fork_server
+        .as_mut()
+        .expect("python has a fork server");
+    // Not an interpreter that can serve forks: it complains and exits.
+    spec.command.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo this is not python >&2; exit 3".into(),
+    ];
+    let backend = LocalBackend::new(settings).expect("the backend starts without it");
+    assert_eq!(backend.fork_server_pid(), None);
+    let report = backend.describe().join("\n");
+    assert!(
+        report.contains("python: no fork server (this is not python)"),
+        "{report}"
+    );
+    let o = run_on(&backend, source("python", "print('exec is fine')")).await;
+    assert_eq!(o.stdout.0, b"exec is fine\n", "{o:?}");
+    assert!(!o.forked, "{o:?}");
+}

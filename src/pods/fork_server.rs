@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::runner::protocol;
-use crate::runner::pyfork::{ForkedCommand, ServerSetup, LISTEN_FD};
+use crate::runner::pyfork::{ForkedCommand, ServerSetup, LISTEN_FD, READY_LINE};
 use crate::sandbox::setup::PodSetup;
 
 /// A language whose runs are forked from a resident interpreter (`fork_server = true`).
@@ -28,7 +28,7 @@ pub struct ForkServer {
     pub spec: ForkServerSpec,
     /// Abstract UNIX socket name (no file: nothing to clean up, nothing to guess from disk).
     name: Vec<u8>,
-    user_base: PathBuf,
+    library: PathBuf,
     runner: PathBuf,
     setup: PodSetup,
     state: Mutex<State>,
@@ -46,47 +46,27 @@ const RESTART_EVERY: Duration = Duration::from_secs(5);
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl ForkServer {
-    /// Lays out the server's private user base (usercustomize.py, and `library` linked as
-    /// `_kiln_pyfork.so`) and starts it. `setup` is the pods' mount layout.
+    /// Starts the server in a mount namespace laid out as `setup` (the pods' layout), with
+    /// `library` (Kiln's cdylib) as its native half.
     pub fn start(
         spec: ForkServerSpec,
         runner: &Path,
         library: &Path,
         mut setup: PodSetup,
     ) -> Result<ForkServer, String> {
-        let root = crate::warm::default_root()
-            .parent()
-            .map(|p| p.join("pyfork"))
-            .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/pyfork"));
-        remove_stale(&root);
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let user_base = root.join(&id);
-        let site = user_base
-            .join("lib")
-            .join(format!("python{}", spec.python_version))
-            .join("site-packages");
-        std::fs::create_dir_all(&site)
-            .and_then(|()| {
-                std::fs::write(
-                    site.join("usercustomize.py"),
-                    include_str!("../runner/usercustomize.py"),
-                )
-            })
-            .and_then(|()| std::os::unix::fs::symlink(library, site.join("_kiln_pyfork.so")))
-            .map_err(|e| format!("preparing {}: {e}", user_base.display()))?;
         setup.cgroup = None;
         setup.fork_server = None;
         setup.overlays.clear();
-        setup.read_only.push(user_base.clone());
-        setup.read_only.push(library.to_path_buf());
         let server = ForkServer {
-            name: format!("kiln-pyfork-{id}-{}", uuid::Uuid::new_v4().simple()).into_bytes(),
+            name: format!(
+                "kiln-pyfork-{}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed),
+                uuid::Uuid::new_v4().simple()
+            )
+            .into_bytes(),
             spec,
-            user_base,
+            library: library.to_path_buf(),
             runner: runner.to_path_buf(),
             setup,
             state: Mutex::new(State {
@@ -95,7 +75,12 @@ impl ForkServer {
                 stopped: false,
             }),
         };
-        let child = server.spawn().map_err(|e| format!("starting it: {e}"))?;
+        let (mut child, startup) = server.spawn().map_err(|e| format!("starting it: {e}"))?;
+        if let Err(why) = startup.wait(Duration::from_secs(20)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(why);
+        }
         server.state.lock().unwrap_or_else(|p| p.into_inner()).child = Some(child);
         Ok(server)
     }
@@ -116,14 +101,14 @@ impl ForkServer {
                 if dead && !state.stopped && state.started.elapsed() >= RESTART_EVERY {
                     tracing::warn!(error = %e, "python fork server is gone; starting it again");
                     state.started = Instant::now();
-                    state.child = self.spawn().ok();
+                    state.child = self.spawn().ok().map(|(child, _)| child);
                 }
                 None
             }
         }
     }
 
-    fn spawn(&self) -> std::io::Result<Child> {
+    fn spawn(&self) -> std::io::Result<(Child, Startup)> {
         let listen = listen_abstract(&self.name)?;
         let listen_fd = listen.as_raw_fd();
         let mut cmd = Command::new(&self.runner);
@@ -152,32 +137,81 @@ impl ForkServer {
         let setup = ServerSetup {
             pod: self.setup.clone(),
             command: self.spec.command.clone(),
-            user_base: self.user_base.display().to_string(),
+            python_version: self.spec.python_version.clone(),
+            library: self.library.clone(),
         };
         let frame = protocol::encode(&setup).map_err(std::io::Error::other)?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&frame)?;
         }
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        // The server says READY_LINE on stdout once it waits for requests; everything else it
+        // prints goes to the log, and its stderr is the reason when it never gets there.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stderr_text = std::sync::Arc::new(Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            let text = stderr_text.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
                     tracing::warn!("python fork server: {line}");
+                    let mut text = text.lock().unwrap_or_else(|p| p.into_inner());
+                    if text.len() < 4096 {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
                 }
             });
         }
-        Ok(child)
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                let mut ready = Some(ready_tx);
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    match ready.take() {
+                        Some(tx) if line == READY_LINE => {
+                            let _ = tx.send(());
+                        }
+                        r => {
+                            ready = r;
+                            tracing::warn!("python fork server: {line}");
+                        }
+                    }
+                }
+            });
+        }
+        let pid = child.id();
+        Ok((
+            child,
+            Startup {
+                ready: ready_rx,
+                stderr: stderr_text,
+                pid,
+            },
+        ))
+    }
+}
+
+/// A just-spawned server's way of saying it got to its loop, or why not.
+struct Startup {
+    ready: std::sync::mpsc::Receiver<()>,
+    stderr: std::sync::Arc<Mutex<String>>,
+    pid: u32,
+}
+
+impl Startup {
+    /// Waits for the server to be ready; its error output when it ended first.
+    fn wait(self, timeout: Duration) -> Result<(), String> {
+        match self.ready.recv_timeout(timeout) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                // Give its last words a moment to reach the log.
+                std::thread::sleep(Duration::from_millis(50));
+                let text = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+                Err(if text.trim().is_empty() {
+                    format!("the server (pid {}) never said it was ready", self.pid)
+                } else {
+                    text.trim().to_string()
+                })
+            }
+        }
     }
 }
 
@@ -190,28 +224,12 @@ impl ForkServer {
             let _ = child.wait();
         }
         state.stopped = true;
-        let _ = std::fs::remove_dir_all(&self.user_base);
     }
 }
 
 impl Drop for ForkServer {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Removes user bases left by Kiln processes that no longer run.
-fn remove_stale(root: &Path) {
-    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.split('-').next()?.parse::<i32>().ok());
-        if let Some(pid) = pid {
-            if unsafe { libc::kill(pid, 0) } != 0 {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
     }
 }
 

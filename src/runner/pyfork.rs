@@ -33,6 +33,8 @@ use crate::sandbox::setup::PodSetup;
 pub const LISTEN_FD: RawFd = 3;
 /// The descriptor a pod's runner finds its fork-server connection on.
 pub const POD_CONNECTION_FD: RawFd = 3;
+/// What the server prints on stdout once it waits for requests.
+pub const READY_LINE: &str = "kiln fork server ready";
 /// The message an ImportError carries back to usercustomize.py in a program's process.
 const PROGRAM_MARK: &CStr = c"kiln: program process";
 /// A request: the pod's namespaces, its cgroup.procs handles, then these pipes.
@@ -57,12 +59,17 @@ impl ForkedCommand {
 /// What `kiln-runner fork-server` needs to start the server.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ServerSetup {
-    /// The mount layout of the server's namespace: a pod's, plus the private user base.
+    /// The mount layout of the server's namespace: a pod's.
     pub pod: PodSetup,
     pub command: ForkedCommand,
-    /// PYTHONUSERBASE for the server only.
-    pub user_base: String,
+    /// `major.minor` of the interpreter, which names its user site directory.
+    pub python_version: String,
+    /// Kiln's library (`libkiln.so`), laid into the user site as `_kiln_pyfork.so`.
+    pub library: std::path::PathBuf,
 }
+
+/// PYTHONUSERBASE of the server: a directory of its own private root, seen by nothing else.
+const USER_BASE: &str = "/.kiln-pyfork";
 
 /// `kiln-runner fork-server`: reads a `ServerSetup` on stdin, enters a mount namespace laid out
 /// like a pod's (the interpreter must resolve its paths as a program in a pod would) and execs
@@ -73,6 +80,18 @@ pub fn launch_server() -> i32 {
         Ok(None) => return 0,
         Err(e) => {
             eprintln!("kiln-runner fork-server: reading the setup: {e}");
+            return 2;
+        }
+    };
+    // Opened before the host's filesystem goes away (the library may live under /tmp, where
+    // the pod's root is staged).
+    let library = match std::fs::File::open(&setup.library) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "kiln-runner fork-server: opening {}: {e}",
+                setup.library.display()
+            );
             return 2;
         }
     };
@@ -87,6 +106,10 @@ pub fn launch_server() -> i32 {
         eprintln!("kiln-runner fork-server: {e}");
         return 2;
     }
+    if let Err(e) = lay_out_user_site(&setup.python_version, library) {
+        eprintln!("kiln-runner fork-server: preparing {USER_BASE}: {e}");
+        return 2;
+    }
     let cstrings = |v: Vec<String>| -> Result<Vec<CString>, std::ffi::NulError> {
         v.into_iter().map(CString::new).collect()
     };
@@ -96,7 +119,7 @@ pub fn launch_server() -> i32 {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    env.push(format!("PYTHONUSERBASE={}", setup.user_base));
+    env.push(format!("PYTHONUSERBASE={USER_BASE}"));
     let (Ok(argv), Ok(env)) = (cstrings(setup.command.argv), cstrings(env)) else {
         eprintln!("kiln-runner fork-server: NUL byte in the command");
         return 2;
@@ -123,6 +146,25 @@ pub fn launch_server() -> i32 {
         io::Error::last_os_error()
     );
     127
+}
+
+/// Writes usercustomize.py into the server's user site and links the library next to it,
+/// through a descriptor the interpreter inherits (its file may be out of the root's sight).
+fn lay_out_user_site(python_version: &str, library: std::fs::File) -> io::Result<()> {
+    let site = std::path::Path::new(USER_BASE)
+        .join("lib")
+        .join(format!("python{python_version}"))
+        .join("site-packages");
+    std::fs::create_dir_all(&site)?;
+    std::fs::write(
+        site.join("usercustomize.py"),
+        include_str!("usercustomize.py"),
+    )?;
+    let fd = library.into_raw_fd();
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::os::unix::fs::symlink(format!("/proc/self/fd/{fd}"), site.join("_kiln_pyfork.so"))
 }
 
 /// The CPython functions the server calls, found in the running interpreter.
@@ -238,6 +280,8 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
         python,
         argv: own_argv,
     };
+    let ready = format!("{READY_LINE}\n");
+    libc::write(1, ready.as_ptr().cast(), ready.len());
     let args = serve(&server);
     // In the program's process now, where every descriptor is already closed.
     let Server { python, pid_ns, .. } = server;

@@ -30,18 +30,25 @@ pub fn backend_with_fork_server(fork_server: bool) -> LocalBackend {
 
 /// A backend with or without the fork server, and with or without the host's network.
 pub fn backend_with(fork_server: bool, network: bool) -> LocalBackend {
+    let mut settings = local_settings();
+    settings.network = network;
+    settings.fork_server = settings.fork_server.filter(|_| fork_server);
+    LocalBackend::new(settings).expect("local backend starts")
+}
+
+/// The settings `kiln serve` would use here, for tests to change.
+pub fn local_settings() -> LocalSettings {
     let mut read_only = LocalSettings::default_read_only();
     read_only.extend(registry().mounts());
-    LocalBackend::new(LocalSettings {
+    LocalSettings {
         runner: runner_path(),
         tmpfs_bytes: 512 << 20,
         read_only,
         masked: LocalSettings::default_masked(),
         sandbox_user: (65534, 65534),
-        network,
-        fork_server: registry().fork_server().filter(|_| fork_server),
-    })
-    .expect("local backend starts")
+        network: false,
+        fork_server: registry().fork_server(),
+    }
 }
 
 /// Runs a submission in a fresh standby pod and returns what the runner reported.
