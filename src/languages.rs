@@ -50,7 +50,7 @@ pub struct Entry {
     #[serde(default)]
     pub warm_cache: Option<WarmCache>,
     /// CPython only: keep one interpreter started per host and fork each run from it
-    /// (runner/pyfork.rs). Runs behave as if `run` had been exec'd.
+    /// (runner/pyfork/). Runs behave as if `run` had been exec'd.
     #[serde(default)]
     pub fork_server: bool,
 }

@@ -1,4 +1,4 @@
-//! The Python fork server (src/runner/pyfork.rs) against the plain exec of the interpreter, in
+//! The Python fork server (src/runner/pyfork/) against the plain exec of the interpreter, in
 //! real pods: a forked run must be indistinguishable from an exec'd one, and must really have
 //! been forked.
 

@@ -1,4 +1,4 @@
-//! Kiln's side of the Python fork server (runner/pyfork.rs): starts it, opens one connection per
+//! Kiln's side of the Python fork server (runner/pyfork/): starts it, opens one connection per
 //! pod for the pod's runner, starts it again when it has died, and ends it with the backend.
 
 use std::io::{BufRead, BufReader, Write};

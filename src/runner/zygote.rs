@@ -23,7 +23,7 @@ pub struct Zygote {
     /// The runner's ends of the program's stdio pipes, taken when it runs.
     pub(crate) stdio: Option<[OwnedFd; 3]>,
     ready: bool,
-    /// Made by a fork server (pyfork.rs): it says its pid when ready.
+    /// Made by a fork server (runner/pyfork/): it says its pid when ready.
     remote: bool,
 }
 
@@ -95,7 +95,7 @@ impl Zygote {
         fds.extend(procs.iter().map(|f| f.as_raw_fd()));
         fds.extend([&control_r, &status_w, &stdin_r, &stdout_w, &stderr_w].map(|f| f.as_raw_fd()));
         let header = [namespaces.len() as u8, procs.len() as u8];
-        crate::runner::pyfork::send_with_fds(server.as_raw_fd(), &header, &fds)?;
+        crate::sandbox::fdpass::send_with_fds(server.as_raw_fd(), &header, &fds)?;
         Ok(Zygote {
             pid: 0,
             control: Some(control_w),

@@ -2,6 +2,7 @@
 //! cgroups v1 and v2 (`cgroup`), the system-call filter (`seccomp`) and landlock (`landlock`).
 
 pub mod cgroup;
+pub mod fdpass;
 pub mod landlock;
 pub mod seccomp;
 pub mod setup;

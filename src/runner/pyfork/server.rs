@@ -1,0 +1,323 @@
+//! The server's loop and the processes it forks, inside the interpreter's process.
+
+use std::ffi::{c_int, c_void, CStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+
+use super::python::Python;
+use super::{LISTEN_FD, READY_LINE};
+use crate::runner::zygote::{lock_down, ExecSpec};
+use crate::sandbox::fdpass::recv_with_fds;
+use crate::sandbox::seccomp::SyscallFilter;
+
+/// The message an ImportError carries back to usercustomize.py in a program's process.
+const PROGRAM_MARK: &CStr = c"kiln: program process";
+/// A request: the pod's namespaces, its cgroup.procs handles, then these pipes.
+const PIPES: usize = 5;
+
+/// The server's loop, entered when usercustomize.py imports `_kiln_pyfork`. Returns only in a
+/// program's process, with ImportError("kiln: program process") set.
+///
+/// # Safety
+/// Called by CPython's import machinery, with the GIL held, in a single-threaded interpreter.
+#[no_mangle]
+pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
+    let python = match Python::find() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kiln fork server: this interpreter lacks the C API it needs: {e}");
+            libc::_exit(3)
+        }
+    };
+    let own_argv: Vec<String> = std::fs::read("/proc/self/cmdline")
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let pid_ns = match std::fs::File::open("/proc/self/ns/pid") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            eprintln!("kiln fork server: opening its own pid namespace: {e}");
+            libc::_exit(3)
+        }
+    };
+    // Built once here rather than in every program's process.
+    let server = Server {
+        pid_ns,
+        filters: [SyscallFilter::new(false), SyscallFilter::new(true)],
+        python,
+        argv: own_argv,
+    };
+    let ready = format!("{READY_LINE}\n");
+    libc::write(1, ready.as_ptr().cast(), ready.len());
+    let args = serve(&server);
+    // In the program's process now, where every descriptor is already closed.
+    let Server { python, pid_ns, .. } = server;
+    std::mem::forget(pid_ns);
+    python.append_args(&args);
+    (python.set_string)(*python.import_error, PROGRAM_MARK.as_ptr());
+    std::ptr::null_mut()
+}
+
+/// Accepts connections from Kiln and serves one request on each. Returns the program's
+/// arguments, in a program's process only.
+/// What every fork of the server shares.
+struct Server {
+    python: Python,
+    /// The server's own pid namespace, to return to after forking into a pod's.
+    pid_ns: OwnedFd,
+    /// The server's own command line, which the program's command must start with.
+    argv: Vec<String>,
+    /// seccomp filters without and with network access.
+    filters: [Result<SyscallFilter, String>; 2],
+}
+
+unsafe fn serve(server: &Server) -> Vec<String> {
+    let euid = libc::geteuid();
+    let parent = libc::getppid();
+    let mut pending: Vec<OwnedFd> = Vec::new();
+    loop {
+        let mut status = 0;
+        while libc::waitpid(-1, &mut status, libc::WNOHANG) > 0 {}
+        // Kiln is gone (even by kill -9): so is the server.
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+        let mut fds: Vec<libc::pollfd> = std::iter::once(LISTEN_FD)
+            .chain(pending.iter().map(|c| c.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if libc::poll(fds.as_mut_ptr(), fds.len() as _, 1000) < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            libc::_exit(1);
+        }
+        if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            libc::_exit(0);
+        }
+        let ready: Vec<bool> = fds[1..].iter().map(|p| p.revents != 0).collect();
+        let mut keep = Vec::with_capacity(pending.len());
+        let mut served = Vec::new();
+        for (conn, ready) in pending.drain(..).zip(ready) {
+            if ready {
+                served.push(conn);
+            } else {
+                keep.push(conn);
+            }
+        }
+        pending = keep;
+        if fds[0].revents & libc::POLLIN != 0 {
+            let c = libc::accept4(
+                LISTEN_FD,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            );
+            if c >= 0 {
+                let conn = OwnedFd::from_raw_fd(c);
+                // Only Kiln (the same user as this server) may ask for a process.
+                if peer_uid(&conn) == Some(euid) {
+                    pending.push(conn);
+                }
+            }
+        }
+        let mut served = served.into_iter();
+        while let Some(conn) = served.next() {
+            let Ok(Some((header, fds))) = recv_with_fds(conn.as_raw_fd()) else {
+                continue;
+            };
+            if let Some(args) = fork_for(server, &pending, conn, &header, fds) {
+                // The program's process has closed every descriptor already.
+                std::mem::forget(pending);
+                served.for_each(std::mem::forget);
+                return args;
+            }
+        }
+    }
+}
+
+/// Forks a process into the pod for one request. Returns the program's arguments in the
+/// program's process; `None` in the server.
+unsafe fn fork_for(
+    server: &Server,
+    pending: &[OwnedFd],
+    conn: OwnedFd,
+    header: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Option<Vec<String>> {
+    let [n_ns, n_cg] = header else { return None };
+    let (n_ns, n_cg) = (*n_ns as usize, *n_cg as usize);
+    if fds.len() != n_ns + n_cg + PIPES {
+        return None;
+    }
+    let mut fds = fds.into_iter();
+    let namespaces: Vec<OwnedFd> = fds.by_ref().take(n_ns).collect();
+    let procs: Vec<OwnedFd> = fds.by_ref().take(n_cg).collect();
+    let [control, status, stdin, stdout, stderr]: [OwnedFd; PIPES] =
+        fds.collect::<Vec<_>>().try_into().expect("counted above");
+    // The pod's pid namespace comes last. Entering it affects only the children the server forks
+    // from now on, and the server goes back to its own at once: the child is born in the pod.
+    let (pid_ns, others) = namespaces.split_last()?;
+    if libc::setns(pid_ns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
+        report(
+            &status,
+            "entering the pod's pid namespace",
+            &io::Error::last_os_error(),
+        );
+        return None;
+    }
+    let python = &server.python;
+    (python.before_fork)();
+    let pid = libc::fork();
+    if pid != 0 {
+        if libc::setns(server.pid_ns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
+            // Its next child would land in this pod: better no server than that.
+            libc::_exit(1);
+        }
+        (python.after_fork_parent)();
+        // That child only forks the program's process and exits: reaping it at once keeps its
+        // zombie from holding up the pod's end (a pid namespace ends when all of it is reaped).
+        if pid > 0 {
+            let _ = crate::runner::execute::wait4(pid);
+        }
+        return None; // the server: drops its copies of the request's descriptors
+    }
+    // The first process in the pod: nothing of the server's is needed here. It joins the pod's
+    // other namespaces and forks the program's process, then exits: orphaned in the pod's pid
+    // namespace, the program's process is adopted by the pod's pid 1, the runner, which can
+    // then wait for it like for its own zygote (and the program sees a parent, as when exec'd).
+    libc::close(LISTEN_FD);
+    for c in pending {
+        libc::close(c.as_raw_fd());
+    }
+    drop(conn);
+    for ns in others {
+        if libc::setns(ns.as_raw_fd(), 0) != 0 {
+            fail(
+                &status,
+                "entering the pod's namespaces",
+                &io::Error::last_os_error(),
+            );
+        }
+    }
+    drop(namespaces);
+    match libc::fork() {
+        -1 => fail(&status, "forking into the pod", &io::Error::last_os_error()),
+        0 => {}
+        _ => libc::_exit(0),
+    }
+    // Until the runner has adopted it, the process is nobody's to wait for.
+    for _ in 0..100_000 {
+        if libc::getppid() == 1 {
+            break;
+        }
+        libc::usleep(50);
+    }
+    (python.after_fork_child)();
+    Some(program(
+        server,
+        procs,
+        control,
+        status,
+        [stdin, stdout, stderr],
+    ))
+}
+
+/// The program's process, in the pod's namespaces: the zygote's life (zygote.rs), ending in the
+/// interpreter instead of an exec.
+unsafe fn program(
+    server: &Server,
+    procs: Vec<OwnedFd>,
+    control: OwnedFd,
+    status: OwnedFd,
+    stdio: [OwnedFd; 3],
+) -> Vec<String> {
+    libc::setpgid(0, 0);
+    for fd in &procs {
+        if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+            fail(
+                &status,
+                "joining the pod's cgroup",
+                &io::Error::last_os_error(),
+            );
+        }
+    }
+    drop(procs);
+    let mut hello = vec![b'R'];
+    hello.extend_from_slice(&libc::getpid().to_le_bytes());
+    libc::write(status.as_raw_fd(), hello.as_ptr().cast(), hello.len());
+    let mut control = std::fs::File::from(control);
+    let spec: ExecSpec = match crate::runner::protocol::read_frame(&mut control) {
+        Ok(Some(s)) => s,
+        Ok(None) => libc::_exit(0),
+        Err(e) => fail(&status, "reading the command", &e),
+    };
+    drop(control);
+    let own_argv = &server.argv;
+    if !spec.argv.starts_with(own_argv) {
+        fail(
+            &status,
+            "checking the command",
+            &format!("the fork server runs {own_argv:?}, not {:?}", spec.argv),
+        );
+    }
+    let filter = match &server.filters[usize::from(spec.network)] {
+        Ok(f) => f,
+        Err(e) => fail(&status, "building the seccomp filter", e),
+    };
+    let [stdin, stdout, stderr] = &stdio;
+    if let Err(e) = lock_down(&spec, filter, [stdin, stdout, stderr]) {
+        fail(&status, "locking down the program's process", &e);
+    }
+    // Nothing but stdio may reach the program. Closing the status pipe tells the runner the
+    // program started, as an exec would.
+    for fd in stdio {
+        let _ = fd.into_raw_fd();
+    }
+    let _ = status.into_raw_fd();
+    close_from(3);
+    spec.argv[own_argv.len()..].to_vec()
+}
+
+/// Reports why the request failed on the status pipe (the runner reads it).
+fn report(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) {
+    let msg = format!("{what}: {e}");
+    unsafe { libc::write(status.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Reports why the request failed and exits.
+fn fail(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) -> ! {
+    report(status, what, e);
+    unsafe { libc::_exit(127) }
+}
+
+/// Closes every descriptor from `first` on.
+fn close_from(first: u32) {
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r != 0 {
+        for fd in first..4096 {
+            unsafe { libc::close(fd as c_int) };
+        }
+    }
+}
+
+fn peer_uid(conn: &OwnedFd) -> Option<u32> {
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
+}
