@@ -60,8 +60,6 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
     std::ptr::null_mut()
 }
 
-/// Accepts connections from Kiln and serves one request on each. Returns the program's
-/// arguments, in a program's process only.
 /// What every fork of the server shares.
 struct Server {
     python: Python,
@@ -73,6 +71,8 @@ struct Server {
     filters: [Result<SyscallFilter, String>; 2],
 }
 
+/// Accepts connections from Kiln and serves one request on each. Returns the program's
+/// arguments, in a program's process only.
 unsafe fn serve(server: &Server) -> Vec<String> {
     let euid = libc::geteuid();
     let parent = libc::getppid();
