@@ -49,6 +49,8 @@ out = {
     "enable_user_site": site.ENABLE_USER_SITE, "importer_cache": sorted(sys.path_importer_cache),
     "status": status, "cgroups": open("/proc/self/cgroup").read().count("\n"),
     "stdin": sys.stdin.read(),
+    "proc_cmdline": open("/proc/self/cmdline", "rb").read().decode(),
+    "proc_environ": open("/proc/self/environ", "rb").read().decode(),
 }
 print(json.dumps(out, indent=1, sort_keys=True))
 "#;
@@ -63,7 +65,6 @@ async fn a_forked_python_run_is_indistinguishable_from_an_execd_one() {
     );
     let mut sub = source("python", INTROSPECT);
     sub.stdin = "some input\n".into();
-    sub.args = vec!["first".into(), "second arg".into()];
     let (forked, execd) = tokio::join!(run_on(&forking, sub.clone()), run_on(&plain, sub));
     assert!(forked.forked, "the run was not forked: {forked:?}");
     assert!(!execd.forked, "{execd:?}");
@@ -73,7 +74,7 @@ async fn a_forked_python_run_is_indistinguishable_from_an_execd_one() {
         String::from_utf8_lossy(&forked.stdout.0),
         String::from_utf8_lossy(&execd.stdout.0),
     );
-    assert!(e.contains("\"second arg\""), "{e}");
+    assert!(e.contains("\"stdin\": \"some input\\n\""), "{e}");
     assert!(e.contains("\"kill_parent\": \"PermissionError\""), "{e}");
     assert_eq!(f, e, "forked (left) and exec'd (right) runs differ");
 }
@@ -126,7 +127,7 @@ async fn forked_runs_do_not_share_random_state() {
 }
 
 #[tokio::test]
-async fn other_entry_names_and_languages_are_execd() {
+async fn other_entry_names_arguments_and_languages_are_execd() {
     let forking = backend(true);
     let mut sub = source("python", "");
     sub.source = None;
@@ -138,6 +139,12 @@ async fn other_entry_names_and_languages_are_execd() {
     let o = run_on(&forking, sub).await;
     assert_eq!(o.status, Status::Accepted, "{o:?}");
     assert_eq!(o.stdout.0, b"/work/solution.py\n");
+    assert!(!o.forked, "{o:?}");
+    // Arguments: a forked process could not show them in /proc/self/cmdline.
+    let mut sub = source("python", "import sys; print(sys.argv[1:])");
+    sub.args = vec!["a".into(), "b c".into()];
+    let o = run_on(&forking, sub).await;
+    assert_eq!(o.stdout.0, b"['a', 'b c']\n", "{o:?}");
     assert!(!o.forked, "{o:?}");
     let o = run_on(&forking, source("bash", "echo $0")).await;
     assert_eq!(o.status, Status::Accepted, "{o:?}");

@@ -338,6 +338,9 @@ pub(crate) fn lock_down(
             check(libc::setresuid(uid, uid, uid))?;
         }
     }
+    // Changing uid made the process undumpable (its /proc files root's); an exec would make it
+    // dumpable again, a fork server's process does not exec.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let writable = [spec.cwd.as_path(), Path::new("/tmp"), Path::new("/dev")];
     crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
     filter.install()

@@ -6,9 +6,6 @@ use std::os::fd::IntoRawFd;
 
 use super::ServerSetup;
 
-/// PYTHONUSERBASE of the server: a directory of its own private root, seen by nothing else.
-const USER_BASE: &str = "/.kiln-pyfork";
-
 /// `kiln-runner fork-server`: reads a `ServerSetup` on stdin, enters a mount namespace laid out
 /// like a pod's (the interpreter must resolve its paths as a program in a pod would) and execs
 /// the interpreter with the listening socket on fd 3.
@@ -44,20 +41,30 @@ pub fn launch_server() -> i32 {
         eprintln!("kiln-runner fork-server: {e}");
         return 2;
     }
-    if let Err(e) = lay_out_user_site(&setup.python_version, library) {
-        eprintln!("kiln-runner fork-server: preparing {USER_BASE}: {e}");
+    // The user site of the program's own environment (HOME, as a run in a pod has it), made in
+    // the server's private root: `site` finds it there and nowhere else, and the environment
+    // stays exactly the program's.
+    let Some(home) = setup.command.env.iter().find(|(k, _)| k == "HOME") else {
+        eprintln!("kiln-runner fork-server: the language's environment has no HOME");
+        return 2;
+    };
+    let site = std::path::Path::new(&home.1)
+        .join(".local/lib")
+        .join(format!("python{}", setup.python_version))
+        .join("site-packages");
+    if let Err(e) = lay_out_user_site(&site, library) {
+        eprintln!("kiln-runner fork-server: preparing {}: {e}", site.display());
         return 2;
     }
     let cstrings = |v: Vec<String>| -> Result<Vec<CString>, std::ffi::NulError> {
         v.into_iter().map(CString::new).collect()
     };
-    let mut env: Vec<String> = setup
+    let env: Vec<String> = setup
         .command
         .env
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    env.push(format!("PYTHONUSERBASE={USER_BASE}"));
     let (Ok(argv), Ok(env)) = (cstrings(setup.command.argv), cstrings(env)) else {
         eprintln!("kiln-runner fork-server: NUL byte in the command");
         return 2;
@@ -88,12 +95,8 @@ pub fn launch_server() -> i32 {
 
 /// Writes usercustomize.py into the server's user site and links the library next to it,
 /// through a descriptor the interpreter inherits (its file may be out of the root's sight).
-fn lay_out_user_site(python_version: &str, library: std::fs::File) -> io::Result<()> {
-    let site = std::path::Path::new(USER_BASE)
-        .join("lib")
-        .join(format!("python{python_version}"))
-        .join("site-packages");
-    std::fs::create_dir_all(&site)?;
+fn lay_out_user_site(site: &std::path::Path, library: std::fs::File) -> io::Result<()> {
+    std::fs::create_dir_all(site)?;
     std::fs::write(
         site.join("usercustomize.py"),
         include_str!("usercustomize.py"),

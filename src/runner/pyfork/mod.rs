@@ -40,8 +40,9 @@ pub const POD_CONNECTION_FD: RawFd = 3;
 pub const READY_LINE: &str = "kiln fork server ready";
 
 /// The command a fork server runs, as the pod's runner needs to know it: a job is served by the
-/// fork server when its run command starts with `argv` (the rest are the program's arguments),
-/// it has no compile step, and its environment is `env`.
+/// fork server when its run command is exactly `argv` (so no arguments for the program: the
+/// process's /proc/self/cmdline could not show them), it has no compile step, and its
+/// environment is `env`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForkedCommand {
     pub argv: Vec<String>,
@@ -50,7 +51,7 @@ pub struct ForkedCommand {
 
 impl ForkedCommand {
     pub fn serves(&self, argv: &[String], env: &[(String, String)], compiles: bool) -> bool {
-        !compiles && argv.starts_with(&self.argv) && env == self.env.as_slice()
+        !compiles && argv == self.argv.as_slice() && env == self.env.as_slice()
     }
 }
 

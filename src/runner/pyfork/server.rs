@@ -51,12 +51,11 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
     };
     let ready = format!("{READY_LINE}\n");
     libc::write(1, ready.as_ptr().cast(), ready.len());
-    let args = serve(&server);
+    serve(&server);
     // In the program's process now, where every descriptor is already closed.
     let Server { python, pid_ns, .. } = server;
     std::mem::forget(pid_ns);
-    python.append_args(&args);
-    (python.set_string)(*python.import_error, PROGRAM_MARK.as_ptr());
+    python.raise_import_error(PROGRAM_MARK);
     std::ptr::null_mut()
 }
 
@@ -65,15 +64,15 @@ struct Server {
     python: Python,
     /// The server's own pid namespace, to return to after forking into a pod's.
     pid_ns: OwnedFd,
-    /// The server's own command line, which the program's command must start with.
+    /// The server's own command line, which must be the program's.
     argv: Vec<String>,
     /// seccomp filters without and with network access.
     filters: [Result<SyscallFilter, String>; 2],
 }
 
-/// Accepts connections from Kiln and serves one request on each. Returns the program's
-/// arguments, in a program's process only.
-unsafe fn serve(server: &Server) -> Vec<String> {
+/// Accepts connections from Kiln and serves one request on each. Returns in a program's
+/// process only.
+unsafe fn serve(server: &Server) {
     let euid = libc::geteuid();
     let parent = libc::getppid();
     let mut pending: Vec<OwnedFd> = Vec::new();
@@ -132,29 +131,29 @@ unsafe fn serve(server: &Server) -> Vec<String> {
             let Ok(Some((header, fds))) = recv_with_fds(conn.as_raw_fd()) else {
                 continue;
             };
-            if let Some(args) = fork_for(server, &pending, conn, &header, fds) {
+            if fork_for(server, &pending, conn, &header, fds) {
                 // The program's process has closed every descriptor already.
                 std::mem::forget(pending);
                 served.for_each(std::mem::forget);
-                return args;
+                return;
             }
         }
     }
 }
 
-/// Forks a process into the pod for one request. Returns the program's arguments in the
-/// program's process; `None` in the server.
+/// Forks a process into the pod for one request. True in the program's process, false in the
+/// server.
 unsafe fn fork_for(
     server: &Server,
     pending: &[OwnedFd],
     conn: OwnedFd,
     header: &[u8],
     fds: Vec<OwnedFd>,
-) -> Option<Vec<String>> {
-    let [n_ns, n_cg] = header else { return None };
+) -> bool {
+    let [n_ns, n_cg] = header else { return false };
     let (n_ns, n_cg) = (*n_ns as usize, *n_cg as usize);
     if fds.len() != n_ns + n_cg + PIPES {
-        return None;
+        return false;
     }
     let mut fds = fds.into_iter();
     let namespaces: Vec<OwnedFd> = fds.by_ref().take(n_ns).collect();
@@ -163,14 +162,16 @@ unsafe fn fork_for(
         fds.collect::<Vec<_>>().try_into().expect("counted above");
     // The pod's pid namespace comes last. Entering it affects only the children the server forks
     // from now on, and the server goes back to its own at once: the child is born in the pod.
-    let (pid_ns, others) = namespaces.split_last()?;
+    let Some((pid_ns, others)) = namespaces.split_last() else {
+        return false;
+    };
     if libc::setns(pid_ns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
         report(
             &status,
             "entering the pod's pid namespace",
             &io::Error::last_os_error(),
         );
-        return None;
+        return false;
     }
     let python = &server.python;
     (python.before_fork)();
@@ -186,7 +187,7 @@ unsafe fn fork_for(
         if pid > 0 {
             let _ = crate::runner::execute::wait4(pid);
         }
-        return None; // the server: drops its copies of the request's descriptors
+        return false; // the server: drops its copies of the request's descriptors
     }
     // The first process in the pod: nothing of the server's is needed here. It joins the pod's
     // other namespaces and forks the program's process, then exits: orphaned in the pod's pid
@@ -220,13 +221,8 @@ unsafe fn fork_for(
         libc::usleep(50);
     }
     (python.after_fork_child)();
-    Some(program(
-        server,
-        procs,
-        control,
-        status,
-        [stdin, stdout, stderr],
-    ))
+    program(server, procs, control, status, [stdin, stdout, stderr]);
+    true
 }
 
 /// The program's process, in the pod's namespaces: the zygote's life (zygote.rs), ending in the
@@ -237,7 +233,7 @@ unsafe fn program(
     control: OwnedFd,
     status: OwnedFd,
     stdio: [OwnedFd; 3],
-) -> Vec<String> {
+) {
     libc::setpgid(0, 0);
     for fd in &procs {
         if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
@@ -260,7 +256,7 @@ unsafe fn program(
     };
     drop(control);
     let own_argv = &server.argv;
-    if !spec.argv.starts_with(own_argv) {
+    if &spec.argv != own_argv {
         fail(
             &status,
             "checking the command",
@@ -282,7 +278,6 @@ unsafe fn program(
     }
     let _ = status.into_raw_fd();
     close_from(3);
-    spec.argv[own_argv.len()..].to_vec()
 }
 
 /// Reports why the request failed on the status pipe (the runner reads it).

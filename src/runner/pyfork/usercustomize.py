@@ -1,6 +1,7 @@
 # Kiln's Python fork server. Only the server's interpreter sees this file: Kiln starts
-# `python3 -B main.py` with PYTHONUSERBASE pointing here, so `site` imports it at the very end of
-# the interpreter's start-up, just before the script would run. The import of _kiln_pyfork
+# `python3 -B main.py` with this file in the user site directory of the server's private root
+# (~/.local/lib/pythonX.Y/site-packages, which no pod has), so `site` imports it at the very end
+# of the interpreter's start-up, just before the script would run. The import of _kiln_pyfork
 # (Kiln's own library) then serves forks and never returns in the server; it returns, by raising,
 # in each program's process, which has by then entered its pod and locked itself down. What
 # follows removes every trace of the server, and the interpreter goes on to run the program's
@@ -10,7 +11,6 @@ import sys
 _had_gc = "gc" in sys.modules
 import gc
 import os
-import site
 
 _here = os.path.dirname(os.path.abspath(__file__))
 # Start-up objects leave the collector's generations for good: collections in a program's
@@ -30,10 +30,6 @@ _main = type(sys)("__main__")
 _main.__dict__.update(sys.modules["__main__"].__dict__)
 sys.modules["__main__"] = _main
 del _main
-os.environ.pop("PYTHONUSERBASE", None)
-site.USER_BASE = None
-site.USER_SITE = None
-site.getusersitepackages()
 while _here in sys.path:
     sys.path.remove(_here)
 sys.path_importer_cache.pop(_here, None)
