@@ -77,7 +77,7 @@ pub struct LocalBackend {
     shared_netns: Option<Arc<std::fs::File>>,
     /// Warm caches laid into pods made from now on: (host directory, path inside the pod).
     overlays: std::sync::RwLock<Vec<(PathBuf, PathBuf)>>,
-    /// The Python fork server, or why there is none.
+    /// The Python fork server, or why there is none (empty when none was asked for).
     fork_server: Result<ForkServer, String>,
     /// Which of the last 32 jobs the fork server could have served, one bit each (all set at
     /// start). Pods ask the server for a process only while some recent job could use it: a
@@ -191,7 +191,7 @@ impl LocalBackend {
         ForkServer::start(spec, &self.settings.runner, &library, self.setup_for(None))
     }
 
-    /// Whether pods get a process forked from the Python fork server.
+    /// The fork server's pid while it runs (pods then get a process forked from it).
     pub fn fork_server_pid(&self) -> Option<u32> {
         self.fork_server.as_ref().ok().and_then(|s| s.pid())
     }
