@@ -232,11 +232,7 @@ impl Actor for Dispatcher {
 
 impl actix::Supervised for Dispatcher {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared
-            .metrics
-            .actor_restarts
-            .with_label_values(&["dispatcher"])
-            .inc();
+        self.shared.count_restart("dispatcher");
     }
 }
 

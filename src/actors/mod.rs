@@ -45,6 +45,16 @@ pub struct Shared {
     pub standby: AtomicUsize,
 }
 
+impl Shared {
+    /// Counts a supervisor's restart of `actor` (`kiln_actor_restarts_total`).
+    pub fn count_restart(&self, actor: &str) {
+        self.metrics
+            .actor_restarts
+            .with_label_values(&[actor])
+            .inc();
+    }
+}
+
 /// The addresses of the scheduler's actors, handed to each once all are started.
 #[derive(Clone)]
 pub struct Peers {

@@ -106,11 +106,7 @@ impl Actor for PodRunner {
 
 impl actix::Supervised for PodRunner {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared
-            .metrics
-            .actor_restarts
-            .with_label_values(&["pod_runner"])
-            .inc();
+        self.shared.count_restart("pod_runner");
         self.generation += 1;
         self.current = None;
         self.release_pod();

@@ -41,11 +41,7 @@ impl Actor for PoolKeeper {
 
 impl actix::Supervised for PoolKeeper {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared
-            .metrics
-            .actor_restarts
-            .with_label_values(&["pool_keeper"])
-            .inc();
+        self.shared.count_restart("pool_keeper");
     }
 }
 

@@ -82,11 +82,7 @@ impl Actor for QueueConsumer {
 
 impl actix::Supervised for QueueConsumer {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared
-            .metrics
-            .actor_restarts
-            .with_label_values(&["queue_consumer"])
-            .inc();
+        self.shared.count_restart("queue_consumer");
         self.fetching = false;
     }
 }

@@ -59,11 +59,7 @@ impl Actor for ResultPublisher {
 
 impl actix::Supervised for ResultPublisher {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared
-            .metrics
-            .actor_restarts
-            .with_label_values(&["result_publisher"])
-            .inc();
+        self.shared.count_restart("result_publisher");
         self.flushing = false;
     }
 }

@@ -69,11 +69,7 @@ impl Actor for TimeoutWatchdog {
 
 impl actix::Supervised for TimeoutWatchdog {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared
-            .metrics
-            .actor_restarts
-            .with_label_values(&["timeout_watchdog"])
-            .inc();
+        self.shared.count_restart("timeout_watchdog");
     }
 }
 
