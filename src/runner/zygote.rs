@@ -40,37 +40,68 @@ pub(crate) struct ExecSpec {
     pub no_stdin: bool,
 }
 
+/// A program's process's ends of its pipes to the runner.
+pub(crate) struct ChildEnds {
+    /// The command arrives here.
+    pub control: OwnedFd,
+    /// Ready, and what went wrong before the program started; closes when it has.
+    pub status: OwnedFd,
+    pub stdio: [OwnedFd; 3],
+}
+
+impl ChildEnds {
+    /// In the order a fork server receives them.
+    pub fn raw(&self) -> [i32; 5] {
+        let [stdin, stdout, stderr] = &self.stdio;
+        [&self.control, &self.status, stdin, stdout, stderr].map(|f| f.as_raw_fd())
+    }
+
+    pub fn from_array([control, status, stdin, stdout, stderr]: [OwnedFd; 5]) -> ChildEnds {
+        ChildEnds {
+            control,
+            status,
+            stdio: [stdin, stdout, stderr],
+        }
+    }
+}
+
 impl Zygote {
-    /// Forks the zygote. The runner is single-threaded, so the child may allocate.
-    pub fn fork(isolation: &Isolation) -> io::Result<Zygote> {
+    /// A zygote not yet there: the runner's ends of its pipes, and the process's ends apart.
+    fn with_pipes(remote: bool) -> io::Result<(Zygote, ChildEnds)> {
         let (control_r, control_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
+        let zygote = Zygote {
+            pid: 0,
+            control: Some(control_w),
+            status: status_r,
+            stdio: Some([stdin_w, stdout_r, stderr_r]),
+            ready: false,
+            remote,
+        };
+        let child = ChildEnds {
+            control: control_r,
+            status: status_w,
+            stdio: [stdin_r, stdout_w, stderr_w],
+        };
+        Ok((zygote, child))
+    }
+
+    /// Forks the zygote. The runner is single-threaded, so the child may allocate.
+    pub fn fork(isolation: &Isolation) -> io::Result<Zygote> {
+        let (mut zygote, child) = Zygote::with_pipes(false)?;
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
         if pid == 0 {
-            drop((control_w, status_r, stdin_w, stdout_r, stderr_r));
-            zygote_main(
-                isolation.cgroup.as_deref(),
-                control_r,
-                status_w,
-                stdin_r,
-                stdout_w,
-                stderr_w,
-            );
+            drop(zygote); // the runner's ends (pid 0: nothing is killed)
+            zygote_main(isolation.cgroup.as_deref(), child);
         }
-        Ok(Zygote {
-            pid,
-            control: Some(control_w),
-            status: status_r,
-            stdio: Some([stdin_w, stdout_r, stderr_r]),
-            ready: false,
-            remote: false,
-        })
+        zygote.pid = pid;
+        Ok(zygote)
     }
 
     /// Asks a fork server, over `server` (a connection Kiln opened for this pod), for a process
@@ -78,32 +109,18 @@ impl Zygote {
     /// and forks the zygote into its pid namespace, where the runner adopts it; the zygote moves
     /// itself into the cgroup and says ready with its pid.
     pub fn from_fork_server(server: &OwnedFd, isolation: &Isolation) -> io::Result<Zygote> {
-        let (control_r, control_w) = pipe()?;
-        let (status_r, status_w) = pipe()?;
-        let (stdin_r, stdin_w) = pipe()?;
-        let (stdout_r, stdout_w) = pipe()?;
-        let (stderr_r, stderr_w) = pipe()?;
+        let (zygote, child) = Zygote::with_pipes(true)?;
         let namespaces = ["mnt", "uts", "ipc", "net", "pid"]
             .iter()
             .map(|ns| std::fs::File::open(format!("/proc/self/ns/{ns}")).map(OwnedFd::from))
             .collect::<io::Result<Vec<_>>>()?;
-        let procs = match &isolation.cgroup {
-            Some(cg) => cg.procs_handles()?,
-            None => Vec::new(),
-        };
+        let procs = isolation.cgroup.as_ref().map(|c| c.procs()).unwrap_or(&[]);
         let mut fds: Vec<i32> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
         fds.extend(procs.iter().map(|f| f.as_raw_fd()));
-        fds.extend([&control_r, &status_w, &stdin_r, &stdout_w, &stderr_w].map(|f| f.as_raw_fd()));
+        fds.extend(child.raw());
         let header = [namespaces.len() as u8, procs.len() as u8];
         crate::sandbox::fdpass::send_with_fds(server.as_raw_fd(), &header, &fds)?;
-        Ok(Zygote {
-            pid: 0,
-            control: Some(control_w),
-            status: status_r,
-            stdio: Some([stdin_w, stdout_r, stderr_r]),
-            ready: false,
-            remote: true,
-        })
+        Ok(zygote)
     }
 
     /// Blocks until the zygote sits in its cgroup, ready to exec.
@@ -192,47 +209,23 @@ fn read_all(fd: &OwnedFd) -> Vec<u8> {
     }
 }
 
-/// The zygote's life: join the cgroup, say ready, wait for the command, lock itself down, exec.
-fn zygote_main(
-    cgroup: Option<&Cgroup>,
-    control: OwnedFd,
-    status: OwnedFd,
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) -> ! {
-    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
-        let msg = format!("{what}: {e}");
-        unsafe {
-            libc::write(status.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-            libc::_exit(127)
-        }
-    };
-    unsafe { libc::setpgid(0, 0) };
-    if let Some(cg) = cgroup {
-        if let Err(e) = cg.enter_self() {
-            fail("joining the pod's cgroup", &e);
-        }
-    }
+/// The zygote's life: wait for the command, lock itself down, exec.
+fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds) -> ! {
     // Built now, while the pod waits, for the usual case of a job without network.
     let offline_filter = SyscallFilter::new(false).ok();
-    unsafe { libc::write(status.as_raw_fd(), b"R".as_ptr().cast(), 1) };
-    let mut control = std::fs::File::from(control);
-    let spec: ExecSpec = match crate::runner::protocol::read_frame(&mut control) {
-        Ok(Some(s)) => s,
-        Ok(None) => unsafe { libc::_exit(0) },
-        Err(e) => fail("reading the command", &e),
-    };
+    let procs = cgroup.map(|c| c.procs()).unwrap_or(&[]);
+    let spec = await_command(procs, &child.status, child.control, false);
     let filter = match (spec.network, offline_filter) {
         (false, Some(f)) => Ok(f),
         _ => SyscallFilter::new(spec.network),
     };
     let filter = match filter {
         Ok(f) => f,
-        Err(e) => fail("building the seccomp filter", &e),
+        Err(e) => fail(&child.status, "building the seccomp filter", &e),
     };
-    if let Err(e) = become_program(&spec, &filter, &stdin, &stdout, &stderr) {
+    if let Err(e) = become_program(&spec, &filter, &child.stdio) {
         fail(
+            &child.status,
             &format!(
                 "starting {}",
                 spec.argv.first().map(String::as_str).unwrap_or("")
@@ -243,13 +236,46 @@ fn zygote_main(
     unreachable!("become_program returns only on error")
 }
 
-fn become_program(
-    spec: &ExecSpec,
-    filter: &SyscallFilter,
-    stdin: &OwnedFd,
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
-) -> io::Result<()> {
+/// The first part of a program's process's life, the runner's zygote's and a fork server's
+/// alike: a process group of its own, the pod's cgroup, "ready" (with its pid when the runner
+/// cannot know it: `say_pid`), then the command. Exits when the runner drops it unused.
+pub(crate) fn await_command(
+    procs: &[OwnedFd],
+    status: &OwnedFd,
+    control: OwnedFd,
+    say_pid: bool,
+) -> ExecSpec {
+    unsafe { libc::setpgid(0, 0) };
+    if let Err(e) = crate::sandbox::cgroup::enter(procs) {
+        fail(status, "joining the pod's cgroup", &e);
+    }
+    let mut hello = vec![b'R'];
+    if say_pid {
+        hello.extend_from_slice(&unsafe { libc::getpid() }.to_le_bytes());
+    }
+    unsafe { libc::write(status.as_raw_fd(), hello.as_ptr().cast(), hello.len()) };
+    let mut control = std::fs::File::from(control);
+    match crate::runner::protocol::read_frame(&mut control) {
+        Ok(Some(spec)) => spec,
+        Ok(None) => unsafe { libc::_exit(0) },
+        Err(e) => fail(status, "reading the command", &e),
+    }
+}
+
+/// Reports on the status pipe (the runner reads it) why the program's process could not be
+/// prepared.
+pub(crate) fn report(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) {
+    let msg = format!("{what}: {e}");
+    unsafe { libc::write(status.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Reports, then exits.
+pub(crate) fn fail(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) -> ! {
+    report(status, what, e);
+    unsafe { libc::_exit(127) }
+}
+
+fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdio: &[OwnedFd; 3]) -> io::Result<()> {
     let argv: Vec<CString> = spec
         .argv
         .iter()
@@ -268,9 +294,9 @@ fn become_program(
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    lock_down(spec, filter, [stdin, stdout, stderr])?;
+    lock_down(spec, filter, stdio)?;
     // Only stdio goes through the exec (the status pipe closes with it, telling the runner).
-    mark_close_on_exec_from(3);
+    crate::sandbox::close_from(3, true);
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
@@ -285,7 +311,7 @@ fn become_program(
 pub(crate) fn lock_down(
     spec: &ExecSpec,
     filter: &SyscallFilter,
-    [stdin, stdout, stderr]: [&OwnedFd; 3],
+    [stdin, stdout, stderr]: &[OwnedFd; 3],
 ) -> io::Result<()> {
     let check = |r: i32| {
         if r < 0 {
@@ -344,16 +370,6 @@ pub(crate) fn lock_down(
     let writable = [spec.cwd.as_path(), Path::new("/tmp"), Path::new("/dev")];
     crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
     filter.install()
-}
-
-fn mark_close_on_exec_from(first: u32) {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    if r != 0 {
-        for fd in first..4096 {
-            unsafe { libc::fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
 }
 
 /// A command with a slash runs as given; a bare name is looked up on the job's PATH.

@@ -280,6 +280,16 @@ pub struct Cgroup {
     peak: Option<OwnedFd>,
 }
 
+/// Moves the calling process into the group whose `cgroup.procs` handles these are.
+pub fn enter(procs: &[OwnedFd]) -> io::Result<()> {
+    for fd in procs {
+        if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 impl Cgroup {
     pub fn open(paths: &CgroupPaths) -> io::Result<Cgroup> {
         let mut dirs = Vec::new();
@@ -349,19 +359,10 @@ impl Cgroup {
     }
 
     /// Moves the calling process into this cgroup. Called between fork and exec: no allocation.
-    /// Copies of the `cgroup.procs` handles, for a process that is not the runner's child to
-    /// move itself in with (a fork server's process).
-    pub fn procs_handles(&self) -> io::Result<Vec<OwnedFd>> {
-        self.procs.iter().map(|fd| fd.try_clone()).collect()
-    }
-
-    pub fn enter_self(&self) -> io::Result<()> {
-        for fd in &self.procs {
-            if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
+    /// The `cgroup.procs` handles, for `enter` (or to hand to a process that is not the
+    /// runner's child: a fork server's).
+    pub fn procs(&self) -> &[OwnedFd] {
+        &self.procs
     }
 
     /// Peak memory of the group since the last `apply`, in bytes.

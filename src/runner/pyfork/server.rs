@@ -1,12 +1,12 @@
 //! The server's loop and the processes it forks, inside the interpreter's process.
 
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_void, CStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use super::python::Python;
 use super::{LISTEN_FD, READY_LINE};
-use crate::runner::zygote::{lock_down, ExecSpec};
+use crate::runner::zygote::{await_command, fail, lock_down, report, ChildEnds};
 use crate::sandbox::fdpass::recv_with_fds;
 use crate::sandbox::seccomp::SyscallFilter;
 
@@ -158,8 +158,8 @@ unsafe fn fork_for(
     let mut fds = fds.into_iter();
     let namespaces: Vec<OwnedFd> = fds.by_ref().take(n_ns).collect();
     let procs: Vec<OwnedFd> = fds.by_ref().take(n_cg).collect();
-    let [control, status, stdin, stdout, stderr]: [OwnedFd; PIPES] =
-        fds.collect::<Vec<_>>().try_into().expect("counted above");
+    let child = ChildEnds::from_array(fds.collect::<Vec<_>>().try_into().expect("counted above"));
+    let status = &child.status;
     // The pod's pid namespace comes last. Entering it affects only the children the server forks
     // from now on, and the server goes back to its own at once: the child is born in the pod.
     let Some((pid_ns, others)) = namespaces.split_last() else {
@@ -167,7 +167,7 @@ unsafe fn fork_for(
     };
     if libc::setns(pid_ns.as_raw_fd(), libc::CLONE_NEWPID) != 0 {
         report(
-            &status,
+            status,
             "entering the pod's pid namespace",
             &io::Error::last_os_error(),
         );
@@ -201,7 +201,7 @@ unsafe fn fork_for(
     for ns in others {
         if libc::setns(ns.as_raw_fd(), 0) != 0 {
             fail(
-                &status,
+                status,
                 "entering the pod's namespaces",
                 &io::Error::last_os_error(),
             );
@@ -209,7 +209,7 @@ unsafe fn fork_for(
     }
     drop(namespaces);
     match libc::fork() {
-        -1 => fail(&status, "forking into the pod", &io::Error::last_os_error()),
+        -1 => fail(status, "forking into the pod", &io::Error::last_os_error()),
         0 => {}
         _ => libc::_exit(0),
     }
@@ -221,40 +221,20 @@ unsafe fn fork_for(
         libc::usleep(50);
     }
     (python.after_fork_child)();
-    program(server, procs, control, status, [stdin, stdout, stderr]);
+    program(server, procs, child);
     true
 }
 
 /// The program's process, in the pod's namespaces: the zygote's life (zygote.rs), ending in the
 /// interpreter instead of an exec.
-unsafe fn program(
-    server: &Server,
-    procs: Vec<OwnedFd>,
-    control: OwnedFd,
-    status: OwnedFd,
-    stdio: [OwnedFd; 3],
-) {
-    libc::setpgid(0, 0);
-    for fd in &procs {
-        if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-            fail(
-                &status,
-                "joining the pod's cgroup",
-                &io::Error::last_os_error(),
-            );
-        }
-    }
+unsafe fn program(server: &Server, procs: Vec<OwnedFd>, child: ChildEnds) {
+    let ChildEnds {
+        control,
+        status,
+        stdio,
+    } = child;
+    let spec = await_command(&procs, &status, control, true);
     drop(procs);
-    let mut hello = vec![b'R'];
-    hello.extend_from_slice(&libc::getpid().to_le_bytes());
-    libc::write(status.as_raw_fd(), hello.as_ptr().cast(), hello.len());
-    let mut control = std::fs::File::from(control);
-    let spec: ExecSpec = match crate::runner::protocol::read_frame(&mut control) {
-        Ok(Some(s)) => s,
-        Ok(None) => libc::_exit(0),
-        Err(e) => fail(&status, "reading the command", &e),
-    };
-    drop(control);
     let own_argv = &server.argv;
     if &spec.argv != own_argv {
         fail(
@@ -267,8 +247,7 @@ unsafe fn program(
         Ok(f) => f,
         Err(e) => fail(&status, "building the seccomp filter", e),
     };
-    let [stdin, stdout, stderr] = &stdio;
-    if let Err(e) = lock_down(&spec, filter, [stdin, stdout, stderr]) {
+    if let Err(e) = lock_down(&spec, filter, &stdio) {
         fail(&status, "locking down the program's process", &e);
     }
     // Nothing but stdio may reach the program. Closing the status pipe tells the runner the
@@ -277,29 +256,7 @@ unsafe fn program(
         let _ = fd.into_raw_fd();
     }
     let _ = status.into_raw_fd();
-    close_from(3);
-}
-
-/// Reports why the request failed on the status pipe (the runner reads it).
-fn report(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) {
-    let msg = format!("{what}: {e}");
-    unsafe { libc::write(status.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
-}
-
-/// Reports why the request failed and exits.
-fn fail(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) -> ! {
-    report(status, what, e);
-    unsafe { libc::_exit(127) }
-}
-
-/// Closes every descriptor from `first` on.
-fn close_from(first: u32) {
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
-    if r != 0 {
-        for fd in first..4096 {
-            unsafe { libc::close(fd as c_int) };
-        }
-    }
+    crate::sandbox::close_from(3, false);
 }
 
 fn peer_uid(conn: &OwnedFd) -> Option<u32> {
