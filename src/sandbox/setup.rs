@@ -116,16 +116,7 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
                 ),
             )?;
         } else if inside.exists() {
-            step(
-                what,
-                mount(
-                    Some(blank.as_path()),
-                    &inside,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                ),
-            )?;
+            bind(what, &blank, &inside, MsFlags::empty())?;
         }
     }
 
@@ -223,16 +214,7 @@ fn bind_read_only(root: &Path, host: &Path) -> Result<(), SetupError> {
         )?;
     }
     let what = format!("bind {} read-only", host.display());
-    step(
-        what.clone(),
-        mount(
-            Some(host),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        ),
-    )?;
+    bind(what.clone(), host, &target, MsFlags::MS_REC)?;
     step(
         what,
         mount(
@@ -297,6 +279,20 @@ fn overlay(
     )
 }
 
+/// Bind-mounts `source` on `target` (plus `flags`), as step `what`.
+fn bind(what: String, source: &Path, target: &Path, flags: MsFlags) -> Result<(), SetupError> {
+    step(
+        what,
+        mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | flags,
+            None::<&str>,
+        ),
+    )
+}
+
 fn make_dev(root: &Path) -> Result<(), SetupError> {
     let dev = root.join("dev");
     step("create /dev", fs::create_dir_all(&dev))?;
@@ -304,15 +300,11 @@ fn make_dev(root: &Path) -> Result<(), SetupError> {
         let target = dev.join(name);
         step(format!("create /dev/{name}"), fs::write(&target, b""))?;
         let host = format!("/dev/{name}");
-        step(
+        bind(
             format!("bind /dev/{name}"),
-            mount(
-                Some(host.as_str()),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            ),
+            Path::new(&host),
+            &target,
+            MsFlags::empty(),
         )?;
     }
     for (name, to) in [
