@@ -77,8 +77,8 @@ pub struct LocalBackend {
     shared_netns: Option<Arc<std::fs::File>>,
     /// Warm caches laid into pods made from now on: (host directory, path inside the pod).
     overlays: std::sync::RwLock<Vec<(PathBuf, PathBuf)>>,
-    /// The Python fork server, or why there is none (empty when none was asked for).
-    fork_server: Result<ForkServer, String>,
+    /// The Python fork server, or why there is none; `None` when none was asked for.
+    fork_server: Option<Result<ForkServer, String>>,
     /// Which of the last 32 jobs the fork server could have served, one bit each (all set at
     /// start). Pods ask the server for a process only while some recent job could use it: a
     /// workload without Python does not pay for forks it never uses.
@@ -155,19 +155,20 @@ impl LocalBackend {
             live: LivePods::default(),
             shared_netns,
             overlays: Default::default(),
-            fork_server: Err(String::new()),
+            fork_server: None,
             forkable_history: Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX)),
         };
-        backend.fork_server = backend.start_fork_server();
+        backend.fork_server = backend
+            .settings
+            .fork_server
+            .clone()
+            .map(|spec| backend.start_fork_server(spec));
         Ok(backend)
     }
 
     /// The fork server needs root (it enters pods' namespaces) and Kiln's library next to the
     /// runner (`libkiln.so`, built with it).
-    fn start_fork_server(&self) -> Result<ForkServer, String> {
-        let Some(spec) = self.settings.fork_server.clone() else {
-            return Err(String::new());
-        };
+    fn start_fork_server(&self, spec: ForkServerSpec) -> Result<ForkServer, String> {
         if self.rootless {
             return Err("needs root".into());
         }
@@ -193,7 +194,11 @@ impl LocalBackend {
 
     /// The fork server's pid while it runs (pods then get a process forked from it).
     pub fn fork_server_pid(&self) -> Option<u32> {
-        self.fork_server.as_ref().ok().and_then(|s| s.pid())
+        self.running_fork_server().and_then(|s| s.pid())
+    }
+
+    fn running_fork_server(&self) -> Option<&ForkServer> {
+        self.fork_server.as_ref().and_then(|r| r.as_ref().ok())
     }
 
     pub fn cgroups(&self) -> &CgroupLayout {
@@ -248,21 +253,17 @@ impl PodBackend for LocalBackend {
         } else if self.shared_netns.is_some() {
             lines.push("network: one shared namespace with no interface up; pods kept apart by seccomp and landlock scoping".into());
         }
-        match &self.fork_server {
-            Ok(server) => lines.push(format!(
+        match (&self.fork_server, &self.settings.fork_server) {
+            (Some(Ok(server)), _) => lines.push(format!(
                 "{}: runs fork from a resident interpreter (fork server pid {})",
                 server.spec.language,
                 server.pid().unwrap_or(0)
             )),
-            Err(why) if !why.is_empty() => lines.push(format!(
+            (Some(Err(why)), Some(spec)) => lines.push(format!(
                 "{}: no fork server ({why}); each run starts the interpreter",
-                self.settings
-                    .fork_server
-                    .as_ref()
-                    .map(|s| s.language.as_str())
-                    .unwrap_or("")
+                spec.language
             )),
-            Err(_) => {}
+            _ => {}
         }
         if self.rootless {
             lines.push("running unprivileged: programs run as the mapped user of a user namespace, not as a separate uid".into());
@@ -277,7 +278,7 @@ impl PodBackend for LocalBackend {
     }
 
     fn shutdown(&self) {
-        if let Ok(server) = &self.fork_server {
+        if let Some(server) = self.running_fork_server() {
             server.stop();
         }
         let pods: Vec<(i32, Option<CgroupPaths>)> = self
@@ -314,9 +315,7 @@ impl PodBackend for LocalBackend {
         let mut setup = self.setup_for(cgroup.clone());
         let wanted = self.forkable_history.load(Ordering::Relaxed) != 0;
         let fork_conn = self
-            .fork_server
-            .as_ref()
-            .ok()
+            .running_fork_server()
             .filter(|_| wanted)
             .and_then(|server| {
                 let conn = server.connect()?;
@@ -332,9 +331,7 @@ impl PodBackend for LocalBackend {
         let rootless = self.rootless;
         let live = self.live.clone();
         let forkable = self
-            .fork_server
-            .as_ref()
-            .ok()
+            .running_fork_server()
             .map(|s| (s.spec.command.clone(), self.forkable_history.clone()));
         Box::pin(async move {
             let spawned = spawn_in_namespaces(&runner, rootless, &net, fork_conn).map_err(|e| {
