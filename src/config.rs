@@ -42,6 +42,10 @@ pub struct Settings {
     pub runner_path: Option<PathBuf>,
     /// Size of each pod's private tmpfs (work dir and /tmp).
     pub tmpfs_bytes: u64,
+    /// Entries of the host's /etc that pods see, read-only (paths below /etc, `*` within a
+    /// component). Nothing else of the host's /etc is visible; languages add their own (`etc` in
+    /// the registry).
+    pub pod_etc: Vec<String>,
     /// The unprivileged user programs run as when Kiln runs as root.
     pub sandbox_uid: u32,
     pub sandbox_gid: u32,
@@ -79,6 +83,10 @@ impl Default for Settings {
             auth_token: None,
             runner_path: None,
             tmpfs_bytes: 512 << 20,
+            pod_etc: crate::sandbox::etc::DEFAULT_POD_ETC
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             sandbox_uid: 65534,
             sandbox_gid: 65534,
             watchdog_grace_ms: 5_000,
@@ -123,6 +131,9 @@ impl Settings {
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
+        }
+        for pattern in &self.pod_etc {
+            crate::sandbox::etc::check_pattern(pattern).map_err(|e| format!("pod_etc: {e}"))?;
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(

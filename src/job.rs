@@ -19,6 +19,14 @@ pub struct Limits {
     pub file_size_bytes: u64,
     pub open_files: u32,
     pub network: bool,
+    /// Cores' worth of CPU time the stage may use at once (a CFS quota on its cgroup), so that
+    /// a program with many busy processes cannot slow the pods beside it.
+    #[serde(default = "one_cpu")]
+    pub cpus: u32,
+}
+
+fn one_cpu() -> u32 {
+    1
 }
 
 /// One file of the submission, written into the work dir before anything runs.

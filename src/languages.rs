@@ -12,7 +12,8 @@ use serde::Deserialize;
 /// The registry shipped with Kiln.
 pub const DEFAULT_REGISTRY: &str = include_str!("../config/languages.toml");
 
-/// Directories every pod already sees; toolchains elsewhere are mounted separately.
+/// Directories every pod already sees, and /etc, which is never mounted whole (pods see only its
+/// allow-listed entries); toolchains elsewhere are mounted separately.
 const SYSTEM_PREFIXES: &[&str] = &["/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/etc/"];
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +54,10 @@ pub struct Entry {
     /// (runner/pyfork/). Runs behave as if `run` had been exec'd.
     #[serde(default)]
     pub fork_server: bool,
+    /// Entries of the host's /etc this toolchain reads (paths below /etc, `*` within a
+    /// component): pods see them read-only beside the server's `pod_etc`.
+    #[serde(default)]
+    pub etc: Vec<String>,
 }
 
 /// A toolchain cache that is expensive to fill (Go rebuilds its standard library into an empty
@@ -78,6 +83,7 @@ pub struct LimitOverrides {
     pub cpu_time_ms: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub processes: Option<u32>,
+    pub cpus: Option<u32>,
 }
 
 /// A language this host can run.
@@ -97,6 +103,8 @@ pub struct Language {
     /// The cache to warm, with its command resolved, and where pods see it.
     pub warm_cache: Option<(WarmCache, PathBuf)>,
     pub fork_server: bool,
+    /// Entries of the host's /etc the toolchain reads.
+    pub etc: Vec<String>,
 }
 
 /// All languages, resolved against this host.
@@ -191,6 +199,18 @@ impl Registry {
         })
     }
 
+    /// The /etc entries some available toolchain reads.
+    pub fn etc_patterns(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .available
+            .iter()
+            .flat_map(|l| l.etc.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Every directory some toolchain needs visible inside pods.
     pub fn mounts(&self) -> Vec<PathBuf> {
         let mut all: Vec<PathBuf> = self
@@ -223,6 +243,10 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
                 "language {:?} needs binaries, version and run",
                 e.name
             ));
+        }
+        for pattern in &e.etc {
+            crate::sandbox::etc::check_pattern(pattern)
+                .map_err(|why| format!("language {:?}: etc: {why}", e.name))?;
         }
     }
     Ok(file.language)
@@ -295,6 +319,7 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
             (command, PathBuf::from(&entry.env[&w.env]))
         }),
         fork_server: entry.fork_server,
+        etc: entry.etc.clone(),
     })
 }
 

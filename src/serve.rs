@@ -43,12 +43,12 @@ pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result
             }
         }
     };
-    let mut read_only = LocalSettings::default_read_only();
-    read_only.extend(registry.mounts());
+    let (read_only, etc) = LocalSettings::host_view(registry, &settings.pod_etc);
     Ok(LocalBackend::new(LocalSettings {
         runner,
         tmpfs_bytes: settings.tmpfs_bytes,
         read_only,
+        etc,
         masked: LocalSettings::default_masked(),
         sandbox_user: (settings.sandbox_uid, settings.sandbox_gid),
         network: settings.limits.default.network,

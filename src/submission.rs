@@ -43,6 +43,8 @@ pub struct RequestedLimits {
     pub processes: Option<u32>,
     pub output_bytes: Option<u64>,
     pub file_size_bytes: Option<u64>,
+    /// Whole cores the program may keep busy at once.
+    pub cpus: Option<u32>,
 }
 
 /// A submission: what a producer asks Kiln to run.
@@ -103,6 +105,7 @@ impl Default for LimitPolicy {
                 file_size_bytes: 16 << 20,
                 open_files: 256,
                 network: false,
+                cpus: 1,
             },
             maximum: Limits {
                 wall_time_ms: 60_000,
@@ -113,6 +116,7 @@ impl Default for LimitPolicy {
                 file_size_bytes: 256 << 20,
                 open_files: 1024,
                 network: false,
+                cpus: 4,
             },
             compile: Limits {
                 wall_time_ms: 30_000,
@@ -123,6 +127,7 @@ impl Default for LimitPolicy {
                 file_size_bytes: 256 << 20,
                 open_files: 1024,
                 network: false,
+                cpus: 1,
             },
             max_files: 64,
             max_args: 256,
@@ -295,6 +300,7 @@ impl Submission {
                 d.file_size_bytes,
                 m.file_size_bytes,
             )?,
+            cpus: pick("cpus", r.cpus, d.cpus, m.cpus)?,
             open_files: d.open_files,
             // Networking is the operator's choice (it decides how pods are made), not a request's.
             network: d.network,
@@ -316,6 +322,9 @@ impl Submission {
         if limits.processes == 0 {
             return Err(Invalid("limits.processes must be at least 1".into()));
         }
+        if limits.cpus == 0 {
+            return Err(Invalid("limits.cpus must be at least 1".into()));
+        }
         Ok(limits)
     }
 }
@@ -334,6 +343,9 @@ fn raise(base: &Limits, floor: &LimitOverrides) -> Limits {
     }
     if let Some(v) = floor.processes {
         l.processes = l.processes.max(v);
+    }
+    if let Some(v) = floor.cpus {
+        l.cpus = l.cpus.max(v);
     }
     l
 }

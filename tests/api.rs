@@ -540,3 +540,72 @@ fn an_unreachable_callback_is_retried_then_counted_and_the_result_kept() {
     let id = r["id"].as_str().unwrap();
     assert_eq!(s.get(&format!("/v1/submissions/{id}")).1["stdout"], "2\n");
 }
+
+#[test]
+fn pods_see_only_an_allow_listed_etc_and_no_canary_in_any_language() {
+    // Written to the host's /etc before the server starts: no program may read them or see
+    // their names.
+    let tag = format!("kiln-canary-{}", std::process::id());
+    let canary = std::path::PathBuf::from(format!("/etc/{tag}"));
+    let kiln_dir = std::path::PathBuf::from(format!("/etc/kiln-{tag}"));
+    std::fs::write(&canary, "SECRET-IN-ETC").unwrap();
+    std::fs::create_dir_all(&kiln_dir).unwrap();
+    std::fs::write(
+        kiln_dir.join("kiln.toml"),
+        "auth_token = \"SECRET-TOKEN\"\n",
+    )
+    .unwrap();
+    let s = Server::start("etc", &[]);
+    let programs = [
+        (
+            "bash",
+            format!("ls -a /etc; cat /etc/{tag} /etc/kiln-{tag}/kiln.toml; echo; cat /etc/passwd"),
+        ),
+        (
+            "python",
+            format!("import os\nprint(sorted(os.listdir('/etc')))\nfor p in ['/etc/{tag}', '/etc/kiln-{tag}/kiln.toml']:\n    try: print(open(p).read())\n    except OSError as e: print('unreadable', e.errno)\nprint(open('/etc/passwd').read())"),
+        ),
+        (
+            "javascript",
+            format!("const fs = require('fs');\nconsole.log(fs.readdirSync('/etc').join(' '));\nfor (const p of ['/etc/{tag}', '/etc/kiln-{tag}/kiln.toml']) {{ try {{ console.log(fs.readFileSync(p, 'utf8')); }} catch (e) {{ console.log('unreadable', e.code); }} }}\nconsole.log(fs.readFileSync('/etc/passwd', 'utf8'));"),
+        ),
+        (
+            "c",
+            format!("#include <dirent.h>\n#include <stdio.h>\nstatic void cat(const char *p) {{ FILE *f = fopen(p, \"r\"); int c; if (!f) {{ printf(\"unreadable\\n\"); return; }} while ((c = fgetc(f)) != EOF) putchar(c); fclose(f); }}\nint main(void) {{ DIR *d = opendir(\"/etc\"); struct dirent *e; while ((e = readdir(d))) printf(\"%s \", e->d_name); printf(\"\\n\"); cat(\"/etc/{tag}\"); cat(\"/etc/kiln-{tag}/kiln.toml\"); cat(\"/etc/passwd\"); return 0; }}"),
+        ),
+    ];
+    let mut outputs = Vec::new();
+    for (language, source) in &programs {
+        let (code, r) = s.post(
+            "/v1/submissions?wait=true",
+            &json!({"language": language, "source": source}),
+        );
+        assert_eq!(code, 200, "{language}: {r}");
+        outputs.push((language, r));
+    }
+    let _ = std::fs::remove_file(&canary);
+    let _ = std::fs::remove_dir_all(&kiln_dir);
+    for (language, r) in outputs {
+        let out = r["stdout"].as_str().unwrap_or_default();
+        assert!(
+            out.contains("ld.so.cache"),
+            "{language} sees the allow-list: {r}"
+        );
+        for secret in [
+            "SECRET-IN-ETC",
+            "SECRET-TOKEN",
+            tag.as_str(),
+            "shadow",
+            "sudoers",
+        ] {
+            assert!(!out.contains(secret), "{language} saw {secret:?}: {out}");
+        }
+        // /etc/passwd holds the pod's users only: root and the program's own.
+        let users: Vec<&str> = out
+            .lines()
+            .filter(|l| l.matches(':').count() == 6)
+            .map(|l| l.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(users, ["root", "nobody"], "{language}: {out}");
+    }
+}

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 
+use super::cores::Cores;
 use super::fork_server::{ForkServer, ForkServerSpec};
 use super::{BoxFuture, PodBackend, PodError, PodKiller, StandbyPod};
 use crate::job::Job;
+use crate::languages::Registry;
 use crate::outcome::Outcome;
 use crate::runner::protocol::{self, RunnerReport, MAX_FRAME};
 use crate::runner::pyfork::ForkedCommand;
@@ -28,6 +30,9 @@ pub struct LocalSettings {
     pub tmpfs_bytes: u64,
     /// Host paths every pod sees read-only (system dirs plus the toolchains found at start).
     pub read_only: Vec<PathBuf>,
+    /// Entries of the host's /etc that pods see, read-only (the allow-list, resolved); the rest
+    /// of a pod's /etc is written by Kiln.
+    pub etc: Vec<PathBuf>,
     pub masked: Vec<PathBuf>,
     /// Unprivileged identity for programs when Kiln runs as root.
     pub sandbox_user: (u32, u32),
@@ -40,27 +45,33 @@ pub struct LocalSettings {
 
 impl LocalSettings {
     /// System directories a program needs; the toolchains outside them are added by the caller.
+    /// Not /etc: pods get an /etc of their own (sandbox/etc.rs).
     pub fn default_read_only() -> Vec<PathBuf> {
         [
-            "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc",
+            "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
         ]
         .iter()
         .map(PathBuf::from)
         .collect()
     }
 
+    /// What pods see of the host for these languages: the system dirs and toolchains, and the
+    /// /etc entries of `pod_etc` plus those the languages name.
+    pub fn host_view(registry: &Registry, pod_etc: &[String]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let mut read_only = LocalSettings::default_read_only();
+        read_only.extend(registry.mounts());
+        let mut patterns = pod_etc.to_vec();
+        patterns.extend(registry.etc_patterns());
+        let etc = crate::sandbox::etc::resolve(std::path::Path::new("/etc"), &patterns);
+        (read_only, etc)
+    }
+
+    /// Hidden even when an operator's allow-list or a toolchain mount would show them.
     pub fn default_masked() -> Vec<PathBuf> {
-        [
-            "/etc/shadow",
-            "/etc/gshadow",
-            "/etc/shadow-",
-            "/etc/gshadow-",
-            "/etc/sudoers",
-            "/etc/ssh",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect()
+        ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh"]
+            .iter()
+            .map(PathBuf::from)
+            .collect()
     }
 }
 
@@ -83,6 +94,8 @@ pub struct LocalBackend {
     /// start). Pods ask the server for a process only while some recent job could use it: a
     /// workload without Python does not pay for forks it never uses.
     forkable_history: Arc<std::sync::atomic::AtomicU32>,
+    /// Cores running jobs are pinned to, when this host has the cpuset controller.
+    cores: Option<Arc<Cores>>,
 }
 
 /// Makes an empty network namespace and returns a handle that keeps it alive.
@@ -148,8 +161,10 @@ impl LocalBackend {
             } else {
                 offline_network_namespace().ok().map(Arc::new)
             };
+        let cores = cgroups.pinnable_cores().map(Cores::new);
         let mut backend = LocalBackend {
             settings,
+            cores,
             cgroups,
             rootless,
             live: LivePods::default(),
@@ -222,7 +237,7 @@ impl LocalBackend {
         PodSetup {
             cgroup,
             tmpfs_bytes: self.settings.tmpfs_bytes,
-            read_only: self.settings.read_only.clone(),
+            read_only: [&self.settings.read_only[..], &self.settings.etc[..]].concat(),
             masked: self.settings.masked.clone(),
             hostname: "kiln".into(),
             sandbox_user: (!self.rootless).then_some(self.settings.sandbox_user),
@@ -248,6 +263,21 @@ impl PodBackend for LocalBackend {
             if self.rootless { ", user" } else { "" },
             self.cgroups.describe()
         )];
+        let host_etc: Vec<String> = self
+            .settings
+            .etc
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        lines.push(format!(
+            "pods' /etc: written by Kiln: {}; from the host, read-only: {}",
+            crate::sandbox::etc::SYNTHESIZED.join(", "),
+            if host_etc.is_empty() {
+                "nothing".to_string()
+            } else {
+                host_etc.join(", ")
+            }
+        ));
         if self.settings.network {
             lines.push("NETWORK ENABLED: programs share the host's network (limits.default.network = true)".into());
         } else if self.shared_netns.is_some() {
@@ -333,6 +363,7 @@ impl PodBackend for LocalBackend {
         let forkable = self
             .running_fork_server()
             .map(|s| (s.spec.command.clone(), self.forkable_history.clone()));
+        let cores = self.cores.clone().filter(|_| cgroup.is_some());
         Box::pin(async move {
             let spawned = spawn_in_namespaces(&runner, rootless, &net, fork_conn).map_err(|e| {
                 if let Some(c) = &cgroup {
@@ -355,6 +386,7 @@ impl PodBackend for LocalBackend {
                 reaped: Arc::new(Mutex::new(false)),
                 live,
                 forkable,
+                cores,
             };
             match pod.handshake(&setup).await {
                 Ok(()) => Ok(Box::new(pod) as Box<dyn StandbyPod>),
@@ -380,6 +412,8 @@ pub struct LocalPod {
     live: LivePods,
     /// The fork server's command and the backend's history of jobs it could serve.
     forkable: Option<(ForkedCommand, Arc<std::sync::atomic::AtomicU32>)>,
+    /// The host's cores, to pin this pod to its share of them while its job runs.
+    cores: Option<Arc<Cores>>,
 }
 
 impl LocalPod {
@@ -471,6 +505,22 @@ impl StandbyPod for LocalPod {
         }
         Box::pin(async move {
             let result = async {
+                // Held until the outcome is back: these cores count this job as theirs.
+                let _pinned = match (&self.cores, &self.cgroup) {
+                    (Some(cores), Some(cgroup)) => {
+                        let wanted = job
+                            .run
+                            .limits
+                            .cpus
+                            .max(job.compile.as_ref().map_or(1, |c| c.limits.cpus));
+                        let pinned = cores.take(wanted);
+                        cgroup.pin(&pinned.taken).map_err(|e| {
+                            PodError::Lost(format!("pinning the pod to its cores: {e}"))
+                        })?;
+                        Some(pinned)
+                    }
+                    _ => None,
+                };
                 let frame = protocol::encode(&job).map_err(PodError::Lost)?;
                 self.to_runner
                     .write_all(&frame)

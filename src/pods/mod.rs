@@ -1,6 +1,7 @@
 //! The pod seam: where jobs run. A `PodBackend` makes standby pods ahead of time; a `StandbyPod`
 //! runs exactly one job and is then destroyed. Local namespaces today, Kubernetes next to it.
 
+pub mod cores;
 pub mod fork_server;
 pub mod local;
 

@@ -71,7 +71,7 @@ pub fn execute(
 ) -> io::Result<Execution> {
     zygote.wait_ready()?;
     if let Some(cg) = &isolation.cgroup {
-        cg.apply(limits.memory_bytes, limits.processes)?;
+        cg.apply(limits.memory_bytes, limits.processes, limits.cpus)?;
     }
     let oom_before = isolation
         .cgroup

@@ -18,6 +18,10 @@ pub enum CgroupLayout {
         memory: PathBuf,
         pids: PathBuf,
         cpuacct: PathBuf,
+        /// The `cpu` controller (CFS quotas), when mounted; often the same hierarchy as cpuacct.
+        cpu: Option<PathBuf>,
+        /// The `cpuset` controller, when mounted: running jobs are pinned to cores of their own.
+        cpuset: Option<PathBuf>,
     },
     /// The unified hierarchy with memory, pids and cpu enabled below `root`.
     V2 { root: PathBuf },
@@ -29,11 +33,21 @@ pub enum CgroupLayout {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupPaths {
     pub version: u8,
-    /// v1: memory, pids, cpuacct (in that order); v2: the one directory.
+    /// v1: memory, pids, cpuacct, then cpu when it is a hierarchy of its own, then cpuset (in
+    /// that order); v2: the one directory.
     pub dirs: Vec<PathBuf>,
+    /// Where the cores the pod may run on are written (`cpuset.cpus`), when this host has the
+    /// cpuset controller. The host writes it when a job starts; the runner never does.
+    #[serde(default)]
+    pub cpuset: Option<PathBuf>,
 }
 
 const KILN_GROUP: &str = "kiln";
+
+/// The CFS period quotas are expressed in. Shorter than the kernel's 100 ms default so that a
+/// group that spends its quota early in a period (many processes on many cores) is held back in
+/// short slices, not for most of a period.
+const CPU_PERIOD_US: u64 = 100_000;
 
 impl CgroupLayout {
     /// Looks at the mounted cgroup filesystems and picks the one that can enforce memory and
@@ -55,6 +69,8 @@ impl CgroupLayout {
         let mut v1_memory = None;
         let mut v1_pids = None;
         let mut v1_cpuacct = None;
+        let mut v1_cpu = None;
+        let mut v1_cpuset = None;
         let mut v2_root = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -70,6 +86,8 @@ impl CgroupLayout {
                         "memory" => v1_memory = Some(dir.clone()),
                         "pids" => v1_pids = Some(dir.clone()),
                         "cpuacct" => v1_cpuacct = Some(dir.clone()),
+                        "cpu" => v1_cpu = Some(dir.clone()),
+                        "cpuset" => v1_cpuset = Some(dir.clone()),
                         _ => {}
                     }
                 }
@@ -93,6 +111,8 @@ impl CgroupLayout {
                 memory,
                 pids,
                 cpuacct,
+                cpu: v1_cpu,
+                cpuset: v1_cpuset,
             },
             (m, p, c) => {
                 let mut absent = Vec::new();
@@ -117,10 +137,34 @@ impl CgroupLayout {
 
     pub fn describe(&self) -> String {
         match self {
-            CgroupLayout::V1 { memory, .. } => {
-                format!("cgroup v1 (memory at {})", memory.display())
-            }
-            CgroupLayout::V2 { root } => format!("cgroup v2 at {}", root.display()),
+            CgroupLayout::V1 {
+                memory,
+                cpu,
+                cpuset,
+                ..
+            } => format!(
+                "cgroup v1 (memory at {}; {}; {})",
+                memory.display(),
+                if cpu.is_some() {
+                    "CPU quota per pod"
+                } else {
+                    "NO CPU QUOTA: the cpu controller is not mounted"
+                },
+                if cpuset.is_some() {
+                    "running jobs pinned to cores of their own"
+                } else {
+                    "no cpuset controller: jobs share cores, neighbours can slow each other"
+                }
+            ),
+            CgroupLayout::V2 { root } => format!(
+                "cgroup v2 at {}; CPU quota per pod; {}",
+                root.display(),
+                if root.join(KILN_GROUP).join("cpuset.cpus").exists() {
+                    "running jobs pinned to cores of their own"
+                } else {
+                    "cpuset not delegated: jobs share cores, neighbours can slow each other"
+                }
+            ),
             CgroupLayout::Unavailable { reason } => format!("no cgroups ({reason})"),
         }
     }
@@ -128,12 +172,22 @@ impl CgroupLayout {
     /// Makes the parent `kiln` group (and on v2 enables the controllers for its children).
     pub fn prepare(&self) -> io::Result<()> {
         match self {
-            CgroupLayout::V1 { memory, .. } => {
+            CgroupLayout::V1 { memory, cpuset, .. } => {
                 for group in self.kiln_groups().map(|(_, g)| g).unwrap_or_default() {
                     mkdir_if_missing(&group)?;
                 }
                 // Swap would let a memory bomb outlive its limit slowly instead of being killed.
                 let _ = fs::write(memory.join(KILN_GROUP).join("memory.swappiness"), "0");
+                if let Some(root) = cpuset {
+                    // A v1 cpuset group starts with no cores and no memory nodes: nothing could
+                    // join it. Kiln's group takes the host's; pod groups copy Kiln's at mkdir.
+                    let kiln = root.join(KILN_GROUP);
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        let value = fs::read_to_string(root.join(file))?;
+                        write_file(&kiln.join(file), value.trim())?;
+                    }
+                    write_file(&kiln.join("cgroup.clone_children"), "1")?;
+                }
                 Ok(())
             }
             CgroupLayout::V2 { root } => {
@@ -149,23 +203,34 @@ impl CgroupLayout {
                 })?;
                 let kiln = root.join(KILN_GROUP);
                 mkdir_if_missing(&kiln)?;
-                fs::write(kiln.join("cgroup.subtree_control"), enable)
+                fs::write(kiln.join("cgroup.subtree_control"), enable)?;
+                // Pinning jobs to cores needs cpuset too; a host that does not delegate it still
+                // runs jobs, on shared cores (the start-up report says so).
+                if fs::write(root.join("cgroup.subtree_control"), "+cpuset").is_ok() {
+                    let _ = fs::write(kiln.join("cgroup.subtree_control"), "+cpuset");
+                }
+                Ok(())
             }
             CgroupLayout::Unavailable { .. } => Ok(()),
         }
     }
 
-    /// The version and Kiln's parent group in each hierarchy (v1: memory, pids, cpuacct).
+    /// The version and Kiln's parent group in each hierarchy (v1: memory, pids, cpuacct, and
+    /// cpu when it is not mounted with cpuacct).
     fn kiln_groups(&self) -> Option<(u8, Vec<PathBuf>)> {
         match self {
             CgroupLayout::V1 {
                 memory,
                 pids,
                 cpuacct,
+                cpu,
+                cpuset,
             } => Some((
                 1,
                 [memory, pids, cpuacct]
-                    .iter()
+                    .into_iter()
+                    .chain(cpu.as_ref().filter(|c| *c != cpuacct))
+                    .chain(cpuset.as_ref())
                     .map(|b| b.join(KILN_GROUP))
                     .collect(),
             )),
@@ -179,16 +244,41 @@ impl CgroupLayout {
         let Some((version, bases)) = self.kiln_groups() else {
             return Ok(None);
         };
-        let paths = CgroupPaths {
-            version,
-            dirs: bases.iter().map(|b| b.join(name)).collect(),
-        };
-        for dir in &paths.dirs {
+        let dirs: Vec<PathBuf> = bases.iter().map(|b| b.join(name)).collect();
+        for dir in &dirs {
             fs::create_dir(dir).map_err(|e| {
                 io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display()))
             })?;
         }
-        Ok(Some(paths))
+        let cpuset = dirs
+            .iter()
+            .rev()
+            .find(|d| d.join("cpuset.cpus").exists())
+            .cloned();
+        Ok(Some(CgroupPaths {
+            version,
+            dirs,
+            cpuset,
+        }))
+    }
+
+    /// The cores pods may be pinned to (Kiln's cpuset group's), when this host has cpuset.
+    pub fn pinnable_cores(&self) -> Option<Vec<u32>> {
+        let dir = match self {
+            CgroupLayout::V1 {
+                cpuset: Some(root), ..
+            } => root.join(KILN_GROUP),
+            CgroupLayout::V2 { root } => root.join(KILN_GROUP),
+            _ => return None,
+        };
+        [
+            "cpuset.cpus.effective",
+            "cpuset.effective_cpus",
+            "cpuset.cpus",
+        ]
+        .iter()
+        .filter_map(|f| fs::read_to_string(dir.join(f)).ok())
+        .find_map(|text| parse_cpu_list(text.trim()))
     }
 
     /// Lists pod groups left behind by Kiln processes that are gone (a crash), so start-up can
@@ -214,12 +304,22 @@ impl CgroupLayout {
             .map(|e| CgroupPaths {
                 version,
                 dirs: bases.iter().map(|b| b.join(e.file_name())).collect(),
+                cpuset: None,
             })
             .collect()
     }
 }
 
 impl CgroupPaths {
+    /// Pins the pod to `cores` (the processes already inside move with it).
+    pub fn pin(&self, cores: &[u32]) -> io::Result<()> {
+        let Some(dir) = &self.cpuset else {
+            return Ok(());
+        };
+        let list: Vec<String> = cores.iter().map(u32::to_string).collect();
+        write_file(&dir.join("cpuset.cpus"), &list.join(","))
+    }
+
     /// Kills whatever is still in the group and removes its directories. Retries briefly because
     /// processes killed an instant ago may still be leaving.
     pub fn remove(&self) -> io::Result<()> {
@@ -258,6 +358,27 @@ impl CgroupPaths {
     }
 }
 
+/// `0-3,8,10-11` -> [0, 1, 2, 3, 8, 10, 11]; `None` when empty or malformed.
+pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cores = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cores.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
+            None => cores.push(part.parse().ok()?),
+        }
+    }
+    (!cores.is_empty()).then_some(cores)
+}
+
+fn write_file(path: &Path, value: &str) -> io::Result<()> {
+    fs::write(path, value).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("writing {value} to {}: {e}", path.display()),
+        )
+    })
+}
+
 fn mkdir_if_missing(dir: &Path) -> io::Result<()> {
     match fs::create_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io::Error::new(
@@ -278,6 +399,9 @@ pub struct Cgroup {
     procs: Vec<OwnedFd>,
     /// v2 `memory.peak`, kept open: a write resets the peak seen through this handle.
     peak: Option<OwnedFd>,
+    /// Which of `dirs` takes CPU quotas: v1's cpu hierarchy (which may be cpuacct's); `None` on
+    /// a v1 host without the cpu controller.
+    cpu_quota: Option<usize>,
 }
 
 /// Moves the calling process into the group whose `cgroup.procs` handles these are.
@@ -304,11 +428,17 @@ impl Cgroup {
         } else {
             None
         };
+        let cpu_quota = if paths.version == 2 {
+            Some(0)
+        } else {
+            (2..dirs.len()).find(|&i| open_at(&dirs[i], "cpu.cfs_quota_us", libc::O_RDONLY).is_ok())
+        };
         Ok(Cgroup {
             version: paths.version,
             dirs,
             procs,
             peak,
+            cpu_quota,
         })
     }
 
@@ -332,8 +462,23 @@ impl Cgroup {
         }
     }
 
+    /// Caps the group at `cpus` cores' worth of time in every scheduling period, so that a
+    /// program with many busy processes takes no more than its share from its neighbours.
+    fn apply_cpu_quota(&self, cpus: u32) -> io::Result<()> {
+        let Some(dir) = self.cpu_quota.map(|i| &self.dirs[i]) else {
+            return Ok(()); // a v1 host without the cpu controller (the start-up report says so)
+        };
+        let quota = u64::from(cpus.max(1)) * CPU_PERIOD_US;
+        if self.version == 1 {
+            write_at(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+            write_at(dir, "cpu.cfs_quota_us", &quota.to_string())
+        } else {
+            write_at(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))
+        }
+    }
+
     /// Applies one stage's limits and resets the peak-memory counter.
-    pub fn apply(&self, memory_bytes: u64, processes: u32) -> io::Result<()> {
+    pub fn apply(&self, memory_bytes: u64, processes: u32, cpus: u32) -> io::Result<()> {
         if self.version == 1 {
             // memsw must stay >= the memory limit: lower the memory limit first when shrinking.
             let _ = write_at(self.memory(), "memory.memsw.limit_in_bytes", "-1");
@@ -355,7 +500,8 @@ impl Cgroup {
                 let _ = write_fd(peak, "reset");
             }
         }
-        write_at(self.pids(), "pids.max", &processes.to_string())
+        write_at(self.pids(), "pids.max", &processes.to_string())?;
+        self.apply_cpu_quota(cpus)
     }
 
     /// Moves the calling process into this cgroup. Called between fork and exec: no allocation.
@@ -514,13 +660,51 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
                 memory,
                 pids,
                 cpuacct,
+                cpu,
+                cpuset,
             } => {
+                assert_eq!(
+                    (cpu, cpuset),
+                    (None, None),
+                    "no cpu or cpuset controller mounted"
+                );
                 assert_eq!(memory, Path::new("/sys/fs/cgroup/memory"));
                 assert_eq!(pids, Path::new("/sys/fs/cgroup/pids"));
                 assert_eq!(cpuacct, Path::new("/sys/fs/cgroup/cpuacct"));
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_v1_cpu_controller_is_found_apart_from_or_with_cpuacct() {
+        let apart = format!("{V1_HOST}cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n");
+        let layout = CgroupLayout::from_mounts(&apart, &|_| String::new());
+        assert!(
+            matches!(&layout, CgroupLayout::V1 { cpu: Some(c), .. } if c == Path::new("/sys/fs/cgroup/cpu")),
+            "{layout:?}"
+        );
+        assert_eq!(layout.kiln_groups().unwrap().1.len(), 4);
+        let together = V1_HOST.replace(
+            "cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct",
+            "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct",
+        );
+        let layout = CgroupLayout::from_mounts(&together, &|_| String::new());
+        let (_, groups) = layout.kiln_groups().unwrap();
+        assert_eq!(
+            groups.len(),
+            3,
+            "one directory serves cpu and cpuacct: {groups:?}"
+        );
+        assert_eq!(groups[2], Path::new("/sys/fs/cgroup/cpu,cpuacct/kiln"));
+    }
+
+    #[test]
+    fn cpu_lists_are_read_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-1"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0-2,5,7-8"), Some(vec![0, 1, 2, 5, 7, 8]));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("x"), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The isolation layers a local pod is built from: namespaces and the pod filesystem (`setup`),
-//! cgroups v1 and v2 (`cgroup`), the system-call filter (`seccomp`) and landlock (`landlock`).
+//! The isolation layers a local pod is built from: namespaces and the pod filesystem (`setup`,
+//! with the allow-listed `/etc` of `etc`), cgroups v1 and v2 (`cgroup`), the system-call filter
+//! (`seccomp`) and landlock (`landlock`).
 
 pub mod cgroup;
+pub mod etc;
 pub mod fdpass;
 pub mod landlock;
 pub mod seccomp;

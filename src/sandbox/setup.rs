@@ -1,6 +1,7 @@
 //! Turns a freshly cloned process (new pid, mount, net, ipc and uts namespaces) into a standby
-//! pod: a private tmpfs root holding read-only views of the toolchains, a writable work dir and
-//! /tmp, a fresh /proc and a minimal /dev. Nothing else of the host is reachable afterwards.
+//! pod: a private tmpfs root holding read-only views of the toolchains, an /etc of its own
+//! (etc.rs), a writable work dir and /tmp, a fresh /proc and a minimal /dev. Nothing else of the
+//! host is reachable afterwards.
 
 use std::ffi::CString;
 use std::fs;
@@ -19,7 +20,8 @@ pub struct PodSetup {
     pub cgroup: Option<CgroupPaths>,
     /// Size of the tmpfs that holds the work dir and /tmp.
     pub tmpfs_bytes: u64,
-    /// Host paths made visible, read-only, at the same place (toolchains, /etc).
+    /// Host paths made visible, read-only, at the same place (system dirs, toolchains, and the
+    /// allow-listed entries of /etc).
     pub read_only: Vec<PathBuf>,
     /// Files and folders hidden behind empty ones even though their parent is visible.
     pub masked: Vec<PathBuf>,
@@ -88,6 +90,15 @@ pub fn enter_pod(setup: &PodSetup) -> Result<(), SetupError> {
         ),
     )?;
 
+    // The pod's own /etc first: what the host's holds is bound in only entry by entry.
+    let etc = root.join("etc");
+    step("create /etc", fs::create_dir_all(&etc))?;
+    for (name, content) in super::etc::synthesized_files(setup.sandbox_user, &setup.hostname) {
+        step(
+            format!("write /etc/{name}"),
+            fs::write(etc.join(name), content),
+        )?;
+    }
     for host in &setup.read_only {
         bind_read_only(root, host)?;
     }

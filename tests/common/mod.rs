@@ -38,12 +38,13 @@ pub fn backend_with(fork_server: bool, network: bool) -> LocalBackend {
 
 /// The settings `kiln serve` would use here, for tests to change.
 pub fn local_settings() -> LocalSettings {
-    let mut read_only = LocalSettings::default_read_only();
-    read_only.extend(registry().mounts());
+    let (read_only, etc) =
+        LocalSettings::host_view(registry(), &kiln::config::Settings::default().pod_etc);
     LocalSettings {
         runner: runner_path(),
         tmpfs_bytes: 512 << 20,
         read_only,
+        etc,
         masked: LocalSettings::default_masked(),
         sandbox_user: (65534, 65534),
         network: false,
