@@ -9,6 +9,7 @@ use crate::submission::LimitPolicy;
 
 /// Everything an operator can set.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// Address the HTTP API listens on.
     pub listen: String,
@@ -38,6 +39,9 @@ pub struct Settings {
     pub result_retention_secs: u64,
     /// When set, every /v1 request needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+    /// Networks (CIDR, e.g. `10.1.0.0/16`, or single addresses) that `callback_url` may reach
+    /// although they are loopback, link-local or private; none by default.
+    pub callback_allowed_networks: Vec<String>,
     /// The `kiln-runner` binary; next to `kiln` when unset.
     pub runner_path: Option<PathBuf>,
     /// Size of each pod's private tmpfs (work dir and /tmp).
@@ -81,6 +85,7 @@ impl Default for Settings {
             max_batch: 20,
             result_retention_secs: 24 * 3600,
             auth_token: None,
+            callback_allowed_networks: Vec::new(),
             runner_path: None,
             tmpfs_bytes: 512 << 20,
             pod_etc: crate::sandbox::etc::DEFAULT_POD_ETC
@@ -115,7 +120,10 @@ impl Settings {
             config::Environment::with_prefix("KILN")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("callback_allowed_networks")
+                .with_list_parse_key("pod_etc"),
         );
         let settings: Settings = builder
             .build()
@@ -132,6 +140,7 @@ impl Settings {
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
         }
+        crate::callback::Targets::from_settings(&self.callback_allowed_networks)?;
         for pattern in &self.pod_etc {
             crate::sandbox::etc::check_pattern(pattern).map_err(|e| format!("pod_etc: {e}"))?;
         }

@@ -91,6 +91,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
         max_attempts: settings.max_attempts,
         watchdog_grace_ms: settings.watchdog_grace_ms,
         inject_panic_probability: settings.inject_panic_probability,
+        callbacks: Arc::new(
+            crate::callback::Targets::from_settings(&settings.callback_allowed_networks)
+                .map_err(anyhow::Error::msg)?,
+        ),
         standby: AtomicUsize::new(0),
     });
     let scheduler = SchedulerRoot::start(shared.clone());

@@ -490,7 +490,11 @@ fn catch_one_request() -> (String, std::thread::JoinHandle<String>) {
 
 #[test]
 fn results_are_posted_to_the_callback_url() {
-    let s = Server::start("callback", &[]);
+    // The catcher listens on loopback, which callbacks may reach only when allowed.
+    let s = Server::start(
+        "callback",
+        &[("KILN_CALLBACK_ALLOWED_NETWORKS", "127.0.0.1/32")],
+    );
     let (url, caught) = catch_one_request();
     let mut sub = py("print('called back')");
     sub["callback_url"] = json!(url);
@@ -513,7 +517,10 @@ fn results_are_posted_to_the_callback_url() {
 
 #[test]
 fn an_unreachable_callback_is_retried_then_counted_and_the_result_kept() {
-    let s = Server::start("callback-down", &[]);
+    let s = Server::start(
+        "callback-down",
+        &[("KILN_CALLBACK_ALLOWED_NETWORKS", "127.0.0.1")],
+    );
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -539,6 +546,96 @@ fn an_unreachable_callback_is_retried_then_counted_and_the_result_kept() {
     }
     let id = r["id"].as_str().unwrap();
     assert_eq!(s.get(&format!("/v1/submissions/{id}")).1["stdout"], "2\n");
+}
+
+#[test]
+fn callbacks_aimed_inward_are_refused_at_submission() {
+    let s = Server::start("callback-inward", &[]);
+    // None of these is ever connected to: they are refused before the submission is accepted.
+    for (url, what) in [
+        ("http://127.0.0.1:9/hook", "loopback"),
+        ("http://10.0.0.1/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[::1]:9/hook", "loopback"),
+        ("http://[::ffff:127.0.0.1]:9/hook", "loopback"),
+        ("http://localhost:9/hook", "loopback"),
+    ] {
+        let mut sub = py("print(1)");
+        sub["callback_url"] = json!(url);
+        let (code, e) = s.post("/v1/submissions", &sub);
+        assert_eq!(code, 422, "{url}: {e}");
+        let error = e["error"].as_str().unwrap();
+        assert!(
+            error.contains(what) && error.contains("callback_allowed_networks"),
+            "{url}: {error}"
+        );
+    }
+    // The batch endpoint refuses the item, not the batch.
+    let mut inward = py("print(1)");
+    inward["callback_url"] = json!("http://127.0.0.1:9/hook");
+    let (code, r) = s.post("/v1/submissions/batch", &json!([inward, py("print(2)")]));
+    assert_eq!(code, 202, "{r}");
+    assert!(r[0]["error"].as_str().unwrap().contains("loopback"), "{r}");
+    assert_eq!(r[1]["status"], "queued", "{r}");
+}
+
+#[test]
+fn a_redirect_cannot_carry_a_callback_inward() {
+    use std::io::{BufRead, BufReader, Write};
+    // An allowed target (127.0.0.1) that redirects to one that is not (127.0.0.2).
+    let inner = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    inner.set_nonblocking(true).unwrap();
+    let inner_url = format!("http://{}/stolen", inner.local_addr().unwrap());
+    let outer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let outer_url = format!("http://{}/hook", outer.local_addr().unwrap());
+    let redirects = std::thread::spawn(move || {
+        let mut served = 0;
+        outer.set_nonblocking(false).unwrap();
+        // The first delivery attempt, and the retries: each gets the redirect.
+        while served < 3 {
+            let Ok((stream, _)) = outer.accept() else {
+                break;
+            };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 302 Found\r\nLocation: {inner_url}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            served += 1;
+        }
+        served
+    });
+    let s = Server::start(
+        "callback-redirect",
+        &[("KILN_CALLBACK_ALLOWED_NETWORKS", "127.0.0.1/32")],
+    );
+    let mut sub = py("print('redirected')");
+    sub["callback_url"] = json!(outer_url);
+    let (code, r) = s.post("/v1/submissions", &sub);
+    assert_eq!(code, 202, "{r}");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !s
+        .get_text("/metrics")
+        .contains("kiln_callbacks_total{outcome=\"failed\"} 1")
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "the callback never ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        redirects.join().unwrap() >= 1,
+        "the allowed target was called"
+    );
+    assert!(
+        inner.accept().is_err(),
+        "the redirect's inward target must never be connected to"
+    );
 }
 
 #[test]

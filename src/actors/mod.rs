@@ -41,6 +41,8 @@ pub struct Shared {
     pub max_attempts: u32,
     pub watchdog_grace_ms: u64,
     pub inject_panic_probability: f64,
+    /// Where result callbacks may go.
+    pub callbacks: Arc<crate::callback::Targets>,
     /// Standby pods ready now (for /readyz).
     pub standby: AtomicUsize,
 }

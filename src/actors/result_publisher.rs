@@ -86,7 +86,12 @@ impl Handler<Flushed> for ResultPublisher {
                 let now = now_ms();
                 for (delivery, result) in msg.1 {
                     if let Some(url) = delivery.envelope.submission.callback_url.clone() {
-                        crate::callback::deliver(url, result.view(), self.shared.metrics.clone());
+                        crate::callback::deliver(
+                            url,
+                            result.view(),
+                            self.shared.metrics.clone(),
+                            self.shared.callbacks.clone(),
+                        );
                     }
                     let m = &self.shared.metrics;
                     // Label values come from the registry only: a producer's made-up language

@@ -135,6 +135,19 @@ fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
     })
 }
 
+/// A callback aimed inward is refused now, while the submitter is still listening.
+async fn check_callback(state: &ApiState, env: &Envelope) -> Result<(), ApiError> {
+    match &env.submission.callback_url {
+        Some(url) => state
+            .shared
+            .callbacks
+            .check_url(url)
+            .await
+            .map_err(ApiError::Unprocessable),
+        None => Ok(()),
+    }
+}
+
 fn check_depth(state: &ApiState, adding: &[&Envelope]) -> Result<(), ApiError> {
     let depth = state.queue.depth();
     let bytes = state.queue.queued_bytes();
@@ -181,6 +194,7 @@ async fn submit(
     authorize(&req, &state)?;
     let sub: Submission = read_json(payload, state.settings.max_body_bytes).await?;
     let env = accept(&state, sub)?;
+    check_callback(&state, &env).await?;
     check_depth(&state, &[&env])?;
     let id = env.id.clone();
     let _span = tracing::info_span!("submission", id = %id).entered();
@@ -260,8 +274,14 @@ async fn submit_batch(
             subs.len()
         )));
     }
-    let checked: Vec<Result<Envelope, ApiError>> =
-        subs.into_iter().map(|s| accept(&state, s)).collect();
+    let mut checked: Vec<Result<Envelope, ApiError>> = Vec::with_capacity(subs.len());
+    for sub in subs {
+        let env = match accept(&state, sub) {
+            Ok(env) => check_callback(&state, &env).await.map(|()| env),
+            Err(e) => Err(e),
+        };
+        checked.push(env);
+    }
     let good: Vec<Envelope> = checked
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
