@@ -37,6 +37,12 @@ pub struct Settings {
     pub max_batch: usize,
     /// How long finished results are kept for GET.
     pub result_retention_secs: u64,
+    /// Bytes of finished results (with their submissions) kept on disk; past it the oldest are
+    /// evicted, and a GET of an evicted id says so (410).
+    pub max_results_bytes: u64,
+    /// Free space Kiln leaves on the data dir's filesystem: below it submissions are refused
+    /// with 507 until space returns.
+    pub min_free_bytes: u64,
     /// When set, every /v1 request needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
     /// Networks (CIDR, e.g. `10.1.0.0/16`, or single addresses) that `callback_url` may reach
@@ -84,6 +90,8 @@ impl Default for Settings {
             max_wait_ms: 60_000,
             max_batch: 20,
             result_retention_secs: 24 * 3600,
+            max_results_bytes: 1 << 30,
+            min_free_bytes: 64 << 20,
             auth_token: None,
             callback_allowed_networks: Vec::new(),
             runner_path: None,

@@ -75,7 +75,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     let queue = Arc::new(
         EmbeddedQueue::open(
             &settings.data_dir,
-            Duration::from_secs(settings.result_retention_secs),
+            crate::queue::embedded::Bounds {
+                retention: Duration::from_secs(settings.result_retention_secs),
+                max_results_bytes: settings.max_results_bytes,
+                min_free_bytes: settings.min_free_bytes,
+            },
         )
         .context("opening the embedded queue")?,
     );

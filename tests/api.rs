@@ -706,3 +706,206 @@ fn pods_see_only_an_allow_listed_etc_and_no_canary_in_any_language() {
         assert_eq!(users, ["root", "nobody"], "{language}: {out}");
     }
 }
+
+#[test]
+fn results_on_disk_stay_under_max_results_bytes_and_evicted_ones_say_so() {
+    const BOUND: u64 = 200 << 20;
+    // The journal file may exceed the bound by redb's own overhead and the pages it keeps free
+    // for reuse; docs/configuration.md states this slack.
+    const SLACK: u64 = 64 << 20;
+    let bound = BOUND.to_string();
+    let s = Server::start(
+        "results-bound",
+        &[
+            ("KILN_MAX_RESULTS_BYTES", bound.as_str()),
+            ("KILN_LIMITS__MAXIMUM__OUTPUT_BYTES", "16777216"),
+            ("KILN_MAX_PARALLEL_JOBS", "1"),
+        ],
+    );
+    // Forty results of 16 MiB each: 640 MiB of output against a 200 MiB bound. One job at a
+    // time, so they finish in the order submitted and "oldest" is well defined.
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let mut sub = py(&format!(
+            "import sys\nsys.stdout.write('{}' * ((16 << 20) - 1) + '\\n')",
+            (b'a' + (i % 26) as u8) as char
+        ));
+        sub["limits"] = json!({"output_bytes": 16 << 20});
+        let (code, r) = s.post("/v1/submissions", &sub);
+        assert_eq!(code, 202, "{r}");
+        ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    let last = format!("/v1/submissions/{}", ids[39]);
+    let until = std::time::Instant::now() + Duration::from_secs(240);
+    let mut peak = 0;
+    loop {
+        peak = peak.max(dir_bytes(&s.data_dir));
+        assert!(peak <= BOUND + SLACK, "the data dir held {peak} bytes");
+        if s.get(&last).1["status"] == "accepted" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the forty jobs never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut kept = 0;
+    for (i, id) in ids.iter().enumerate().rev() {
+        let (code, r) = s.get(&format!("/v1/submissions/{id}"));
+        if code == 200 {
+            assert_eq!(r["status"], "accepted", "{r}");
+            assert_eq!(r["stdout"].as_str().unwrap().len(), 16 << 20);
+            assert_eq!(kept, 39 - i, "results are kept newest first, without gaps");
+            kept += 1;
+        } else {
+            assert_eq!(code, 410, "{id}: {r}");
+            let error = r["error"].as_str().unwrap();
+            assert!(
+                error.contains("evicted") && error.contains("max_results_bytes"),
+                "{error}"
+            );
+        }
+    }
+    assert!(
+        (10..=12).contains(&kept),
+        "about 200 MiB of the newest results are kept, not {kept}"
+    );
+}
+
+/// Bytes the files under `dir` take on disk.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, bytes: u64) -> SmallDisk {
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes}"),
+                "kiln-small-disk",
+            ])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs at {}", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_with_507_fails_healthz_and_recovers_without_a_restart() {
+    let mut disk = None;
+    let s = Server::start_prepared(
+        "disk-full",
+        &[
+            ("KILN_MIN_FREE_BYTES", "1048576"),
+            ("KILN_MAX_PARALLEL_JOBS", "1"),
+        ],
+        |dir| {
+            disk = Some(SmallDisk::mount(dir, 24 << 20));
+            // Another tenant of the volume leaves Kiln about 8 MiB.
+            let filler = vec![0u8; 15 << 20];
+            std::fs::write(dir.join("filler"), filler).unwrap();
+        },
+    );
+    let _disk = disk;
+    // Twelve results of 1 MiB each cannot all fit.
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for i in 0..12 {
+        let c = (b'a' + i as u8) as char;
+        let sub = py(&format!(
+            "import sys\nsys.stdout.write('{c}' * ((1 << 20) - 16))"
+        ));
+        let (code, r) = s.post("/v1/submissions", &sub);
+        match code {
+            202 => accepted.push(r["id"].as_str().unwrap().to_string()),
+            507 => refused = Some(r),
+            other => panic!("submission {i}: {other} {r}"),
+        }
+    }
+    assert!(
+        accepted.len() >= 4,
+        "some were accepted before the disk filled: {accepted:?}"
+    );
+    // The results fill the disk: the journal fails, and says so where supervisors look.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        let (code, h) = s.get("/healthz");
+        if code == 503 {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "/healthz never noticed the full disk: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let dir = s.data_dir.display().to_string();
+    assert!(health["error"].as_str().unwrap().contains(&dir), "{health}");
+    let (code, r) = s.post("/v1/submissions", &py("print('while full')"));
+    assert_eq!(code, 507, "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains(&dir) && error.contains("bytes free"),
+        "{error}"
+    );
+    if let Some(earlier) = refused {
+        assert!(
+            earlier["error"].as_str().unwrap().contains(&dir),
+            "{earlier}"
+        );
+    }
+
+    // Space comes back: the service recovers by itself, and nothing accepted is lost.
+    std::fs::remove_file(s.data_dir.join("filler")).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while s.get("/healthz").0 != 200 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the service never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, id) in accepted.iter().enumerate() {
+        let r = s.wait_result(id, Duration::from_secs(60));
+        let stdout = r["stdout"].as_str().unwrap_or_default();
+        let c = (b'a' + i as u8) as char;
+        assert_eq!(r["status"], "accepted", "{id}: {}", r["message"]);
+        assert!(
+            stdout.len() == (1 << 20) - 16 && stdout.bytes().all(|b| b == c as u8),
+            "{id}: the output of submission {i} came back whole"
+        );
+    }
+    let (code, r) = s.post("/v1/submissions?wait=true", &py("print('after')"));
+    assert_eq!((code, r["stdout"].as_str()), (200, Some("after\n")), "{r}");
+}

@@ -20,12 +20,29 @@ pub enum ApiError {
     QueueFull(String),
     #[error("the queue is not available: {0}")]
     Unavailable(String),
+    /// The data dir's disk is full; the message says which and how much is free.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("{0}")]
+    Gone(String),
+}
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> ApiError {
+        match e {
+            crate::queue::QueueError::NoSpace(why) => ApiError::InsufficientStorage(why),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 impl ApiError {
     pub fn response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::QueueFull(_)) {
+        if matches!(
+            self,
+            ApiError::QueueFull(_) | ApiError::InsufficientStorage(_) | ApiError::Unavailable(_)
+        ) {
             builder.insert_header(("Retry-After", "1"));
         }
         if matches!(self, ApiError::Unauthorized) {
@@ -45,6 +62,8 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Gone(_) => StatusCode::GONE,
         }
     }
 

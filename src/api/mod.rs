@@ -42,10 +42,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/submissions/{id}", web::get().to(get_submission))
         .route("/v1/submissions/{id}/events", web::get().to(sse::events))
         .route("/v1/runtimes", web::get().to(runtimes))
-        .route(
-            "/healthz",
-            web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
-        )
+        .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route(
@@ -174,6 +171,15 @@ fn check_depth(state: &ApiState, adding: &[&Envelope]) -> Result<(), ApiError> {
             .inc();
         return Err(ApiError::QueueFull(why));
     }
+    if let Err(e) = state.queue.check_space(adding_bytes as u64) {
+        state
+            .shared
+            .metrics
+            .rejected_requests
+            .with_label_values(&["disk_full"])
+            .inc();
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -182,7 +188,20 @@ fn state_json(id: &str, s: &SubmissionState) -> serde_json::Value {
         SubmissionState::Queued => json!({"id": id, "status": "queued"}),
         SubmissionState::Running => json!({"id": id, "status": "running"}),
         SubmissionState::Done(r) => serde_json::to_value(r.view()).unwrap_or_default(),
+        SubmissionState::Evicted { .. } => json!({"id": id, "status": "evicted"}),
     }
+}
+
+/// What a client asking for an evicted result is told: when, and why.
+fn evicted(state: &ApiState, id: &str, at_ms: u64) -> ApiError {
+    let when =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at_ms));
+    ApiError::Gone(format!(
+        "the result of {id:?} was evicted at {when}: Kiln keeps at most {} bytes of results \
+         (max_results_bytes) and drops the oldest first; read results sooner, use callback_url, \
+         or raise the bound",
+        state.queue.max_results_bytes()
+    ))
 }
 
 async fn submit(
@@ -200,11 +219,7 @@ async fn submit(
     let _span = tracing::info_span!("submission", id = %id).entered();
     // Subscribe before submitting, so the result cannot slip past between the two.
     let mut events = state.shared.events.subscribe();
-    let submitted = state
-        .queue
-        .submit(vec![env])
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let submitted = state.queue.submit(vec![env]).await?;
     let existing = match submitted.into_iter().next() {
         Some(Submitted::Existing(s)) => Some(s),
         _ => {
@@ -287,12 +302,7 @@ async fn submit_batch(
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
     check_depth(&state, &good.iter().collect::<Vec<_>>())?;
-    let mut outcomes = state
-        .queue
-        .submit(good)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        .into_iter();
+    let mut outcomes = state.queue.submit(good).await?.into_iter();
     state.consumer.do_send(Wake);
     let body: Vec<serde_json::Value> = checked
         .iter()
@@ -313,11 +323,8 @@ async fn get_submission(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    match state
-        .queue
-        .state(&id)
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-    {
+    match state.queue.state(&id)? {
+        Some(SubmissionState::Evicted { at_ms }) => Err(evicted(&state, &id, at_ms)),
         Some(s) => Ok(HttpResponse::Ok().json(state_json(&id, &s))),
         None => Err(ApiError::NotFound(format!(
             "no submission with id {:?}",
@@ -338,10 +345,21 @@ async fn runtimes(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// Alive and able to keep what it accepts: fails while the journal cannot be written (a full
+/// disk), so that a supervisor sees it; comes back by itself when writes work again.
+async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
+    match state.queue.failure() {
+        None => HttpResponse::Ok().json(json!({"status": "ok"})),
+        Some(e) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "failing", "error": e.to_string()})),
+    }
+}
+
 async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let standby = state.shared.standby.load(Ordering::Relaxed);
-    let body = json!({"standby_pods": standby, "pool_size": state.shared.pool_size, "queue_depth": state.queue.depth()});
-    if standby > 0 {
+    let failure = state.queue.failure().map(|e| e.to_string());
+    let body = json!({"standby_pods": standby, "pool_size": state.shared.pool_size, "queue_depth": state.queue.depth(), "error": failure});
+    if standby > 0 && failure.is_none() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

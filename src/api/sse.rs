@@ -23,13 +23,13 @@ pub async fn events(
     let rx = state.shared.events.subscribe();
     let current = state
         .queue
-        .state(&id)
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .state(&id)?
         .ok_or_else(|| ApiError::NotFound(format!("no submission with id {id:?}")))?;
     let first = match &current {
         SubmissionState::Queued => frame("queued", &state_json(&id, &current)),
         SubmissionState::Running => frame("running", &state_json(&id, &current)),
         SubmissionState::Done(_) => frame("result", &state_json(&id, &current)),
+        SubmissionState::Evicted { at_ms } => return Err(super::evicted(&state, &id, *at_ms)),
     };
     let done = matches!(current, SubmissionState::Done(_));
     let queue = state.queue.clone();

@@ -2,16 +2,24 @@
 //! accepted submission survives `kill -9` and runs after restart. Writes go through one journal
 //! thread that commits everything waiting in one transaction (group commit: one fsync for many
 //! submissions under load).
+//!
+//! Disk is bounded: finished results (with their submissions) are kept under `max_results_bytes`,
+//! oldest evicted first (a GET of an evicted id says so), and the file is compacted when it holds
+//! much more than that. A write that fails (a full disk) leaves redb refusing every later write,
+//! so the journal reopens the file, once a second, until writes work again; meanwhile the store
+//! reports itself failed (`/healthz`) and nothing new is accepted. Committed work is never lost:
+//! redb reopens at its last commit.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use tokio::sync::oneshot;
 
+use super::result_files::{ResultFiles, Stored};
 use super::{Delivery, Envelope, Queue, QueueError, SubmissionState};
 use crate::pods::BoxFuture;
 use crate::result::{now_ms, RunResult};
@@ -19,8 +27,25 @@ use crate::result::{now_ms, RunResult};
 const SUBMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("submissions");
 const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
 const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
-/// Result ids by finish time, for retention.
-const FINISHED: TableDefinition<(u64, &str), ()> = TableDefinition::new("finished");
+/// Result ids by finish time, with the bytes the result and its submission take, for retention
+/// and the bound in bytes.
+const FINISHED: TableDefinition<(u64, &str), u64> = TableDefinition::new("finished_sized");
+/// The index before results were bounded in bytes (ids by finish time only); moved into
+/// FINISHED when an older data dir is opened.
+const FINISHED_UNSIZED: TableDefinition<(u64, &str), ()> = TableDefinition::new("finished");
+/// Ids whose results were evicted, and when, so that a GET can say so.
+const EVICTED: TableDefinition<&str, u64> = TableDefinition::new("evicted");
+
+/// How the store bounds what it keeps on disk.
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    /// Results older than this are forgotten.
+    pub retention: Duration,
+    /// Finished results and their submissions are kept under this many bytes, oldest evicted.
+    pub max_results_bytes: u64,
+    /// Free space the data dir's filesystem keeps; below it, submissions are refused.
+    pub min_free_bytes: u64,
+}
 
 /// How `submit` went.
 #[derive(Debug)]
@@ -61,9 +86,191 @@ impl Memory {
 
 /// The embedded queue and result store.
 pub struct EmbeddedQueue {
-    db: Arc<Database>,
+    store: Arc<Store>,
     memory: Arc<Mutex<Memory>>,
     writes: Mutex<mpsc::Sender<Write>>,
+}
+
+/// The redb file, and whether it can be written now.
+struct Store {
+    path: PathBuf,
+    data_dir: PathBuf,
+    bounds: Bounds,
+    /// Results too big for the journal.
+    files: ResultFiles,
+    /// `None` while the file is being reopened after a failed write.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Why the store takes no writes now; `None` while it works.
+    failure: Mutex<Option<QueueError>>,
+}
+
+impl Store {
+    fn db(&self) -> Result<Arc<Database>, QueueError> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        self.db
+            .read()
+            .map_err(|_| QueueError::Closed)?
+            .clone()
+            .ok_or(QueueError::Closed)
+    }
+
+    fn failure(&self) -> Option<QueueError> {
+        self.failure.lock().map(|f| f.clone()).unwrap_or(None)
+    }
+
+    /// Bytes free on the data dir's filesystem (for unprivileged users).
+    fn free_bytes(&self) -> Option<u64> {
+        free_bytes(&self.data_dir)
+    }
+
+    /// Refuses new work while the disk is nearly full, naming the directory and the numbers.
+    fn check_space(&self, adding: u64) -> Result<(), QueueError> {
+        match self.free_bytes() {
+            Some(free) if free < self.bounds.min_free_bytes.saturating_add(adding) => {
+                Err(QueueError::NoSpace(format!(
+                    "the disk is full: the data dir {} has {free} bytes free and Kiln keeps at \
+                     least {} free (min_free_bytes); free space there or move data_dir",
+                    self.data_dir.display(),
+                    self.bounds.min_free_bytes
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A write failed: redb refuses all later writes until the file is reopened. Says why, in
+    /// terms of the disk when the disk is the cause.
+    fn fail(&self, error: &QueueError) {
+        let why = match self.check_space(0) {
+            Err(full) => full,
+            Ok(()) => QueueError::Store(format!(
+                "writing {} failed ({error}); reopening it",
+                self.path.display()
+            )),
+        };
+        tracing::error!(error = %why, "the journal failed a write; it is reopened once a second until writes work again");
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(why);
+        }
+        if let Ok(mut db) = self.db.write() {
+            *db = None;
+        }
+    }
+
+    /// Reopens the file (redb recovers it to its last commit) and checks that a write goes
+    /// through. True when the store works again.
+    fn try_reopen(&self) -> bool {
+        if self.check_space(0).is_err() {
+            return false;
+        }
+        let reopened = Database::create(&self.path)
+            .map_err(store_err)
+            .and_then(|db| create_tables(&db).map(|()| db));
+        match reopened {
+            Ok(db) => {
+                if let Err(e) = remove_unreferenced_files(&db, &self.files) {
+                    tracing::warn!(error = %e, "removing result files of failed writes failed");
+                }
+                if let Ok(mut slot) = self.db.write() {
+                    *slot = Some(Arc::new(db));
+                }
+                if let Ok(mut f) = self.failure.lock() {
+                    *f = None;
+                }
+                tracing::info!(path = %self.path.display(), "the journal works again");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reopening the journal failed; trying again in a second");
+                false
+            }
+        }
+    }
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let c = crate::sandbox::setup::c_path(dir).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn create_tables(db: &Database) -> Result<(), QueueError> {
+    let tx = db.begin_write().map_err(store_err)?;
+    {
+        tx.open_table(SUBMISSIONS).map_err(store_err)?;
+        tx.open_table(PENDING).map_err(store_err)?;
+        tx.open_table(RESULTS).map_err(store_err)?;
+        tx.open_table(FINISHED).map_err(store_err)?;
+        tx.open_table(EVICTED).map_err(store_err)?;
+    }
+    tx.commit().map_err(store_err)
+}
+
+/// Moves the unsized index of an older data dir into FINISHED, measuring each entry.
+fn migrate_unsized_index(db: &Database) -> Result<(), QueueError> {
+    let tx = db.begin_write().map_err(store_err)?;
+    let exists = tx
+        .list_tables()
+        .map_err(store_err)?
+        .any(|t| t.name() == FINISHED_UNSIZED.name());
+    if !exists {
+        return Ok(());
+    }
+    {
+        let old = tx.open_table(FINISHED_UNSIZED).map_err(store_err)?;
+        let results = tx.open_table(RESULTS).map_err(store_err)?;
+        let subs = tx.open_table(SUBMISSIONS).map_err(store_err)?;
+        let mut finished = tx.open_table(FINISHED).map_err(store_err)?;
+        for row in old.iter().map_err(store_err)? {
+            let (key, _) = row.map_err(store_err)?;
+            let (t, id) = key.value();
+            let size = results
+                .get(id)
+                .map_err(store_err)?
+                .map_or(0, |v| v.value().len())
+                + subs
+                    .get(id)
+                    .map_err(store_err)?
+                    .map_or(0, |v| v.value().len());
+            finished.insert((t, id), size as u64).map_err(store_err)?;
+        }
+    }
+    tx.delete_table(FINISHED_UNSIZED).map_err(store_err)?;
+    tx.commit().map_err(store_err)
+}
+
+/// Removes result files no journal value names.
+fn remove_unreferenced_files(db: &Database, files: &ResultFiles) -> Result<(), QueueError> {
+    let rx = db.begin_read().map_err(store_err)?;
+    let results = rx.open_table(RESULTS).map_err(store_err)?;
+    let mut referenced = HashSet::new();
+    for row in results.iter().map_err(store_err)? {
+        if let Stored::File(name) = ResultFiles::stored(row.map_err(store_err)?.1.value()) {
+            referenced.insert(name.to_string());
+        }
+    }
+    let removed = files.remove_unreferenced(&referenced).map_err(store_err)?;
+    if removed > 0 {
+        tracing::info!(removed, "removed result files left by an interrupted write");
+    }
+    Ok(())
+}
+
+/// Bytes of finished results and their submissions, from the index.
+fn results_bytes(db: &Database) -> Result<u64, QueueError> {
+    let rx = db.begin_read().map_err(store_err)?;
+    let finished = rx.open_table(FINISHED).map_err(store_err)?;
+    let mut total = 0;
+    for row in finished.iter().map_err(store_err)? {
+        total += row.map_err(store_err)?.1.value();
+    }
+    Ok(total)
 }
 
 fn store_err(e: impl std::fmt::Display) -> QueueError {
@@ -82,21 +289,15 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, QueueError> {
 
 impl EmbeddedQueue {
     /// Opens (or creates) the journal in `data_dir` and reloads every unfinished submission.
-    pub fn open(data_dir: &Path, retention: Duration) -> Result<EmbeddedQueue, QueueError> {
+    pub fn open(data_dir: &Path, bounds: Bounds) -> Result<EmbeddedQueue, QueueError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             QueueError::Store(format!("creating the data dir {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join("queue.redb");
         let db = Database::create(&path)
             .map_err(|e| QueueError::Store(format!("opening {}: {e}", path.display())))?;
-        let tx = db.begin_write().map_err(store_err)?;
-        {
-            tx.open_table(SUBMISSIONS).map_err(store_err)?;
-            tx.open_table(PENDING).map_err(store_err)?;
-            tx.open_table(RESULTS).map_err(store_err)?;
-            tx.open_table(FINISHED).map_err(store_err)?;
-        }
-        tx.commit().map_err(store_err)?;
+        create_tables(&db)?;
+        migrate_unsized_index(&db)?;
 
         let mut memory = Memory {
             ready: VecDeque::new(),
@@ -118,18 +319,46 @@ impl EmbeddedQueue {
                 memory.add(seq.value(), id, weight);
             }
         }
-        let db = Arc::new(db);
+        let kept = results_bytes(&db)?;
+        let files = ResultFiles::open(data_dir).map_err(|e| {
+            QueueError::Store(format!("opening {}/results: {e}", data_dir.display()))
+        })?;
+        remove_unreferenced_files(&db, &files)?;
+        let store = Arc::new(Store {
+            path,
+            data_dir: data_dir.to_path_buf(),
+            bounds,
+            files,
+            db: RwLock::new(Some(Arc::new(db))),
+            failure: Mutex::new(None),
+        });
         let (tx, rx) = mpsc::channel();
-        let journal_db = db.clone();
+        let journal_store = store.clone();
         std::thread::Builder::new()
             .name("kiln-journal".into())
-            .spawn(move || journal(journal_db, rx, retention))
+            .spawn(move || journal(journal_store, rx, kept))
             .map_err(store_err)?;
         Ok(EmbeddedQueue {
-            db,
+            store,
             memory: Arc::new(Mutex::new(memory)),
             writes: Mutex::new(tx),
         })
+    }
+
+    /// Why the store takes no writes now (a full disk, a failed write being recovered from);
+    /// `None` while it works.
+    pub fn failure(&self) -> Option<QueueError> {
+        self.store.failure()
+    }
+
+    /// Refuses `adding` more bytes while the data dir's disk is nearly full.
+    pub fn check_space(&self, adding: u64) -> Result<(), QueueError> {
+        self.store.check_space(adding)
+    }
+
+    /// The bound on kept results, for messages.
+    pub fn max_results_bytes(&self) -> u64 {
+        self.store.bounds.max_results_bytes
     }
 
     fn send(&self, w: Write) -> Result<(), QueueError> {
@@ -143,6 +372,9 @@ impl EmbeddedQueue {
     /// Journals new submissions durably (one fsync for the lot), then makes them ready.
     /// Ids already known are not queued again.
     pub async fn submit(&self, envelopes: Vec<Envelope>) -> Result<Vec<Submitted>, QueueError> {
+        if let Some(e) = self.store.failure() {
+            return Err(e);
+        }
         let ids: Vec<(String, usize)> = envelopes
             .iter()
             .map(|e| (e.id.clone(), e.weight()))
@@ -169,8 +401,10 @@ impl EmbeddedQueue {
         Ok(outcome)
     }
 
-    /// Takes up to `max` ready submissions, reading them from the journal.
+    /// Takes up to `max` ready submissions, reading them from the journal. When the journal
+    /// cannot be read they stay ready.
     fn take_now(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let db = self.store.db()?;
         let batch: Vec<(u64, String)> = {
             let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
             let n = max.min(m.ready.len());
@@ -183,20 +417,33 @@ impl EmbeddedQueue {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let rx = self.db.begin_read().map_err(store_err)?;
-        let subs = rx.open_table(SUBMISSIONS).map_err(store_err)?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (seq, id) in batch {
-            match subs.get(id.as_str()).map_err(store_err)? {
-                Some(raw) => out.push(Delivery {
-                    envelope: decode(raw.value())?,
-                    token: seq,
-                    attempt: 1,
-                }),
-                None => tracing::error!(%id, "a pending submission is missing from the journal"),
+        let read = || -> Result<Vec<Delivery>, QueueError> {
+            let rx = db.begin_read().map_err(store_err)?;
+            let subs = rx.open_table(SUBMISSIONS).map_err(store_err)?;
+            let mut out = Vec::with_capacity(batch.len());
+            for (seq, id) in &batch {
+                match subs.get(id.as_str()).map_err(store_err)? {
+                    Some(raw) => out.push(Delivery {
+                        envelope: decode(raw.value())?,
+                        token: *seq,
+                        attempt: 1,
+                    }),
+                    None => {
+                        tracing::error!(%id, "a pending submission is missing from the journal")
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let taken = read();
+        if taken.is_err() {
+            let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
+            for (seq, id) in batch.into_iter().rev() {
+                m.running.remove(&id);
+                m.ready.push_front((seq, id));
             }
         }
-        Ok(out)
+        taken
     }
 
     /// Bytes carried by the submissions accepted and not yet finished.
@@ -206,8 +453,8 @@ impl EmbeddedQueue {
 
     /// Where a submission stands; `None` for an id never submitted (or expired).
     pub fn state(&self, id: &str) -> Result<Option<SubmissionState>, QueueError> {
-        let rx = self.db.begin_read().map_err(store_err)?;
-        state_in(&rx, id, &self.memory)
+        let rx = self.store.db()?.begin_read().map_err(store_err)?;
+        state_in(&rx, id, &self.memory, &self.store.files)
     }
 }
 
@@ -215,6 +462,7 @@ fn state_in(
     rx: &redb::ReadTransaction,
     id: &str,
     memory: &Mutex<Memory>,
+    files: &ResultFiles,
 ) -> Result<Option<SubmissionState>, QueueError> {
     if let Some(raw) = rx
         .open_table(RESULTS)
@@ -222,7 +470,10 @@ fn state_in(
         .get(id)
         .map_err(store_err)?
     {
-        return Ok(Some(SubmissionState::Done(Box::new(decode(raw.value())?))));
+        let encoded = files
+            .load(raw.value())
+            .map_err(|e| QueueError::Store(format!("reading the result of {id}: {e}")))?;
+        return Ok(Some(SubmissionState::Done(Box::new(decode(&encoded)?))));
     }
     if rx
         .open_table(SUBMISSIONS)
@@ -231,7 +482,12 @@ fn state_in(
         .map_err(store_err)?
         .is_none()
     {
-        return Ok(None);
+        let evicted = rx
+            .open_table(EVICTED)
+            .map_err(store_err)?
+            .get(id)
+            .map_err(store_err)?;
+        return Ok(evicted.map(|at| SubmissionState::Evicted { at_ms: at.value() }));
     }
     let running = memory
         .lock()
@@ -282,14 +538,50 @@ impl Queue for EmbeddedQueue {
 }
 
 /// The journal thread: commits every waiting write in one transaction, then answers them all.
-fn journal(db: Arc<Database>, rx: mpsc::Receiver<Write>, retention: Duration) {
+/// `kept` is the bytes of finished results on disk at start.
+fn journal(store: Arc<Store>, rx: mpsc::Receiver<Write>, mut kept: u64) {
     let mut last_prune = Instant::now();
-    while let Ok(first) = rx.recv() {
+    let mut last_compaction = Instant::now();
+    loop {
+        let failed = store.failure().is_some();
+        let first = if failed {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(w) => Some(w),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(w) => Some(w),
+                Err(_) => return,
+            }
+        };
+        if failed && store.try_reopen() {
+            // Whatever was evicted or pruned before the failure is on disk; recount.
+            if let Ok(db) = store.db() {
+                kept = results_bytes(&db).unwrap_or(kept);
+            }
+        }
+        let Some(first) = first else { continue };
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = commit(&db, &batch);
+        let result = store.db().and_then(|db| {
+            let r = commit(&db, &batch, kept, &store.bounds, &store.files);
+            if let Err(e) = &r {
+                store.fail(e);
+            }
+            r
+        });
+        let result = match result {
+            Ok((replies, now_kept)) => {
+                kept = now_kept;
+                Ok(replies)
+            }
+            // A failure is reported as what the store says it is now (the disk is full).
+            Err(e) => Err(store.failure().unwrap_or(e)),
+        };
         for (i, w) in batch.into_iter().enumerate() {
             match w {
                 Write::Submit(_, reply) => {
@@ -301,25 +593,90 @@ fn journal(db: Arc<Database>, rx: mpsc::Receiver<Write>, retention: Duration) {
                 }
             }
         }
+        let Ok(db) = store.db() else { continue };
+        let retention = store.bounds.retention;
         if last_prune.elapsed() > retention.min(Duration::from_secs(60)) {
-            if let Err(e) = prune(&db, retention) {
-                tracing::warn!(error = %e, "pruning expired results failed");
+            match prune(&db, retention, &store.files) {
+                Ok(freed) => kept = kept.saturating_sub(freed),
+                Err(e) => tracing::warn!(error = %e, "pruning expired results failed"),
             }
             last_prune = Instant::now();
+        }
+        if last_compaction.elapsed() > Duration::from_secs(10) {
+            drop(db);
+            compact_if_bloated(&store);
+            last_compaction = Instant::now();
         }
     }
 }
 
-/// One transaction for a batch of writes. For each submit: per envelope, its new pending
-/// sequence number, or `None` when the id was known already.
-fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Vec<Option<u64>>>, QueueError> {
+/// Free space the journal file may hold before it is compacted. redb reuses freed pages, so the
+/// file stays near its high-water mark; compaction gives the rest back to the disk.
+pub const COMPACTION_SLACK: u64 = 64 << 20;
+
+/// Compacts the journal file when more than `COMPACTION_SLACK` of it is free pages (evicted and
+/// expired results, a drained backlog). Skipped while readers hold the file; tried again later.
+fn compact_if_bloated(store: &Store) {
+    let Ok(len) = std::fs::metadata(&store.path).map(|m| m.len()) else {
+        return;
+    };
+    let Ok(mut slot) = store.db.write() else {
+        return;
+    };
+    let Some(db) = slot.as_mut().and_then(Arc::get_mut) else {
+        return;
+    };
+    let in_use = match db.begin_write().and_then(|tx| {
+        let stats = tx.stats();
+        tx.abort()?;
+        Ok(stats?)
+    }) {
+        Ok(stats) => stats.allocated_pages() * stats.page_size() as u64,
+        Err(_) => return,
+    };
+    if len.saturating_sub(in_use) <= COMPACTION_SLACK {
+        return;
+    }
+    let started = Instant::now();
+    match db.compact() {
+        Ok(_) => {
+            let after = std::fs::metadata(&store.path).map_or(0, |m| m.len());
+            tracing::info!(
+                before = len,
+                after,
+                ms = started.elapsed().as_millis() as u64,
+                "compacted the journal"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "compacting the journal failed"),
+    }
+}
+
+/// What a batch's transaction answers: per submit, per envelope, its pending sequence number
+/// (`None` for an id known already); and the bytes of results kept afterwards.
+type Committed = (Vec<Vec<Option<u64>>>, u64);
+
+/// One transaction for a batch of writes, then eviction of the oldest results while the kept
+/// ones are over the bound. Returns, for each submit, per envelope its new pending sequence
+/// number (`None` when the id was known already), and the bytes of results kept afterwards.
+fn commit(
+    db: &Database,
+    batch: &[Write],
+    mut kept: u64,
+    bounds: &Bounds,
+    files: &ResultFiles,
+) -> Result<Committed, QueueError> {
     let tx = db.begin_write().map_err(store_err)?;
     let mut replies = Vec::with_capacity(batch.len());
+    let mut wrote_file = false;
+    // Values of evicted results: their files go once the transaction has committed.
+    let mut forgotten: Vec<Vec<u8>> = Vec::new();
     {
         let mut subs = tx.open_table(SUBMISSIONS).map_err(store_err)?;
         let mut pending = tx.open_table(PENDING).map_err(store_err)?;
         let mut results = tx.open_table(RESULTS).map_err(store_err)?;
         let mut finished = tx.open_table(FINISHED).map_err(store_err)?;
+        let mut evicted = tx.open_table(EVICTED).map_err(store_err)?;
         let mut next_seq = pending
             .last()
             .map_err(store_err)?
@@ -334,6 +691,8 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Vec<Option<u64>>>, Queue
                             out.push(None);
                             continue;
                         }
+                        // An evicted id submitted again is a new submission.
+                        evicted.remove(env.id.as_str()).map_err(store_err)?;
                         subs.insert(env.id.as_str(), encode(env)?.as_slice())
                             .map_err(store_err)?;
                         pending
@@ -353,45 +712,92 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Vec<Option<u64>>>, Queue
                             .map_err(store_err)?
                             .is_none()
                         {
+                            let (value, stored) =
+                                files.store(encode(result)?, &mut wrote_file).map_err(|e| {
+                                    QueueError::Store(format!("writing a result file: {e}"))
+                                })?;
+                            let submission = subs
+                                .get(result.id.as_str())
+                                .map_err(store_err)?
+                                .map_or(0, |v| v.value().len());
+                            let size = stored + submission as u64;
                             results
-                                .insert(result.id.as_str(), encode(result)?.as_slice())
+                                .insert(result.id.as_str(), value.as_slice())
                                 .map_err(store_err)?;
                             finished
-                                .insert((result.finished_at_ms, result.id.as_str()), ())
+                                .insert((result.finished_at_ms, result.id.as_str()), size)
                                 .map_err(store_err)?;
+                            kept += size;
                         }
                     }
                     replies.push(Vec::new());
                 }
             }
         }
+        // Oldest first, until the kept results fit the bound again.
+        let now = now_ms();
+        while kept > bounds.max_results_bytes {
+            let Some((key, size)) = finished
+                .pop_first()
+                .map_err(store_err)?
+                .map(|(k, v)| (k.value().1.to_string(), v.value()))
+            else {
+                break;
+            };
+            if let Some(value) = results.remove(key.as_str()).map_err(store_err)? {
+                forgotten.push(value.value().to_vec());
+            }
+            subs.remove(key.as_str()).map_err(store_err)?;
+            evicted.insert(key.as_str(), now).map_err(store_err)?;
+            kept = kept.saturating_sub(size);
+        }
+    }
+    if wrote_file {
+        files
+            .sync_dir()
+            .map_err(|e| QueueError::Store(format!("syncing the results directory: {e}")))?;
     }
     tx.commit().map_err(store_err)?;
-    Ok(replies)
+    for value in forgotten {
+        files.remove(&value);
+    }
+    Ok((replies, kept))
 }
 
-/// Forgets results (and their submissions) older than the retention.
-fn prune(db: &Database, retention: Duration) -> Result<(), QueueError> {
+/// Forgets results (and their submissions) older than the retention, and eviction notes as old.
+/// Returns the bytes freed.
+fn prune(db: &Database, retention: Duration, files: &ResultFiles) -> Result<u64, QueueError> {
     let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
     let tx = db.begin_write().map_err(store_err)?;
+    let mut freed = 0;
+    let mut forgotten: Vec<Vec<u8>> = Vec::new();
     {
         let mut finished = tx.open_table(FINISHED).map_err(store_err)?;
         let mut results = tx.open_table(RESULTS).map_err(store_err)?;
         let mut subs = tx.open_table(SUBMISSIONS).map_err(store_err)?;
-        let expired: Vec<(u64, String)> = finished
+        let mut evicted = tx.open_table(EVICTED).map_err(store_err)?;
+        let expired: Vec<(u64, String, u64)> = finished
             .range((0u64, "")..(cutoff, ""))
             .map_err(store_err)?
             .filter_map(|r| r.ok())
-            .map(|(k, _)| {
+            .map(|(k, v)| {
                 let (t, id) = k.value();
-                (t, id.to_string())
+                (t, id.to_string(), v.value())
             })
             .collect();
-        for (t, id) in expired {
+        for (t, id, size) in expired {
             finished.remove((t, id.as_str())).map_err(store_err)?;
-            results.remove(id.as_str()).map_err(store_err)?;
+            if let Some(value) = results.remove(id.as_str()).map_err(store_err)? {
+                forgotten.push(value.value().to_vec());
+            }
             subs.remove(id.as_str()).map_err(store_err)?;
+            freed += size;
         }
+        evicted.retain(|_, at| at >= cutoff).map_err(store_err)?;
     }
-    tx.commit().map_err(store_err)
+    tx.commit().map_err(store_err)?;
+    for value in forgotten {
+        files.remove(&value);
+    }
+    Ok(freed)
 }

@@ -2,6 +2,7 @@
 //! today; Kafka (partitions, consumer groups, transactions) beside it.
 
 pub mod embedded;
+pub mod result_files;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,10 @@ pub struct Delivery {
 pub enum QueueError {
     #[error("the queue's store failed: {0}")]
     Store(String),
+    /// The disk under the store is (nearly) full: nothing more can be accepted until space
+    /// returns. The message names the directory and the free space.
+    #[error("{0}")]
+    NoSpace(String),
     #[error("the queue is shut down")]
     Closed,
 }
@@ -65,4 +70,9 @@ pub enum SubmissionState {
     Queued,
     Running,
     Done(Box<RunResult>),
+    /// Its result was dropped, oldest first, to keep the results store under its bound in bytes
+    /// (`max_results_bytes`), at this time (milliseconds since the epoch).
+    Evicted {
+        at_ms: u64,
+    },
 }

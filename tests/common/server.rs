@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,16 @@ impl Server {
     /// Starts `kiln serve` with `KILN_*` settings from `env` and waits until it is ready.
     pub fn start(name: &str, env: &[(&str, &str)]) -> Server {
         let mut s = Server::unstarted(name, env);
+        s.boot();
+        s
+    }
+
+    /// Starts `kiln serve` after `prepare` has readied its (empty, existing) data dir, e.g. by
+    /// mounting a small filesystem there.
+    pub fn start_prepared(name: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Server {
+        let mut s = Server::unstarted(name, env);
+        std::fs::create_dir_all(&s.data_dir).expect("data dir");
+        prepare(&s.data_dir);
         s.boot();
         s
     }
