@@ -180,10 +180,83 @@ impl Settings {
     }
 }
 
+/// Warnings for the start-up report: places other users of this host can read that hold what
+/// the auth token protects (the token itself in the config file; submissions and results in the
+/// data dir), each with the command that fixes it.
+pub fn exposed_secrets(settings: &Settings, file: Option<&Path>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if settings.auth_token.is_none() {
+        return Vec::new();
+    }
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+    };
+    let mut warnings = Vec::new();
+    if let Some(f) = file {
+        let holds_token = std::fs::read_to_string(f).is_ok_and(|t| t.contains("auth_token"));
+        if let Some(m) = mode(f).filter(|m| holds_token && m & 0o044 != 0) {
+            warnings.push(format!(
+                "WARNING: {} holds auth_token and other users can read it (mode {m:o}): run `chmod 600 {}`, or pass the token in KILN_AUTH_TOKEN",
+                f.display(),
+                f.display()
+            ));
+        }
+    }
+    if let Some(m) = mode(&settings.data_dir).filter(|m| m & 0o005 != 0) {
+        warnings.push(format!(
+            "WARNING: the data dir {} is open to other users (mode {m:o}) while the API needs a token: they can read every submission and result there; run `chmod 700 {}`",
+            settings.data_dir.display(),
+            settings.data_dir.display()
+        ));
+    }
+    warnings
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
 }
 
-impl Settings {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_readable_config_file_with_the_token_and_an_open_data_dir_are_reported() {
+        let dir = std::env::temp_dir().join(format!("kiln-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let file = dir.join("kiln.toml");
+        std::fs::write(&file, "auth_token = \"s3cret\"\n").unwrap();
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&file, 0o644);
+        set(&dir.join("data"), 0o755);
+        let settings = Settings {
+            auth_token: Some("s3cret".into()),
+            data_dir: dir.join("data"),
+            ..Settings::default()
+        };
+        let warnings = exposed_secrets(&settings, Some(&file));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("chmod 600"), "{warnings:?}");
+        assert!(warnings[1].contains("chmod 700"), "{warnings:?}");
+        set(&file, 0o600);
+        set(&dir.join("data"), 0o700);
+        assert!(exposed_secrets(&settings, Some(&file)).is_empty());
+        let open = Settings {
+            auth_token: None,
+            ..settings
+        };
+        set(&file, 0o644);
+        assert!(
+            exposed_secrets(&open, Some(&file)).is_empty(),
+            "no token, no secret"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -25,6 +25,7 @@ pub struct Instance {
     pub scheduler: SchedulerRoot,
     pub registry: Arc<Registry>,
     pub backend_lines: Vec<String>,
+    pub settings: Settings,
 }
 
 /// The local pod backend for these settings and this registry's toolchains.
@@ -138,13 +139,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
         scheduler,
         registry,
         backend_lines,
+        settings,
     })
 }
 
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully: stop accepting, let running jobs
 /// finish (up to a grace period), leave the rest journaled for the next start.
-pub fn run(settings: Settings) -> anyhow::Result<()> {
+pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let data_dir: PathBuf = settings.data_dir.clone();
+    let config_file = config_file.map(|f| f.to_path_buf());
     actix::System::new().block_on(async move {
         let pool = settings.effective_pool_size();
         let instance = start(settings).await?;
@@ -163,6 +166,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             println!("{line}");
         }
         println!("pool: {pool} standby pods; data dir {}", data_dir.display());
+        for warning in crate::config::exposed_secrets(&instance.settings, config_file.as_deref()) {
+            println!("{warning}");
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
 

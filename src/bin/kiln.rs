@@ -106,7 +106,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             if let Some(d) = data_dir {
                 s.data_dir = d;
             }
-            kiln::serve::run(s)?;
+            kiln::serve::run(s, cli.config.as_deref())?;
             Ok(0)
         }
         Cmd::Run {

@@ -290,9 +290,15 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, QueueError> {
 impl EmbeddedQueue {
     /// Opens (or creates) the journal in `data_dir` and reloads every unfinished submission.
     pub fn open(data_dir: &Path, bounds: Bounds) -> Result<EmbeddedQueue, QueueError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            QueueError::Store(format!("creating the data dir {}: {e}", data_dir.display()))
-        })?;
+        // Submissions and results are the submitters' business: only Kiln's user may look.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|e| {
+                QueueError::Store(format!("creating the data dir {}: {e}", data_dir.display()))
+            })?;
         let path = data_dir.join("queue.redb");
         let db = Database::create(&path)
             .map_err(|e| QueueError::Store(format!("opening {}: {e}", path.display())))?;
