@@ -68,7 +68,13 @@ impl LocalSettings {
 
     /// Hidden even when an operator's allow-list or a toolchain mount would show them.
     pub fn default_masked() -> Vec<PathBuf> {
-        ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh"]
+        [
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/sudoers",
+            "/etc/ssh",
+            "/usr/local/etc",
+        ]
             .iter()
             .map(PathBuf::from)
             .collect()
