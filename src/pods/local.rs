@@ -75,9 +75,9 @@ impl LocalSettings {
             "/etc/ssh",
             "/usr/local/etc",
         ]
-            .iter()
-            .map(PathBuf::from)
-            .collect()
+        .iter()
+        .map(PathBuf::from)
+        .collect()
     }
 }
 

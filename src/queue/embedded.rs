@@ -544,60 +544,29 @@ impl Queue for EmbeddedQueue {
 }
 
 /// The journal thread: commits every waiting write in one transaction, then answers them all.
+/// Once a second at least it also does its upkeep: reopening a failed file, pruning, compacting.
 /// `kept` is the bytes of finished results on disk at start.
 fn journal(store: Arc<Store>, rx: mpsc::Receiver<Write>, mut kept: u64) {
     let mut last_prune = Instant::now();
     let mut last_compaction = Instant::now();
     loop {
-        let failed = store.failure().is_some();
-        let first = if failed {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(w) => Some(w),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        } else {
-            match rx.recv() {
-                Ok(w) => Some(w),
-                Err(_) => return,
-            }
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(w) => Some(w),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        if failed && store.try_reopen() {
+        if store.failure().is_some() && store.try_reopen() {
             // Whatever was evicted or pruned before the failure is on disk; recount.
             if let Ok(db) = store.db() {
                 kept = results_bytes(&db).unwrap_or(kept);
             }
         }
-        let Some(first) = first else { continue };
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let result = store.db().and_then(|db| {
-            let r = commit(&db, &batch, kept, &store.bounds, &store.files);
-            if let Err(e) = &r {
-                store.fail(e);
+        if let Some(first) = first {
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
             }
-            r
-        });
-        let result = match result {
-            Ok((replies, now_kept)) => {
-                kept = now_kept;
-                Ok(replies)
-            }
-            // A failure is reported as what the store says it is now (the disk is full).
-            Err(e) => Err(store.failure().unwrap_or(e)),
-        };
-        for (i, w) in batch.into_iter().enumerate() {
-            match w {
-                Write::Submit(_, reply) => {
-                    let _ =
-                        reply.send(result.as_ref().map(|r| r[i].clone()).map_err(|e| e.clone()));
-                }
-                Write::Complete(_, reply) => {
-                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| e.clone()));
-                }
-            }
+            write_batch(&store, batch, &mut kept);
         }
         let Ok(db) = store.db() else { continue };
         let retention = store.bounds.retention;
@@ -612,6 +581,35 @@ fn journal(store: Arc<Store>, rx: mpsc::Receiver<Write>, mut kept: u64) {
             drop(db);
             compact_if_bloated(&store);
             last_compaction = Instant::now();
+        }
+    }
+}
+
+/// Commits one batch of writes and answers each; a failed commit fails the store.
+fn write_batch(store: &Store, batch: Vec<Write>, kept: &mut u64) {
+    let result = store.db().and_then(|db| {
+        let r = commit(&db, &batch, *kept, &store.bounds, &store.files);
+        if let Err(e) = &r {
+            store.fail(e);
+        }
+        r
+    });
+    let result = match result {
+        Ok((replies, now_kept)) => {
+            *kept = now_kept;
+            Ok(replies)
+        }
+        // A failure is reported as what the store says it is now (the disk is full).
+        Err(e) => Err(store.failure().unwrap_or(e)),
+    };
+    for (i, w) in batch.into_iter().enumerate() {
+        match w {
+            Write::Submit(_, reply) => {
+                let _ = reply.send(result.as_ref().map(|r| r[i].clone()).map_err(|e| e.clone()));
+            }
+            Write::Complete(_, reply) => {
+                let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| e.clone()));
+            }
         }
     }
 }
