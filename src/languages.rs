@@ -201,22 +201,20 @@ impl Registry {
 
     /// The /etc entries some available toolchain reads.
     pub fn etc_patterns(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
-            .available
-            .iter()
-            .flat_map(|l| l.etc.iter().cloned())
-            .collect();
-        all.sort();
-        all.dedup();
-        all
+        self.union_of(|l| &l.etc)
     }
 
     /// Every directory some toolchain needs visible inside pods.
     pub fn mounts(&self) -> Vec<PathBuf> {
-        let mut all: Vec<PathBuf> = self
+        self.union_of(|l| &l.mounts)
+    }
+
+    /// What any available language lists in one of its fields, sorted, once each.
+    fn union_of<T: Ord + Clone>(&self, field: impl Fn(&Language) -> &Vec<T>) -> Vec<T> {
+        let mut all: Vec<T> = self
             .available
             .iter()
-            .flat_map(|l| l.mounts.iter().cloned())
+            .flat_map(|l| field(l).iter().cloned())
             .collect();
         all.sort();
         all.dedup();
