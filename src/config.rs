@@ -73,6 +73,8 @@ pub struct Settings {
     /// `text` or `json`.
     pub log_format: String,
     pub limits: LimitPolicy,
+    /// Kafka mode: brokers, topics, group (`kiln scheduler`, `kiln serve --queue kafka`).
+    pub kafka: crate::queue::kafka::KafkaSettings,
 }
 
 impl Default for Settings {
@@ -109,6 +111,7 @@ impl Default for Settings {
             inject_panic_probability: 0.0,
             log_format: "text".into(),
             limits: LimitPolicy::default(),
+            kafka: Default::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod queue;
 pub mod result;
 pub mod runner;
 pub mod sandbox;
+pub mod scheduler;
 pub mod serve;
 pub mod submission;
 pub mod warm;

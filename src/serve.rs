@@ -57,6 +57,34 @@ pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result
     })?)
 }
 
+/// What every actor shares, for one queue and one pod backend: the same tree runs over the
+/// embedded queue and over Kafka.
+pub fn shared_parts(
+    settings: &Settings,
+    queue: Arc<dyn crate::queue::Queue>,
+    backend: Arc<dyn PodBackend>,
+    registry: Arc<Registry>,
+) -> anyhow::Result<Arc<Shared>> {
+    Ok(Arc::new(Shared {
+        queue,
+        backend,
+        registry,
+        policy: settings.limits.clone(),
+        metrics: Arc::new(Metrics::new()),
+        events: crate::events::bus(),
+        pool_size: settings.effective_pool_size(),
+        max_parallel_jobs: settings.effective_max_parallel_jobs(),
+        max_attempts: settings.max_attempts,
+        watchdog_grace_ms: settings.watchdog_grace_ms,
+        inject_panic_probability: settings.inject_panic_probability,
+        callbacks: Arc::new(
+            crate::callback::Targets::from_settings(&settings.callback_allowed_networks)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        standby: AtomicUsize::new(0),
+    }))
+}
+
 /// Starts everything on the current actix system; the HTTP server runs as a spawned task.
 pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     let registry =
@@ -84,24 +112,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
         )
         .context("opening the embedded queue")?,
     );
-    let shared = Arc::new(Shared {
-        queue: queue.clone(),
-        backend: backend as Arc<dyn PodBackend>,
-        registry: registry.clone(),
-        policy: settings.limits.clone(),
-        metrics: Arc::new(Metrics::new()),
-        events: crate::events::bus(),
-        pool_size: settings.effective_pool_size(),
-        max_parallel_jobs: settings.effective_max_parallel_jobs(),
-        max_attempts: settings.max_attempts,
-        watchdog_grace_ms: settings.watchdog_grace_ms,
-        inject_panic_probability: settings.inject_panic_probability,
-        callbacks: Arc::new(
-            crate::callback::Targets::from_settings(&settings.callback_allowed_networks)
-                .map_err(anyhow::Error::msg)?,
-        ),
-        standby: AtomicUsize::new(0),
-    });
+    let shared = shared_parts(&settings, queue.clone(), backend, registry.clone())?;
     let scheduler = SchedulerRoot::start(shared.clone());
     let state = actix_web::web::Data::new(ApiState {
         queue,

@@ -51,7 +51,11 @@ pub struct RequestedLimits {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Submission {
-    /// Client-chosen id; the same id submitted twice is the same submission.
+    /// The wire format's version (`WIRE_VERSION`); absent means the current one.
+    #[serde(default)]
+    pub schema_version: Option<u32>,
+    /// Client-chosen id; the same id submitted twice is the same submission. Required on Kafka,
+    /// where it is the key of the result.
     #[serde(default)]
     pub id: Option<String>,
     pub language: String,
@@ -134,6 +138,15 @@ impl Default for LimitPolicy {
             max_submission_bytes: 32 << 20,
         }
     }
+}
+
+/// Whether `id` may name a submission: 1 to 128 characters of `A-Z a-z 0-9 - _ . :`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// Why a submission cannot run: shown to the user as is.

@@ -108,16 +108,21 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 /// one gets a 4xx now rather than a rejected result later.
 fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
     if let Some(id) = &sub.id {
-        if id.is_empty()
-            || id.len() > 128
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        {
+        if !crate::submission::valid_id(id) {
             return Err(ApiError::BadRequest(
                 "id must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into(),
             ));
         }
+    }
+    if sub
+        .schema_version
+        .is_some_and(|v| v != crate::submission::WIRE_VERSION)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "schema_version {} is not supported; this Kiln reads {}",
+            sub.schema_version.unwrap_or_default(),
+            crate::submission::WIRE_VERSION
+        )));
     }
     let id = sub
         .id

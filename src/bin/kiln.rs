@@ -31,6 +31,20 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run the scheduler against Kafka: consume submissions, run them, publish results.
+    Scheduler {
+        /// Bootstrap servers (also `kafka.brokers`, KILN_KAFKA__BROKERS).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Where /healthz, /readyz and /metrics answer.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+    },
+    /// Kafka topics Kiln uses.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsCmd,
+    },
     /// Run one file and print its output; exits with the program's exit code.
     Run {
         file: PathBuf,
@@ -59,6 +73,19 @@ enum Cmd {
         /// Requests in flight for the HTTP throughput measurement (default: one per core).
         #[arg(long)]
         concurrency: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCmd {
+    /// Create the submissions, results and dead-letter topics (those missing).
+    Create {
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
     },
 }
 
@@ -92,7 +119,7 @@ fn main() {
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {
     let mut s = settings(&cli)?;
-    let level = if matches!(cli.command, Cmd::Serve { .. }) {
+    let level = if matches!(cli.command, Cmd::Serve { .. } | Cmd::Scheduler { .. }) {
         "info"
     } else {
         "warn"
@@ -107,6 +134,38 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 s.data_dir = d;
             }
             kiln::serve::run(s, cli.config.as_deref())?;
+            Ok(0)
+        }
+        Cmd::Scheduler { brokers, listen } => {
+            if let Some(b) = brokers {
+                s.kafka.brokers = b;
+            }
+            s.listen = listen;
+            kiln::scheduler::run(s)?;
+            Ok(0)
+        }
+        Cmd::Topics {
+            action:
+                TopicsCmd::Create {
+                    brokers,
+                    partitions,
+                    replication,
+                },
+        } => {
+            if let Some(b) = brokers {
+                s.kafka.brokers = b;
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            let lines = rt
+                .block_on(kiln::queue::kafka::create_topics(
+                    &s.kafka,
+                    partitions,
+                    replication,
+                ))
+                .map_err(anyhow::Error::msg)?;
+            for line in lines {
+                println!("{line}");
+            }
             Ok(0)
         }
         Cmd::Run {

@@ -1,7 +1,9 @@
-//! The queue seam: where submissions wait and where results leave. Embedded (journaled in-process)
-//! today; Kafka (partitions, consumer groups, transactions) beside it.
+//! The queue seam: where submissions wait and where results leave. Embedded (journaled
+//! in-process) or Kafka (partitions, a consumer group, transactions).
 
 pub mod embedded;
+pub mod kafka;
+pub mod offsets;
 pub mod result_files;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,135 @@
+//! `kiln scheduler`: the actor tree against Kafka. Submissions come from the submissions topic
+//! in a consumer group, results leave on the results topic; several schedulers in one group split
+//! the partitions. A small HTTP server answers `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::actors::scheduler_root::SchedulerRoot;
+use crate::actors::Shared;
+use crate::config::Settings;
+use crate::languages::Registry;
+use crate::pods::PodBackend;
+use crate::queue::kafka::{ConnectError, KafkaQueue};
+
+/// Connects to Kafka, retrying with backoff while the brokers do not answer; fails at once when
+/// the operator must act (missing topics).
+async fn connect(settings: &Settings) -> anyhow::Result<KafkaQueue> {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let kafka = settings.kafka.clone();
+        match tokio::task::spawn_blocking(move || KafkaQueue::connect(kafka)).await? {
+            Ok(queue) => return Ok(queue),
+            Err(ConnectError::Misconfigured(why)) => anyhow::bail!(why),
+            Err(ConnectError::Unreachable(why)) => {
+                tracing::warn!(error = %why, retry_in_ms = wait.as_millis() as u64, "Kafka does not answer yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then lets running jobs finish (their results are published;
+/// what is left is redone by the partitions' next owner).
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    actix::System::new().block_on(async move {
+        let registry = Arc::new(
+            Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?,
+        );
+        let backend = Arc::new(crate::serve::local_backend(&settings, &registry)?);
+        crate::warm::start(
+            registry.clone(),
+            settings
+                .warm_cache_dir
+                .clone()
+                .unwrap_or_else(crate::warm::default_root),
+            backend.clone(),
+            settings.warm_caches,
+        );
+        let queue = Arc::new(connect(&settings).await?);
+        let shared = crate::serve::shared_parts(
+            &settings,
+            queue.clone(),
+            backend.clone() as Arc<dyn PodBackend>,
+            registry.clone(),
+        )?;
+        let scheduler = SchedulerRoot::start(shared.clone());
+        let ops = web::Data::new(shared.clone());
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(ops.clone())
+                .route(
+                    "/healthz",
+                    web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
+                )
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(&settings.listen)
+        .with_context(|| format!("listening on {}", settings.listen))?;
+        let addr = *server
+            .addrs()
+            .first()
+            .context("the server bound no address")?;
+        let server = server.run();
+        let handle = server.handle();
+        actix::spawn(server);
+
+        println!("kiln scheduler: /healthz, /readyz and /metrics on http://{addr}");
+        println!("{}", queue.describe());
+        for line in backend.describe() {
+            println!("{line}");
+        }
+        println!(
+            "pool: {} standby pods, {} parallel jobs",
+            settings.effective_pool_size(),
+            settings.effective_max_parallel_jobs()
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down: finishing running jobs");
+        let left = scheduler.drain(Duration::from_secs(30)).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "jobs still running at shutdown are redone by the next owner of their partitions"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        handle.stop(true).await;
+        shared.backend.shutdown();
+        actix::System::current().stop();
+        Ok(())
+    })
+}
+
+async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let standby = shared.standby.load(Ordering::Relaxed);
+    let body = json!({"standby_pods": standby, "queue_depth": shared.queue.depth()});
+    if standby > 0 {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    shared.metrics.queue_depth.set(shared.queue.depth() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(shared.metrics.render())
+}
