@@ -182,3 +182,152 @@ fn poison_messages_are_dead_lettered_with_their_reason_and_good_ones_complete() 
         );
     }
 }
+
+#[test]
+fn two_schedulers_share_the_partitions_and_one_killed_mid_run_duplicates_nothing() {
+    let Some(brokers) = broker() else { return };
+    let topics = Topics::create(&brokers, "pair", 8);
+    let n = 800;
+    produce(&topics, "p", 0..n);
+    let _a = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
+    let mut b = Scheduler::start(&topics, &format!("{}-b", topics.prefix), &[]);
+    let seen = topics
+        .read_all(
+            &topics.results(),
+            50,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .len();
+    assert!(seen >= 50, "both at work");
+    b.kill9();
+    let by_id = topics.results_by_id(n, Duration::from_secs(300));
+    assert_exactly_once(&by_id, "p", n);
+}
+
+#[test]
+fn injected_actor_panics_still_give_one_correct_result_each() {
+    let Some(brokers) = broker() else { return };
+    let topics = Topics::create(&brokers, "panics", 4);
+    let s = Scheduler::start(
+        &topics,
+        &format!("{}-a", topics.prefix),
+        &[
+            ("KILN_INJECT_PANIC_PROBABILITY", "0.2"),
+            ("KILN_MAX_ATTEMPTS", "20"),
+        ],
+    );
+    produce(&topics, "x", 0..300);
+    let by_id = topics.results_by_id(300, Duration::from_secs(300));
+    assert_exactly_once(&by_id, "x", 300);
+    let restarts = s.metric("kiln_actor_restarts_total{actor=\"pod_runner\"}");
+    assert!(
+        restarts >= 20.0,
+        "about 60 restarts expected, metrics say {restarts}"
+    );
+}
+
+#[test]
+fn bincode_submissions_from_a_rust_producer_get_bincode_results() {
+    let Some(brokers) = broker() else { return };
+    let topics = Topics::create(&brokers, "bincode", 2);
+    let _s = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
+    let p = topics.producer();
+    for i in 0..20 {
+        let sub = kiln::submission::Submission {
+            id: Some(format!("b-{i}")),
+            language: "python".into(),
+            source: Some(format!(
+                "import sys\nsys.stdout.buffer.write(bytes([{i}, 255]))"
+            )),
+            ..Default::default()
+        };
+        let bytes = bincode::serde::encode_to_vec(&sub, bincode::config::standard()).unwrap();
+        topics.send(
+            &p,
+            &format!("b-{i}"),
+            &bytes,
+            Some(kiln::queue::kafka::BINCODE),
+        );
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let results = topics.read_all(
+        &topics.results(),
+        20,
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+    );
+    assert_eq!(results.len(), 20);
+    for (key, headers, payload) in results {
+        assert_eq!(headers["content-type"], kiln::queue::kafka::BINCODE);
+        let (r, _): (kiln::result::RunResult, usize) =
+            bincode::serde::decode_from_slice(&payload, bincode::config::standard()).unwrap();
+        let i: u8 = key.strip_prefix("b-").unwrap().parse().unwrap();
+        assert_eq!(r.id, key);
+        assert_eq!(r.outcome.stdout.0, [i, 255], "bytes, not text, round-trip");
+    }
+}
+
+/// A broker of this test's own (another port), so that killing it disturbs no other test.
+struct PrivateBroker {
+    port: u16,
+}
+
+impl PrivateBroker {
+    fn script(&self, action: &str) -> std::process::ExitStatus {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+            .arg(action)
+            .env("KILN_KAFKA_PORT", self.port.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("scripts/kafka runs")
+    }
+
+    fn kill9(&self) {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let pidfile = format!("{home}/.cache/kiln/kafka/run-{}/broker.pid", self.port);
+        let pid: i32 = std::fs::read_to_string(pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.script("down");
+    }
+}
+
+#[test]
+fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
+    if broker().is_none() {
+        return;
+    }
+    let private = PrivateBroker { port: 19092 };
+    assert!(private.script("up").success(), "a second broker starts");
+    let topics = Topics::create(&format!("127.0.0.1:{}", private.port), "broker-restart", 4);
+    let n = 400;
+    produce(&topics, "r", 0..n);
+    let _s = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
+    let seen = topics
+        .read_all(
+            &topics.results(),
+            20,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .len();
+    assert!(seen >= 20, "work started before the broker died");
+    private.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        private.script("up").success(),
+        "the broker comes back on its data"
+    );
+    let by_id = topics.results_by_id(n, Duration::from_secs(300));
+    assert_exactly_once(&by_id, "r", n);
+}

@@ -240,19 +240,7 @@ impl KafkaQueue {
             })
             .map_err(|e| ConnectError::Misconfigured(format!("creating the consumer: {e}")))?;
         check_topics(&consumer, &settings)?;
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("transactional.id", settings.transactional_id())
-            .set("linger.ms", "1")
-            .create()
-            .map_err(|e| {
-                ConnectError::Misconfigured(format!("creating the transactional producer: {e}"))
-            })?;
-        producer
-            .init_transactions(Duration::from_secs(30))
-            .map_err(|e| {
-                ConnectError::Unreachable(format!("starting the transactional producer: {e}"))
-            })?;
+        let producer = new_producer(&settings)?;
         consumer
             .subscribe(&[&settings.submissions_topic])
             .map_err(|e| ConnectError::Misconfigured(format!("subscribing: {e}")))?;
@@ -351,6 +339,25 @@ impl Drop for KafkaQueue {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A transactional producer with this instance's id, ready for transactions (which fences any
+/// earlier producer with the same id).
+fn new_producer(settings: &KafkaSettings) -> Result<BaseProducer, ConnectError> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("transactional.id", settings.transactional_id())
+        .set("linger.ms", "1")
+        .create()
+        .map_err(|e| {
+            ConnectError::Misconfigured(format!("creating the transactional producer: {e}"))
+        })?;
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .map_err(|e| {
+            ConnectError::Unreachable(format!("starting the transactional producer: {e}"))
+        })?;
+    Ok(producer)
 }
 
 /// Why connecting failed: worth retrying (the brokers do not answer yet), or not until the
@@ -518,7 +525,7 @@ struct Record {
 
 impl Transactor {
     fn publish(&self, done: Vec<(Delivery, RunResult)>) -> Result<(), QueueError> {
-        let producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         // What is still ours, and what it finishes.
         let (records, finishes, dead_taken, completed) = {
             let s = lock(&self.state);
@@ -592,7 +599,17 @@ impl Transactor {
             producer.commit_transaction(timeout)
         };
         if let Err(e) = attempt() {
-            let _ = producer.abort_transaction(timeout);
+            let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+            if fatal {
+                // The producer cannot go on (a broker lost its state, or it was fenced): a new one
+                // with the same id takes over; the batch is published by the publisher's retry.
+                match new_producer(&self.settings) {
+                    Ok(fresh) => *producer = fresh,
+                    Err(again) => tracing::warn!(error = %again, "replacing the producer failed"),
+                }
+            } else {
+                let _ = producer.abort_transaction(timeout);
+            }
             return Err(QueueError::Store(format!(
                 "publishing {} results in a transaction: {e}",
                 records.len()

@@ -204,6 +204,8 @@ impl Topics {
 /// A `kiln scheduler` process.
 pub struct Scheduler {
     child: Option<Child>,
+    /// Where its /healthz, /readyz and /metrics answer.
+    pub ops: String,
 }
 
 impl Scheduler {
@@ -235,8 +237,27 @@ impl Scheduler {
             .expect("the scheduler prints its start-up report")
             .expect("readable");
         assert!(first.starts_with("kiln scheduler:"), "{first}");
+        let ops = first.rsplit(' ').next().unwrap_or_default().to_string();
         std::thread::spawn(move || for _ in lines {});
-        Scheduler { child: Some(child) }
+        Scheduler {
+            child: Some(child),
+            ops,
+        }
+    }
+
+    /// The value of the first metric line starting with `prefix`, or 0.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        ureq::get(&format!("{}/metrics", self.ops))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with(prefix))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0.0)
     }
 
     /// SIGKILL: no shutdown code runs.
