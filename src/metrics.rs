@@ -2,7 +2,8 @@
 //! status and language, latency, actor restarts).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric Kiln exports, registered once.
@@ -21,6 +22,11 @@ pub struct Metrics {
     pub watchdog_kills: IntGauge,
     pub rejected_requests: IntCounterVec,
     pub callbacks: IntCounterVec,
+    /// Kafka mode: messages behind the newest, per partition of the submissions topic.
+    pub kafka_lag: IntGaugeVec,
+    pub kafka_paused_partitions: IntGauge,
+    pub kafka_transactions: IntCounterVec,
+    pub kafka_dead_letters: IntCounterVec,
 }
 
 impl Metrics {
@@ -55,7 +61,33 @@ impl Metrics {
         registry
             .register(Box::new(latency.clone()))
             .expect("unique metric");
+        let kafka_lag = IntGaugeVec::new(
+            Opts::new(
+                "kiln_kafka_consumer_lag",
+                "Submissions not yet consumed, per partition (from librdkafka's statistics)",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(kafka_lag.clone()))
+            .expect("unique metric");
         Metrics {
+            kafka_lag,
+            kafka_paused_partitions: gauge(
+                "kiln_kafka_paused_partitions",
+                "Submission partitions paused because enough work is buffered",
+            ),
+            kafka_transactions: counter(
+                "kiln_kafka_transactions_total",
+                "Transactions of results and offsets, by outcome",
+                &["outcome"],
+            ),
+            kafka_dead_letters: counter(
+                "kiln_kafka_dead_letters_total",
+                "Messages that could not be decoded, sent to the dead-letter topic",
+                &["topic"],
+            ),
             queue_depth: gauge("kiln_queue_depth", "Accepted submissions not yet finished"),
             in_flight: gauge("kiln_in_flight", "Jobs held by pod runners"),
             pool_standby: gauge("kiln_pool_standby_pods", "Standby pods ready for a job"),

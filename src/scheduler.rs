@@ -14,16 +14,18 @@ use crate::actors::scheduler_root::SchedulerRoot;
 use crate::actors::Shared;
 use crate::config::Settings;
 use crate::languages::Registry;
+use crate::metrics::Metrics;
 use crate::pods::PodBackend;
 use crate::queue::kafka::{ConnectError, KafkaQueue};
 
 /// Connects to Kafka, retrying with backoff while the brokers do not answer; fails at once when
 /// the operator must act (missing topics).
-async fn connect(settings: &Settings) -> anyhow::Result<KafkaQueue> {
+async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<KafkaQueue> {
     let mut wait = Duration::from_millis(500);
     loop {
         let kafka = settings.kafka.clone();
-        match tokio::task::spawn_blocking(move || KafkaQueue::connect(kafka)).await? {
+        let m = metrics.clone();
+        match tokio::task::spawn_blocking(move || KafkaQueue::connect(kafka, m)).await? {
             Ok(queue) => return Ok(queue),
             Err(ConnectError::Misconfigured(why)) => anyhow::bail!(why),
             Err(ConnectError::Unreachable(why)) => {
@@ -52,12 +54,14 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             backend.clone(),
             settings.warm_caches,
         );
-        let queue = Arc::new(connect(&settings).await?);
+        let metrics = Arc::new(Metrics::new());
+        let queue = Arc::new(connect(&settings, metrics.clone()).await?);
         let shared = crate::serve::shared_parts(
             &settings,
             queue.clone(),
             backend.clone() as Arc<dyn PodBackend>,
             registry.clone(),
+            metrics,
         )?;
         let scheduler = SchedulerRoot::start(shared.clone());
         let ops = web::Data::new(shared.clone());
@@ -69,7 +73,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                     web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
                 )
                 .route("/readyz", web::get().to(readyz))
-                .route("/metrics", web::get().to(metrics))
+                .route("/metrics", web::get().to(render_metrics))
         })
         .workers(1)
         .disable_signals()
@@ -119,15 +123,17 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
 async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
     let standby = shared.standby.load(Ordering::Relaxed);
-    let body = json!({"standby_pods": standby, "queue_depth": shared.queue.depth()});
-    if standby > 0 {
+    let trouble = shared.queue.trouble();
+    let body =
+        json!({"standby_pods": standby, "queue_depth": shared.queue.depth(), "error": trouble});
+    if standby > 0 && trouble.is_none() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
-async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+async fn render_metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
     shared.metrics.queue_depth.set(shared.queue.depth() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -64,13 +64,14 @@ pub fn shared_parts(
     queue: Arc<dyn crate::queue::Queue>,
     backend: Arc<dyn PodBackend>,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Arc<Shared>> {
     Ok(Arc::new(Shared {
         queue,
         backend,
         registry,
         policy: settings.limits.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         events: crate::events::bus(),
         pool_size: settings.effective_pool_size(),
         max_parallel_jobs: settings.effective_max_parallel_jobs(),
@@ -112,7 +113,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
         )
         .context("opening the embedded queue")?,
     );
-    let shared = shared_parts(&settings, queue.clone(), backend, registry.clone())?;
+    let shared = shared_parts(
+        &settings,
+        queue.clone(),
+        backend,
+        registry.clone(),
+        Arc::new(Metrics::new()),
+    )?;
     let scheduler = SchedulerRoot::start(shared.clone());
     let state = actix_web::web::Data::new(ApiState {
         queue,

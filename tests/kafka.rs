@@ -100,7 +100,7 @@ fn a_scheduler_killed_three_times_loses_and_duplicates_nothing() {
 fn poison_messages_are_dead_lettered_with_their_reason_and_good_ones_complete() {
     let Some(brokers) = broker() else { return };
     let topics = Topics::create(&brokers, "poison", 2);
-    let _scheduler = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
+    let scheduler = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
     let p = topics.producer();
     let poisons: Vec<(&str, Vec<u8>, Option<&str>, &str)> = vec![
         (
@@ -181,6 +181,9 @@ fn poison_messages_are_dead_lettered_with_their_reason_and_good_ones_complete() 
             "{headers:?}"
         );
     }
+    let counted = scheduler.metric("kiln_kafka_dead_letters_total");
+    assert_eq!(counted, poisons.len() as f64, "dead letters are counted");
+    assert!(scheduler.metric("kiln_kafka_transactions_total{outcome=\"committed\"}") >= 1.0);
 }
 
 #[test]

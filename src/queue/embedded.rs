@@ -541,6 +541,10 @@ impl Queue for EmbeddedQueue {
             .map(|m| m.ready.len() + m.running.len())
             .unwrap_or(0)
     }
+
+    fn trouble(&self) -> Option<String> {
+        self.failure().map(|e| e.to_string())
+    }
 }
 
 /// The journal thread: commits every waiting write in one transaction, then answers them all.

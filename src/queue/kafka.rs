@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::offsets::{PartitionOffsets, MAX_SPAN};
 use super::{Delivery, Envelope, Queue, QueueError};
+use crate::metrics::Metrics;
 use crate::pods::BoxFuture;
 use crate::result::{now_ms, RunResult};
 use crate::submission::Submission;
@@ -145,13 +146,36 @@ impl State {
     }
 }
 
-/// The consumer's callbacks: rebalances change what this instance owns.
+/// The consumer's callbacks: rebalances change what this instance owns; statistics give the
+/// lag and whether any broker answers.
 struct Context {
     state: Arc<Mutex<State>>,
     topic: String,
+    metrics: Arc<Metrics>,
+    /// Set from statistics: no broker is up.
+    unreachable: Arc<AtomicBool>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let up = stats.brokers.values().any(|b| b.state == "UP");
+        self.unreachable.store(!up, Ordering::Relaxed);
+        if let Some(topic) = stats.topics.get(&self.topic) {
+            for (p, partition) in &topic.partitions {
+                if *p >= 0 && partition.consumer_lag >= 0 {
+                    self.metrics
+                        .kafka_lag
+                        .with_label_values(&[&p.to_string()])
+                        .set(partition.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka");
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -213,6 +237,8 @@ fn kafka_err(step: &str) -> impl Fn(KafkaError) -> QueueError + '_ {
 /// The Kafka queue.
 pub struct KafkaQueue {
     settings: KafkaSettings,
+    metrics: Arc<Metrics>,
+    unreachable: Arc<AtomicBool>,
     consumer: Arc<BaseConsumer<Context>>,
     producer: Arc<Mutex<BaseProducer>>,
     state: Arc<Mutex<State>>,
@@ -222,8 +248,12 @@ pub struct KafkaQueue {
 impl KafkaQueue {
     /// Connects, checks that the topics exist, starts the transactional producer and the
     /// consumer thread.
-    pub fn connect(settings: KafkaSettings) -> Result<KafkaQueue, ConnectError> {
+    pub fn connect(
+        settings: KafkaSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<KafkaQueue, ConnectError> {
         let state = Arc::new(Mutex::new(State::default()));
+        let unreachable = Arc::new(AtomicBool::new(false));
         let consumer: BaseConsumer<Context> = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group)
@@ -234,9 +264,12 @@ impl KafkaQueue {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(Context {
                 state: state.clone(),
                 topic: settings.submissions_topic.clone(),
+                metrics: metrics.clone(),
+                unreachable: unreachable.clone(),
             })
             .map_err(|e| ConnectError::Misconfigured(format!("creating the consumer: {e}")))?;
         check_topics(&consumer, &settings)?;
@@ -246,6 +279,8 @@ impl KafkaQueue {
             .map_err(|e| ConnectError::Misconfigured(format!("subscribing: {e}")))?;
         let queue = KafkaQueue {
             settings,
+            metrics,
+            unreachable,
             consumer: Arc::new(consumer),
             producer: Arc::new(Mutex::new(producer)),
             state,
@@ -276,12 +311,8 @@ impl KafkaQueue {
         let stop = self.stop.clone();
         let max = self.settings.max_buffered.max(1);
         let topic = self.settings.submissions_topic.clone();
-        let flusher = Transactor {
-            settings: self.settings.clone(),
-            consumer: self.consumer.clone(),
-            producer: self.producer.clone(),
-            state: self.state.clone(),
-        };
+        let flusher = self.transactor();
+        let metrics = self.metrics.clone();
         std::thread::Builder::new()
             .name("kiln-kafka-consumer".into())
             .spawn(move || {
@@ -301,12 +332,14 @@ impl KafkaQueue {
                         // Again each time: partitions assigned since are not paused yet.
                         if let Ok(assigned) = consumer.assignment() {
                             let _ = consumer.pause(&assigned);
+                            metrics.kafka_paused_partitions.set(assigned.count() as i64);
                         }
                         paused = true;
                     } else if paused {
                         if let Ok(assigned) = consumer.assignment() {
                             let _ = consumer.resume(&assigned);
                         }
+                        metrics.kafka_paused_partitions.set(0);
                         paused = false;
                     }
                     if dead {
@@ -327,6 +360,7 @@ impl KafkaQueue {
 
     fn transactor(&self) -> Transactor {
         Transactor {
+            metrics: self.metrics.clone(),
             settings: self.settings.clone(),
             consumer: self.consumer.clone(),
             producer: self.producer.clone(),
@@ -509,6 +543,7 @@ fn decode(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<(Submission
 /// Publishes results, dead letters and offsets in one transaction.
 #[derive(Clone)]
 struct Transactor {
+    metrics: Arc<Metrics>,
     settings: KafkaSettings,
     consumer: Arc<BaseConsumer<Context>>,
     producer: Arc<Mutex<BaseProducer>>,
@@ -599,6 +634,10 @@ impl Transactor {
             producer.commit_transaction(timeout)
         };
         if let Err(e) = attempt() {
+            self.metrics
+                .kafka_transactions
+                .with_label_values(&["aborted"])
+                .inc();
             let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
             if fatal {
                 // The producer cannot go on (a broker lost its state, or it was fenced): a new one
@@ -614,6 +653,16 @@ impl Transactor {
                 "publishing {} results in a transaction: {e}",
                 records.len()
             )));
+        }
+        self.metrics
+            .kafka_transactions
+            .with_label_values(&["committed"])
+            .inc();
+        if !dead_taken.is_empty() {
+            self.metrics
+                .kafka_dead_letters
+                .with_label_values(&[&self.settings.submissions_topic])
+                .inc_by(dead_taken.len() as u64);
         }
         let mut s = lock(&self.state);
         for (p, o, epoch) in finishes {
@@ -729,6 +778,15 @@ impl Queue for KafkaQueue {
     fn depth(&self) -> usize {
         let s = lock(&self.state);
         s.ready.len() + s.running
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.unreachable.load(Ordering::Relaxed).then(|| {
+            format!(
+                "no Kafka broker of {} answers; retrying",
+                self.settings.brokers
+            )
+        })
     }
 }
 

@@ -64,6 +64,11 @@ pub trait Queue: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), QueueError>>;
     /// Submissions accepted and not yet completed.
     fn depth(&self) -> usize;
+    /// Why the queue cannot do its work now (a full disk, brokers that do not answer), for
+    /// `/readyz`; `None` while it can.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where a submission stands, for GET and events.
