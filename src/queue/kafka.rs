@@ -24,7 +24,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -240,7 +240,7 @@ pub struct KafkaQueue {
     metrics: Arc<Metrics>,
     unreachable: Arc<AtomicBool>,
     consumer: Arc<BaseConsumer<Context>>,
-    producer: Arc<Mutex<BaseProducer>>,
+    producer: Arc<Mutex<TxProducer>>,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
 }
@@ -375,10 +375,14 @@ impl Drop for KafkaQueue {
     }
 }
 
+/// The transactional producer: a thread of its own serves its events, which aborting a
+/// transaction waits for.
+type TxProducer = ThreadedProducer<DefaultProducerContext>;
+
 /// A transactional producer with this instance's id, ready for transactions (which fences any
 /// earlier producer with the same id).
-fn new_producer(settings: &KafkaSettings) -> Result<BaseProducer, ConnectError> {
-    let producer: BaseProducer = ClientConfig::new()
+fn new_producer(settings: &KafkaSettings) -> Result<TxProducer, ConnectError> {
+    let producer: TxProducer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("transactional.id", settings.transactional_id())
         .set("linger.ms", "1")
@@ -546,7 +550,7 @@ struct Transactor {
     metrics: Arc<Metrics>,
     settings: KafkaSettings,
     consumer: Arc<BaseConsumer<Context>>,
-    producer: Arc<Mutex<BaseProducer>>,
+    producer: Arc<Mutex<TxProducer>>,
     state: Arc<Mutex<State>>,
 }
 
@@ -735,7 +739,7 @@ impl Transactor {
 }
 
 /// Produces one record, waiting for room in the producer's queue when it is full.
-fn send(producer: &BaseProducer, r: &Record) -> Result<(), KafkaError> {
+fn send(producer: &TxProducer, r: &Record) -> Result<(), KafkaError> {
     loop {
         let record = BaseRecord::to(&r.topic)
             .key(&r.key)
