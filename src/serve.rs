@@ -123,8 +123,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     let scheduler = SchedulerRoot::start(shared.clone());
     let state = actix_web::web::Data::new(ApiState {
         queue,
-        shared,
-        consumer: scheduler.peers.consumer.clone(),
+        registry: registry.clone(),
+        policy: settings.limits.clone(),
+        metrics: shared.metrics.clone(),
+        events: shared.events.clone(),
+        callbacks: shared.callbacks.clone(),
+        scheduler: Some(crate::api::LocalScheduler {
+            shared,
+            consumer: scheduler.peers.consumer.clone(),
+        }),
         settings: settings.clone(),
     });
     let workers = std::thread::available_parallelism()

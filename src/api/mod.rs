@@ -16,20 +16,44 @@ use serde_json::json;
 
 use crate::actors::queue_consumer::{QueueConsumer, Wake};
 use crate::actors::Shared;
+use crate::callback::Targets;
 use crate::config::Settings;
-use crate::events::EventKind;
-use crate::queue::embedded::{EmbeddedQueue, Submitted};
-use crate::queue::{Envelope, Queue, SubmissionState};
+use crate::events::{EventBus, EventKind};
+use crate::languages::Registry;
+use crate::metrics::Metrics;
+use crate::queue::{Envelope, Intake, SubmissionState, Submitted};
 use crate::result::now_ms;
-use crate::submission::Submission;
+use crate::submission::{LimitPolicy, Submission};
 pub use error::ApiError;
 
 /// What every request handler needs.
 pub struct ApiState {
-    pub queue: Arc<EmbeddedQueue>,
+    /// Where submissions go and where their state is found.
+    pub queue: Arc<dyn Intake>,
+    pub registry: Arc<Registry>,
+    pub policy: LimitPolicy,
+    pub metrics: Arc<Metrics>,
+    /// Results as they are published (for `?wait=true` and server-sent events).
+    pub events: EventBus,
+    pub callbacks: Arc<Targets>,
+    /// The scheduler running in this process (`kiln serve`); `kiln api` has none.
+    pub scheduler: Option<LocalScheduler>,
+    pub settings: Settings,
+}
+
+/// The scheduler beside the API in one process: its pods make the API ready, and a new
+/// submission wakes its consumer.
+pub struct LocalScheduler {
     pub shared: Arc<Shared>,
     pub consumer: Addr<QueueConsumer>,
-    pub settings: Settings,
+}
+
+impl ApiState {
+    fn wake(&self) {
+        if let Some(s) = &self.scheduler {
+            s.consumer.do_send(Wake);
+        }
+    }
 }
 
 /// The OpenAPI description served at /openapi.json.
@@ -128,7 +152,7 @@ fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    sub.resolve(&id, &state.shared.registry, &state.shared.policy)
+    sub.resolve(&id, &state.registry, &state.policy)
         .map_err(|e| ApiError::Unprocessable(e.0))?;
     Ok(Envelope {
         id,
@@ -141,7 +165,6 @@ fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
 async fn check_callback(state: &ApiState, env: &Envelope) -> Result<(), ApiError> {
     match &env.submission.callback_url {
         Some(url) => state
-            .shared
             .callbacks
             .check_url(url)
             .await
@@ -169,7 +192,6 @@ fn check_depth(state: &ApiState, adding: &[&Envelope]) -> Result<(), ApiError> {
     };
     if let Some(why) = full {
         state
-            .shared
             .metrics
             .rejected_requests
             .with_label_values(&["queue_full"])
@@ -178,7 +200,6 @@ fn check_depth(state: &ApiState, adding: &[&Envelope]) -> Result<(), ApiError> {
     }
     if let Err(e) = state.queue.check_space(adding_bytes as u64) {
         state
-            .shared
             .metrics
             .rejected_requests
             .with_label_values(&["disk_full"])
@@ -223,13 +244,13 @@ async fn submit(
     let id = env.id.clone();
     let _span = tracing::info_span!("submission", id = %id).entered();
     // Subscribe before submitting, so the result cannot slip past between the two.
-    let mut events = state.shared.events.subscribe();
+    let mut events = state.events.subscribe();
     let submitted = state.queue.submit(vec![env]).await?;
     let existing = match submitted.into_iter().next() {
         Some(Submitted::Existing(s)) => Some(s),
         _ => {
             tracing::debug!("accepted");
-            state.consumer.do_send(Wake);
+            state.wake();
             None
         }
     };
@@ -308,7 +329,7 @@ async fn submit_batch(
         .collect();
     check_depth(&state, &good.iter().collect::<Vec<_>>())?;
     let mut outcomes = state.queue.submit(good).await?.into_iter();
-    state.consumer.do_send(Wake);
+    state.wake();
     let body: Vec<serde_json::Value> = checked
         .iter()
         .map(|r| match r {
@@ -341,7 +362,6 @@ async fn get_submission(
 async fn runtimes(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let list: Vec<serde_json::Value> = state
-        .shared
         .registry
         .available
         .iter()
@@ -361,10 +381,24 @@ async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
-    let standby = state.shared.standby.load(Ordering::Relaxed);
     let failure = state.queue.failure().map(|e| e.to_string());
-    let body = json!({"standby_pods": standby, "pool_size": state.shared.pool_size, "queue_depth": state.queue.depth(), "error": failure});
-    if standby > 0 && failure.is_none() {
+    let (body, standby) = match &state.scheduler {
+        Some(s) => {
+            let standby = s.shared.standby.load(Ordering::Relaxed);
+            let trouble = s.shared.queue.trouble();
+            let error = failure.or(trouble);
+            (
+                json!({"standby_pods": standby, "pool_size": s.shared.pool_size, "queue_depth": state.queue.depth(), "error": error}),
+                standby > 0 && error.is_none(),
+            )
+        }
+        // The API alone is ready when it can take submissions.
+        None => (
+            json!({"queue_depth": state.queue.depth(), "error": failure}),
+            failure.is_none(),
+        ),
+    };
+    if standby {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
@@ -372,12 +406,8 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
-    state
-        .shared
-        .metrics
-        .queue_depth
-        .set(state.queue.depth() as i64);
+    state.metrics.queue_depth.set(state.queue.depth() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.shared.metrics.render())
+        .body(state.metrics.render())
 }

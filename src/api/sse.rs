@@ -20,7 +20,7 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let id = id.into_inner();
-    let rx = state.shared.events.subscribe();
+    let rx = state.events.subscribe();
     let current = state
         .queue
         .state(&id)?

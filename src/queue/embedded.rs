@@ -20,7 +20,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use tokio::sync::oneshot;
 
 use super::result_files::{ResultFiles, Stored};
-use super::{Delivery, Envelope, Queue, QueueError, SubmissionState};
+pub use super::Submitted;
+use super::{Delivery, Envelope, Intake, Queue, QueueError, SubmissionState};
 use crate::pods::BoxFuture;
 use crate::result::{now_ms, RunResult};
 
@@ -45,14 +46,6 @@ pub struct Bounds {
     pub max_results_bytes: u64,
     /// Free space the data dir's filesystem keeps; below it, submissions are refused.
     pub min_free_bytes: u64,
-}
-
-/// How `submit` went.
-#[derive(Debug)]
-pub enum Submitted {
-    Accepted,
-    /// The id was submitted before: this is where it stands.
-    Existing(SubmissionState),
 }
 
 enum Write {
@@ -452,6 +445,29 @@ impl EmbeddedQueue {
         taken
     }
 
+    /// Keeps results that were published elsewhere (Kafka mode's API reads them from the
+    /// results topic), under the same bounds as its own. A result kept already stays.
+    pub async fn record_results(&self, results: Vec<RunResult>) -> Result<(), QueueError> {
+        // Recorded as completions of deliveries this store never journaled: there is no
+        // pending entry to remove and no submission to measure.
+        let done = results
+            .into_iter()
+            .map(|r| {
+                let delivery = Delivery {
+                    envelope: Envelope {
+                        id: r.id.clone(),
+                        submission: Default::default(),
+                        created_at_ms: r.created_at_ms,
+                    },
+                    token: u64::MAX,
+                    attempt: r.attempts,
+                };
+                (delivery, r)
+            })
+            .collect();
+        Queue::complete(self, done).await
+    }
+
     /// Bytes carried by the submissions accepted and not yet finished.
     pub fn queued_bytes(&self) -> usize {
         self.memory.lock().map(|m| m.total_weight).unwrap_or(0)
@@ -504,6 +520,39 @@ fn state_in(
     } else {
         SubmissionState::Queued
     }))
+}
+
+impl Intake for EmbeddedQueue {
+    fn submit(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> BoxFuture<'_, Result<Vec<Submitted>, QueueError>> {
+        Box::pin(EmbeddedQueue::submit(self, envelopes))
+    }
+
+    fn state(&self, id: &str) -> Result<Option<SubmissionState>, QueueError> {
+        EmbeddedQueue::state(self, id)
+    }
+
+    fn depth(&self) -> usize {
+        Queue::depth(self)
+    }
+
+    fn queued_bytes(&self) -> usize {
+        EmbeddedQueue::queued_bytes(self)
+    }
+
+    fn check_space(&self, adding: u64) -> Result<(), QueueError> {
+        EmbeddedQueue::check_space(self, adding)
+    }
+
+    fn failure(&self) -> Option<QueueError> {
+        EmbeddedQueue::failure(self)
+    }
+
+    fn max_results_bytes(&self) -> u64 {
+        EmbeddedQueue::max_results_bytes(self)
+    }
 }
 
 impl Queue for EmbeddedQueue {

@@ -71,6 +71,35 @@ pub trait Queue: Send + Sync + 'static {
     }
 }
 
+/// How submitting one envelope went.
+#[derive(Debug)]
+pub enum Submitted {
+    Accepted,
+    /// The id was submitted before: this is where it stands.
+    Existing(SubmissionState),
+}
+
+/// What the HTTP API needs: where it puts submissions and where it finds how they stand. The
+/// embedded queue is both ends itself; in Kafka mode the API produces to the submissions topic
+/// and reads the results topic (kafka_intake.rs).
+pub trait Intake: Send + Sync + 'static {
+    /// Accepts new submissions durably; ids known already answer where they stand.
+    fn submit(&self, envelopes: Vec<Envelope>)
+        -> BoxFuture<'_, Result<Vec<Submitted>, QueueError>>;
+    /// Where a submission stands; `None` for an id this intake does not know.
+    fn state(&self, id: &str) -> Result<Option<SubmissionState>, QueueError>;
+    /// Accepted and not yet finished, as far as this intake knows.
+    fn depth(&self) -> usize;
+    /// Bytes those carry.
+    fn queued_bytes(&self) -> usize;
+    /// Refuses `adding` more bytes while the disk under the intake's store is nearly full.
+    fn check_space(&self, adding: u64) -> Result<(), QueueError>;
+    /// Why the intake cannot take submissions now; `None` while it can.
+    fn failure(&self) -> Option<QueueError>;
+    /// The bound on kept results, for messages about evicted ones.
+    fn max_results_bytes(&self) -> u64;
+}
+
 /// Where a submission stands, for GET and events.
 #[derive(Clone, Debug)]
 pub enum SubmissionState {
