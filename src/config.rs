@@ -73,7 +73,9 @@ pub struct Settings {
     /// `text` or `json`.
     pub log_format: String,
     pub limits: LimitPolicy,
-    /// Kafka mode: brokers, topics, group (`kiln scheduler`, `kiln serve --queue kafka`).
+    /// `embedded` (journaled in the data dir) or `kafka` for `kiln serve`.
+    pub queue: String,
+    /// Kafka mode: brokers, topics, group (`kiln scheduler`, `kiln api`, `kiln serve --queue kafka`).
     pub kafka: crate::queue::kafka::KafkaSettings,
 }
 
@@ -111,6 +113,7 @@ impl Default for Settings {
             inject_panic_probability: 0.0,
             log_format: "text".into(),
             limits: LimitPolicy::default(),
+            queue: "embedded".into(),
             kafka: Default::default(),
         }
     }
@@ -154,6 +157,12 @@ impl Settings {
         crate::callback::Targets::from_settings(&self.callback_allowed_networks)?;
         for pattern in &self.pod_etc {
             crate::sandbox::etc::check_pattern(pattern).map_err(|e| format!("pod_etc: {e}"))?;
+        }
+        if !matches!(self.queue.as_str(), "embedded" | "kafka") {
+            return Err(format!(
+                "queue must be embedded or kafka, not {:?}",
+                self.queue
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(

@@ -101,3 +101,73 @@ impl RunResult {
         }
     }
 }
+
+impl ResultView {
+    /// The result this view shows (as a consumer of the results topic reads it back): base64
+    /// fields decoded, times parsed.
+    pub fn into_result(self) -> Result<RunResult, String> {
+        let bytes = |name: &str, text: String| -> Result<Bytes, String> {
+            if self.base64_fields.iter().any(|f| f == name) {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map(Bytes)
+                    .map_err(|e| format!("{name} is not base64: {e}"))
+            } else {
+                Ok(Bytes(text.into_bytes()))
+            }
+        };
+        let ms = |text: &str| -> Result<u64, String> {
+            humantime::parse_rfc3339(text)
+                .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))
+                .map(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64)
+                })
+        };
+        Ok(RunResult {
+            outcome: crate::outcome::Outcome {
+                status: self.status,
+                exit_code: self.exit_code,
+                signal: self.signal,
+                stdout: bytes("stdout", self.stdout.clone())?,
+                stderr: bytes("stderr", self.stderr.clone())?,
+                compile_output: bytes("compile_output", self.compile_output.clone())?,
+                cpu_time_ms: self.cpu_time_ms,
+                wall_time_ms: self.wall_time_ms,
+                memory_bytes: self.memory_bytes,
+                message: self.message.clone(),
+                forked: false,
+            },
+            created_at_ms: ms(&self.created_at)?,
+            finished_at_ms: ms(&self.finished_at)?,
+            attempts: self.attempts,
+            language: self.language,
+            id: self.id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn a_view_reads_back_into_the_same_result() {
+        let r = RunResult {
+            id: "x".into(),
+            language: "python".into(),
+            outcome: crate::outcome::Outcome {
+                stdout: Bytes(vec![0xff, 0, 1]),
+                stderr: Bytes(b"text".to_vec()),
+                ..crate::outcome::Outcome::failed(crate::outcome::Status::RuntimeError, "why")
+            },
+            attempts: 2,
+            created_at_ms: 1_700_000_000_123,
+            finished_at_ms: 1_700_000_001_456,
+        };
+        let back = r.view().into_result().unwrap();
+        assert_eq!(back.view(), r.view());
+        assert_eq!(back.outcome.stdout.0, [0xff, 0, 1]);
+        assert_eq!(back.finished_at_ms, r.finished_at_ms);
+    }
+}

@@ -20,7 +20,10 @@ use crate::queue::kafka::{ConnectError, KafkaQueue};
 
 /// Connects to Kafka, retrying with backoff while the brokers do not answer; fails at once when
 /// the operator must act (missing topics).
-async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<KafkaQueue> {
+pub(crate) async fn connect(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<KafkaQueue> {
     let mut wait = Duration::from_millis(500);
     loop {
         let kafka = settings.kafka.clone();

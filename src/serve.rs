@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 use crate::pods::local::{LocalBackend, LocalSettings};
 use crate::pods::PodBackend;
 use crate::queue::embedded::EmbeddedQueue;
+use crate::queue::kafka::ConnectError;
+use crate::queue::kafka_intake::KafkaIntake;
+use crate::queue::Intake;
 
 /// A started instance.
 pub struct Instance {
@@ -86,54 +89,55 @@ pub fn shared_parts(
     }))
 }
 
-/// Starts everything on the current actix system; the HTTP server runs as a spawned task.
-pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
-    let registry =
-        Arc::new(Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?);
-    let backend = Arc::new(local_backend(&settings, &registry)?);
-    let backend_lines = backend.describe();
-    let warm_root = settings
-        .warm_cache_dir
-        .clone()
-        .unwrap_or_else(crate::warm::default_root);
-    crate::warm::start(
-        registry.clone(),
-        warm_root,
-        backend.clone(),
-        settings.warm_caches,
+/// The embedded queue's store in the data dir (in Kafka mode: the API's store of results).
+fn open_store(settings: &Settings) -> anyhow::Result<EmbeddedQueue> {
+    EmbeddedQueue::open(
+        &settings.data_dir,
+        crate::queue::embedded::Bounds {
+            retention: Duration::from_secs(settings.result_retention_secs),
+            max_results_bytes: settings.max_results_bytes,
+            min_free_bytes: settings.min_free_bytes,
+        },
+    )
+    .context("opening the embedded queue")
+}
+
+/// Kafka mode's intake, retrying while the brokers do not answer.
+async fn connect_intake(
+    settings: &Settings,
+    store: Arc<EmbeddedQueue>,
+    events: crate::events::EventBus,
+) -> anyhow::Result<KafkaIntake> {
+    let group = format!(
+        "{}.api.{}",
+        settings.kafka.group,
+        settings.kafka.transactional_id()
     );
-    let queue = Arc::new(
-        EmbeddedQueue::open(
-            &settings.data_dir,
-            crate::queue::embedded::Bounds {
-                retention: Duration::from_secs(settings.result_retention_secs),
-                max_results_bytes: settings.max_results_bytes,
-                min_free_bytes: settings.min_free_bytes,
-            },
-        )
-        .context("opening the embedded queue")?,
-    );
-    let shared = shared_parts(
-        &settings,
-        queue.clone(),
-        backend,
-        registry.clone(),
-        Arc::new(Metrics::new()),
-    )?;
-    let scheduler = SchedulerRoot::start(shared.clone());
-    let state = actix_web::web::Data::new(ApiState {
-        queue,
-        registry: registry.clone(),
-        policy: settings.limits.clone(),
-        metrics: shared.metrics.clone(),
-        events: shared.events.clone(),
-        callbacks: shared.callbacks.clone(),
-        scheduler: Some(crate::api::LocalScheduler {
-            shared,
-            consumer: scheduler.peers.consumer.clone(),
-        }),
-        settings: settings.clone(),
-    });
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match KafkaIntake::start(
+            settings.kafka.clone(),
+            store.clone(),
+            events.clone(),
+            group.clone(),
+        ) {
+            Ok(intake) => return Ok(intake),
+            Err(ConnectError::Misconfigured(why)) => anyhow::bail!(why),
+            Err(ConnectError::Unreachable(why)) => {
+                tracing::warn!(error = %why, "Kafka does not answer yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Serves the API on `listen` as a spawned task.
+fn serve_http(
+    state: ApiState,
+    listen: &str,
+) -> anyhow::Result<(SocketAddr, actix_web::dev::ServerHandle)> {
+    let state = actix_web::web::Data::new(state);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -145,8 +149,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(&settings.listen)
-    .with_context(|| format!("listening on {}", settings.listen))?;
+    .bind(listen)
+    .with_context(|| format!("listening on {listen}"))?;
     let addr = *server
         .addrs()
         .first()
@@ -158,6 +162,111 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
             tracing::error!(error = %e, "the HTTP server failed");
         }
     });
+    Ok((addr, handle))
+}
+
+/// `kiln api`: the HTTP API alone, in Kafka mode. Submissions go to the submissions topic;
+/// answers come from the results topic. Several can run beside any number of schedulers.
+pub fn run_api(settings: Settings) -> anyhow::Result<()> {
+    actix::System::new().block_on(async move {
+        let registry = Arc::new(
+            Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?,
+        );
+        let store = Arc::new(open_store(&settings)?);
+        let events = crate::events::bus();
+        let intake = connect_intake(&settings, store, events.clone()).await?;
+        let describe = intake.describe();
+        let state = ApiState {
+            queue: Arc::new(intake),
+            registry: registry.clone(),
+            policy: settings.limits.clone(),
+            metrics: Arc::new(Metrics::new()),
+            events,
+            callbacks: Arc::new(
+                crate::callback::Targets::from_settings(&settings.callback_allowed_networks)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            scheduler: None,
+            settings: settings.clone(),
+        };
+        let (addr, handle) = serve_http(state, &settings.listen)?;
+        println!("kiln api listening on http://{addr}");
+        println!("{describe}");
+        println!(
+            "languages accepted (this host's registry): {}",
+            registry
+                .available
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        handle.stop(true).await;
+        actix::System::current().stop();
+        Ok(())
+    })
+}
+
+/// Starts everything on the current actix system; the HTTP server runs as a spawned task.
+pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
+    let registry =
+        Arc::new(Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?);
+    let backend = Arc::new(local_backend(&settings, &registry)?);
+    let mut backend_lines = backend.describe();
+    let warm_root = settings
+        .warm_cache_dir
+        .clone()
+        .unwrap_or_else(crate::warm::default_root);
+    crate::warm::start(
+        registry.clone(),
+        warm_root,
+        backend.clone(),
+        settings.warm_caches,
+    );
+    let store = Arc::new(open_store(&settings)?);
+    let (shared, intake): (Arc<Shared>, Arc<dyn Intake>) = if settings.queue == "kafka" {
+        // The scheduler consumes the submissions topic; the API produces to it and answers from
+        // the results topic, kept in the store.
+        let metrics = Arc::new(Metrics::new());
+        let queue = Arc::new(crate::scheduler::connect(&settings, metrics.clone()).await?);
+        let mut lines = vec![queue.describe()];
+        lines.append(&mut backend_lines);
+        backend_lines = lines;
+        let shared = shared_parts(&settings, queue, backend, registry.clone(), metrics)?;
+        let intake = connect_intake(&settings, store, shared.events.clone()).await?;
+        (shared, Arc::new(intake))
+    } else {
+        let shared = shared_parts(
+            &settings,
+            store.clone(),
+            backend,
+            registry.clone(),
+            Arc::new(Metrics::new()),
+        )?;
+        (shared, store)
+    };
+    let scheduler = SchedulerRoot::start(shared.clone());
+    let state = ApiState {
+        queue: intake,
+        registry: registry.clone(),
+        policy: settings.limits.clone(),
+        metrics: shared.metrics.clone(),
+        events: shared.events.clone(),
+        callbacks: shared.callbacks.clone(),
+        scheduler: Some(crate::api::LocalScheduler {
+            shared,
+            consumer: scheduler.peers.consumer.clone(),
+        }),
+        settings: settings.clone(),
+    };
+    let (addr, handle) = serve_http(state, &settings.listen)?;
     Ok(Instance {
         addr,
         server: handle,

@@ -334,3 +334,69 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     let by_id = topics.results_by_id(n, Duration::from_secs(300));
     assert_exactly_once(&by_id, "r", n);
 }
+
+#[test]
+fn kiln_api_answers_wait_true_from_a_scheduler_in_another_process() {
+    let Some(brokers) = broker() else { return };
+    let topics = Topics::create(&brokers, "api", 4);
+    let _scheduler = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
+    let api = kafka::Api::start(&topics, &["api"], &format!("{}-api", topics.prefix));
+    let (code, r) = api.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "python", "source": "print(input()[::-1])", "stdin": "kiln"}),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["stdout"], "nlik\n", "{r}");
+    let id = r["id"].as_str().unwrap();
+    let (code, again) = api.get(&format!("/v1/submissions/{id}"));
+    assert_eq!((code, &again["stdout"]), (200, &r["stdout"]));
+    // Without waiting: queued, then done; and the id is the key of exactly one result.
+    let (code, q) = api.post(
+        "/v1/submissions",
+        &json!({"id": "api-queued-1", "language": "python", "source": "print(7)"}),
+    );
+    assert_eq!((code, q["status"].as_str()), (202, Some("queued")), "{q}");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, s) = api.get("/v1/submissions/api-queued-1");
+        assert_eq!(code, 200, "{s}");
+        if s["status"] == "accepted" {
+            assert_eq!(s["stdout"], "7\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "never finished: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, e) = api.post(
+        "/v1/submissions",
+        &json!({"language": "cobol-1959", "source": "x"}),
+    );
+    assert_eq!(
+        code, 422,
+        "bad input is refused before it reaches Kafka: {e}"
+    );
+    let by_id = topics.results_by_id(2, Duration::from_secs(30));
+    assert_eq!(by_id["api-queued-1"].len(), 1);
+}
+
+#[test]
+fn kiln_serve_with_the_kafka_queue_is_api_and_scheduler_in_one_process() {
+    let Some(brokers) = broker() else { return };
+    let topics = Topics::create(&brokers, "serve-kafka", 2);
+    let serve = kafka::Api::start(
+        &topics,
+        &["serve", "--queue", "kafka"],
+        &format!("{}-serve", topics.prefix),
+    );
+    let (code, r) = serve.post(
+        "/v1/submissions?wait=true",
+        &json!({"id": "one-process", "language": "python", "source": "print('both')"}),
+    );
+    assert_eq!((code, r["stdout"].as_str()), (200, Some("both\n")), "{r}");
+    let by_id = topics.results_by_id(1, Duration::from_secs(30));
+    assert_eq!(
+        by_id["one-process"].len(),
+        1,
+        "published on the results topic once"
+    );
+}

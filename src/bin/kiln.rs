@@ -30,6 +30,23 @@ enum Cmd {
         listen: Option<String>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// `embedded` (default) or `kafka` (also `queue`, KILN_QUEUE).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Kafka's bootstrap servers, with `--queue kafka`.
+        #[arg(long)]
+        brokers: Option<String>,
+    },
+    /// The HTTP API alone, in Kafka mode: submissions to the submissions topic, answers from the
+    /// results topic. Run schedulers beside it.
+    Api {
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where this API keeps the results it has read.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Run the scheduler against Kafka: consume submissions, run them, publish results.
     Scheduler {
@@ -119,21 +136,56 @@ fn main() {
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {
     let mut s = settings(&cli)?;
-    let level = if matches!(cli.command, Cmd::Serve { .. } | Cmd::Scheduler { .. }) {
+    let level = if matches!(
+        cli.command,
+        Cmd::Serve { .. } | Cmd::Scheduler { .. } | Cmd::Api { .. }
+    ) {
         "info"
     } else {
         "warn"
     };
     kiln::serve::init_logging(&s.log_format, level);
     match cli.command {
-        Cmd::Serve { listen, data_dir } => {
+        Cmd::Serve {
+            listen,
+            data_dir,
+            queue,
+            brokers,
+        } => {
             if let Some(l) = listen {
                 s.listen = l;
             }
             if let Some(d) = data_dir {
                 s.data_dir = d;
             }
+            if let Some(q) = queue {
+                anyhow::ensure!(
+                    matches!(q.as_str(), "embedded" | "kafka"),
+                    "--queue must be embedded or kafka, not {q:?}"
+                );
+                s.queue = q;
+            }
+            if let Some(b) = brokers {
+                s.kafka.brokers = b;
+            }
             kiln::serve::run(s, cli.config.as_deref())?;
+            Ok(0)
+        }
+        Cmd::Api {
+            brokers,
+            listen,
+            data_dir,
+        } => {
+            if let Some(b) = brokers {
+                s.kafka.brokers = b;
+            }
+            if let Some(l) = listen {
+                s.listen = l;
+            }
+            if let Some(d) = data_dir {
+                s.data_dir = d;
+            }
+            kiln::serve::run_api(s)?;
             Ok(0)
         }
         Cmd::Scheduler { brokers, listen } => {

@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod kafka_intake;
 pub mod offsets;
 pub mod result_files;
 

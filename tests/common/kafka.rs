@@ -274,3 +274,83 @@ impl Drop for Scheduler {
         self.kill9();
     }
 }
+
+/// A `kiln api` (or `kiln serve --queue kafka`) process: the HTTP API in Kafka mode.
+pub struct Api {
+    child: Option<Child>,
+    pub base: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl Api {
+    /// `args`: `["api"]` or `["serve", "--queue", "kafka"]`.
+    pub fn start(topics: &Topics, args: &[&str], instance: &str) -> Api {
+        let data_dir =
+            std::env::temp_dir().join(format!("kiln-test-{instance}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .args([
+                "--brokers",
+                &topics.brokers,
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .envs(topics.env())
+            .env("KILN_KAFKA__TRANSACTIONAL_ID", instance)
+            .env("KILN_WARM_CACHES", "false")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("kiln starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("a first line").expect("readable");
+        let base = first
+            .strip_prefix("kiln api listening on ")
+            .or_else(|| first.strip_prefix("kiln listening on "))
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Api {
+            child: Some(child),
+            base,
+            data_dir,
+        }
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        match ureq::post(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(120))
+            .send_json(body.clone())
+        {
+            Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        match ureq::get(&format!("{}{path}", self.base)).call() {
+            Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
