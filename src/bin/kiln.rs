@@ -90,6 +90,9 @@ enum Cmd {
         /// Requests in flight for the HTTP throughput measurement (default: one per core).
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Measure Kiln over Kafka on these brokers (e.g. 127.0.0.1:9092 from scripts/kafka).
+        #[arg(long)]
+        kafka: Option<String>,
     },
 }
 
@@ -253,7 +256,15 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             runs,
             http,
             concurrency,
+            kafka,
         } => {
+            if let Some(brokers) = kafka {
+                let report = actix::System::new()
+                    .block_on(kiln::bench::kafka::run(&brokers, &s, runs))
+                    .map_err(anyhow::Error::msg)?;
+                println!("{report}");
+                return Ok(0);
+            }
             if http {
                 let exe = std::env::current_exe().context("finding the kiln binary")?;
                 let report =

@@ -4,6 +4,7 @@
 pub mod cores;
 pub mod fork_server;
 pub mod local;
+pub mod noop;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,6 +1,8 @@
 //! `kiln bench`: Kiln's costs side by side with the floor measured in the same run, as ratios,
 //! because shared machines are noisy and only ratios compare across runs.
 
+pub mod kafka;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -422,6 +424,6 @@ fn http_measure(
     ))
 }
 
-fn rss_of(pid: u32) -> u64 {
+pub(crate) fn rss_of(pid: u32) -> u64 {
     kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
