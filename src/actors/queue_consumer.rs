@@ -74,6 +74,10 @@ impl Actor for QueueConsumer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        self.shared
+            .queue
+            .on_ready(Box::new(move || me.do_send(Wake)));
         // A safety net: work that arrived without a Wake (restart, redelivery) is still found.
         // (The queue-depth gauge is read at scrape time by /metrics, not here.)
         ctx.run_interval(Duration::from_millis(50), |this, ctx| this.fill(ctx));

@@ -35,15 +35,23 @@ fn topics(brokers: &str, run: &str, name: &str) -> KafkaSettings {
     }
 }
 
-/// Produces `n` submissions (`print(1)`, stdin `1`) as fast as the producer takes them.
-fn produce(k: &KafkaSettings, n: usize, first: usize) -> Result<(), String> {
-    let p: BaseProducer = ClientConfig::new()
+/// A producer for the submissions; `linger_ms` trades latency for batching.
+fn producer(k: &KafkaSettings, linger_ms: u32) -> Result<BaseProducer, String> {
+    ClientConfig::new()
         .set("bootstrap.servers", &k.brokers)
-        .set("linger.ms", "20")
+        .set("linger.ms", linger_ms.to_string())
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
         .create()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Produces `n` submissions (`print(1)`, stdin `1`) as fast as the producer takes them.
+fn produce(k: &KafkaSettings, n: usize, first: usize) -> Result<(), String> {
+    produce_with(&producer(k, 20)?, k, n, first)
+}
+
+fn produce_with(p: &BaseProducer, k: &KafkaSettings, n: usize, first: usize) -> Result<(), String> {
     for i in first..first + n {
         let id = format!("b-{i}");
         let payload =
@@ -70,6 +78,8 @@ fn reader(brokers: &str, topic: &str) -> Result<BaseConsumer, String> {
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{topic}.reader"))
         .set("isolation.level", "read_committed")
+        // Results become visible when their transaction commits: ask again soon after.
+        .set("fetch.wait.max.ms", "10")
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| e.to_string())?;
@@ -85,23 +95,25 @@ fn reader(brokers: &str, topic: &str) -> Result<BaseConsumer, String> {
     Ok(c)
 }
 
-/// Results per second: from the first result read to the `n`th.
+/// Results per second, from the results' own timestamps (when they were produced), first to
+/// last: how fast the pipe wrote them, whenever this reader gets to them.
 fn results_rate(brokers: &str, topic: &str, n: usize) -> Result<f64, String> {
     let c = reader(brokers, topic)?;
-    let mut first = None;
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < n {
         if Instant::now() > deadline {
             return Err(format!("only {seen} of {n} results in 10 minutes"));
         }
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
-            first.get_or_insert_with(Instant::now);
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let t = m.timestamp().to_millis().unwrap_or(0);
+            first = first.min(t);
+            last = last.max(t);
             seen += 1;
         }
     }
-    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
-    Ok((n - 1) as f64 / elapsed.as_secs_f64().max(1e-9))
+    Ok((n - 1) as f64 / ((last - first).max(1) as f64 / 1000.0))
 }
 
 /// (a) The floor: consume, decode, produce a result, commit offsets, in transactions.
@@ -195,7 +207,11 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
     // (a) raw pipe, then Kiln with no-op pods, on the same number of submissions.
     produce(&raw, n, 0)?;
     let raw_k = raw.clone();
-    let raw_rate = blocking(Box::new(move || raw_pipe(&raw_k, n)))
+    blocking(Box::new(move || raw_pipe(&raw_k, n)))
+        .await
+        .map_err(|e| e.to_string())??;
+    let (b, t) = (brokers.to_string(), raw.results_topic.clone());
+    let raw_rate = blocking(Box::new(move || results_rate(&b, &t, n)))
         .await
         .map_err(|e| e.to_string())??;
     produce(&noop, n, 0)?;
@@ -227,13 +243,14 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
     let (py_k, b) = (py.clone(), brokers.to_string());
     let (latency, tput) = tokio::task::spawn_blocking(move || -> Result<(Summary, f64), String> {
         let c = reader(&b, &py_k.results_topic)?;
+        let p = producer(&py_k, 0)?;
         // Warm-up: the group's first assignment and transaction.
-        produce(&py_k, 1, 1_000_000)?;
+        produce_with(&p, &py_k, 1, 1_000_000)?;
         while !matches!(c.poll(Duration::from_millis(100)), Some(Ok(_))) {}
         let mut samples = Vec::new();
         for i in 0..runs {
             let t = Instant::now();
-            produce(&py_k, 1, i)?;
+            produce_with(&p, &py_k, 1, i)?;
             while !matches!(c.poll(Duration::from_millis(100)), Some(Ok(_))) {}
             samples.push(t.elapsed());
         }

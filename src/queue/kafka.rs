@@ -243,6 +243,8 @@ pub struct KafkaQueue {
     producer: Arc<Mutex<TxProducer>>,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
+    /// Called when the consumer thread has made work ready.
+    wake: Arc<Mutex<Option<Box<dyn Fn() + Send + Sync>>>>,
 }
 
 impl KafkaQueue {
@@ -265,6 +267,12 @@ impl KafkaQueue {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000")
+            // A submission waiting is latency: fetch again soon after an empty answer.
+            .set("fetch.wait.max.ms", "10")
+            // librdkafka prefetches into its own queue; bounded, so that memory stays small
+            // whatever the backlog.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("queued.min.messages", "1000")
             .create_with_context(Context {
                 state: state.clone(),
                 topic: settings.submissions_topic.clone(),
@@ -285,6 +293,7 @@ impl KafkaQueue {
             producer: Arc::new(Mutex::new(producer)),
             state,
             stop: Arc::new(AtomicBool::new(false)),
+            wake: Arc::new(Mutex::new(None)),
         };
         queue
             .start_polling()
@@ -313,6 +322,7 @@ impl KafkaQueue {
         let topic = self.settings.submissions_topic.clone();
         let flusher = self.transactor();
         let metrics = self.metrics.clone();
+        let wake = self.wake.clone();
         std::thread::Builder::new()
             .name("kiln-kafka-consumer".into())
             .spawn(move || {
@@ -348,7 +358,16 @@ impl KafkaQueue {
                         }
                     }
                     match consumer.poll(Duration::from_millis(100)) {
-                        Some(Ok(message)) => accept(&state, &topic, &message),
+                        Some(Ok(message)) => {
+                            accept(&state, &topic, &message);
+                            // Whatever else has arrived goes in before the scheduler is woken.
+                            while let Some(Ok(more)) = consumer.poll(Duration::ZERO) {
+                                accept(&state, &topic, &more);
+                            }
+                            if let Some(wake) = &*wake.lock().unwrap_or_else(|p| p.into_inner()) {
+                                wake();
+                            }
+                        }
                         Some(Err(e)) => tracing::warn!(error = %e, "consuming submissions"),
                         None => {}
                     }
@@ -635,6 +654,7 @@ impl Transactor {
                 send(&producer, r)?;
             }
             producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+            wait_delivered(&producer, timeout)?;
             producer.commit_transaction(timeout)
         };
         if let Err(e) = attempt() {
@@ -738,6 +758,22 @@ impl Transactor {
     }
 }
 
+/// Waits until every record produced so far is acknowledged, in short steps. (The client's own
+/// flush, which commit_transaction starts with, polls in 100 ms steps for events that the
+/// producer's thread has already taken: every transaction would wait 100 ms.)
+fn wait_delivered(producer: &TxProducer, timeout: Duration) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Flush(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
 /// Produces one record, waiting for room in the producer's queue when it is full.
 fn send(producer: &TxProducer, r: &Record) -> Result<(), KafkaError> {
     loop {
@@ -782,6 +818,10 @@ impl Queue for KafkaQueue {
     fn depth(&self) -> usize {
         let s = lock(&self.state);
         s.ready.len() + s.running
+    }
+
+    fn on_ready(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
     }
 
     fn trouble(&self) -> Option<String> {

@@ -75,6 +75,8 @@ impl KafkaIntake {
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &reader_group)
             .set("isolation.level", "read_committed")
+            // Results become visible when their transaction commits: ask again soon after.
+            .set("fetch.wait.max.ms", "10")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .create()

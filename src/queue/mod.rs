@@ -70,6 +70,9 @@ pub trait Queue: Send + Sync + 'static {
     fn trouble(&self) -> Option<String> {
         None
     }
+    /// Asks to be called when new work becomes ready (Kafka's consumer thread calls it); a
+    /// queue fed only through the API, which wakes the consumer itself, may ignore it.
+    fn on_ready(&self, _wake: Box<dyn Fn() + Send + Sync>) {}
 }
 
 /// How submitting one envelope went.
