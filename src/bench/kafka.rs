@@ -69,7 +69,16 @@ fn produce_with(p: &BaseProducer, k: &KafkaSettings, n: usize, first: usize) -> 
             }
         }
     }
-    p.flush(Duration::from_secs(120)).map_err(|e| e.to_string())
+    // Until every record is acknowledged, in short steps (rdkafka's flush polls in 100 ms
+    // steps, which would be most of a latency sample).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while p.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            return Err("submissions not acknowledged in 120 s".into());
+        }
+        p.poll(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// A read_committed reader of every partition of `topic`, from its start.

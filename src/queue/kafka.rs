@@ -244,7 +244,7 @@ pub struct KafkaQueue {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     /// Called when the consumer thread has made work ready.
-    wake: Arc<Mutex<Option<Box<dyn Fn() + Send + Sync>>>>,
+    wake: Arc<Mutex<Option<Waker>>>,
 }
 
 impl KafkaQueue {
@@ -393,6 +393,9 @@ impl Drop for KafkaQueue {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// What the consumer thread calls when it has made work ready.
+type Waker = Box<dyn Fn() + Send + Sync>;
 
 /// The transactional producer: a thread of its own serves its events, which aborting a
 /// transaction waits for.
