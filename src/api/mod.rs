@@ -352,10 +352,7 @@ async fn get_submission(
     match state.queue.state(&id)? {
         Some(SubmissionState::Evicted { at_ms }) => Err(evicted(&state, &id, at_ms)),
         Some(s) => Ok(HttpResponse::Ok().json(state_json(&id, &s))),
-        None => Err(ApiError::NotFound(format!(
-            "no submission with id {:?}",
-            id.as_str()
-        ))),
+        None => Err(ApiError::NotFound(state.queue.not_found(&id))),
     }
 }
 

@@ -24,7 +24,7 @@ pub async fn events(
     let current = state
         .queue
         .state(&id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no submission with id {id:?}")))?;
+        .ok_or_else(|| ApiError::NotFound(state.queue.not_found(&id)))?;
     let first = match &current {
         SubmissionState::Queued => frame("queued", &state_json(&id, &current)),
         SubmissionState::Running => frame("running", &state_json(&id, &current)),

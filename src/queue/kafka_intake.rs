@@ -332,4 +332,14 @@ impl Intake for KafkaIntake {
     fn max_results_bytes(&self) -> u64 {
         self.store.max_results_bytes()
     }
+
+    fn not_found(&self, id: &str) -> String {
+        format!(
+            "no result for {id:?} in this API's store, which keeps the results read from {} \
+             since it first started, for result_retention_secs and under max_results_bytes: \
+             the id was never submitted, its result is not published yet, or it is older \
+             than the store",
+            self.settings.results_topic
+        )
+    }
 }

@@ -102,6 +102,10 @@ pub trait Intake: Send + Sync + 'static {
     fn failure(&self) -> Option<QueueError>;
     /// The bound on kept results, for messages about evicted ones.
     fn max_results_bytes(&self) -> u64;
+    /// What to tell a client asking for an id this intake does not know.
+    fn not_found(&self, id: &str) -> String {
+        format!("no submission with id {id:?}")
+    }
 }
 
 /// Where a submission stands, for GET and events.
