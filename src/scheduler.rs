@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::languages::Registry;
 use crate::metrics::Metrics;
 use crate::pods::PodBackend;
-use crate::queue::kafka::{ConnectError, KafkaQueue};
+use crate::queue::kafka::KafkaQueue;
 
 /// Connects to Kafka, retrying with backoff while the brokers do not answer; fails at once when
 /// the operator must act (missing topics).
@@ -24,20 +24,11 @@ pub(crate) async fn connect(
     settings: &Settings,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<KafkaQueue> {
-    let mut wait = Duration::from_millis(500);
-    loop {
-        let kafka = settings.kafka.clone();
-        let m = metrics.clone();
-        match tokio::task::spawn_blocking(move || KafkaQueue::connect(kafka, m)).await? {
-            Ok(queue) => return Ok(queue),
-            Err(ConnectError::Misconfigured(why)) => anyhow::bail!(why),
-            Err(ConnectError::Unreachable(why)) => {
-                tracing::warn!(error = %why, retry_in_ms = wait.as_millis() as u64, "Kafka does not answer yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    let kafka = settings.kafka.clone();
+    crate::queue::kafka::connect_with_backoff(move || {
+        KafkaQueue::connect(kafka.clone(), metrics.clone())
+    })
+    .await
 }
 
 /// Runs until SIGTERM or SIGINT, then lets running jobs finish (their results are published;
@@ -103,11 +94,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
 
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        crate::serve::until_terminated().await?;
         tracing::info!("shutting down: finishing running jobs");
         let left = scheduler.drain(Duration::from_secs(30)).await;
         if left > 0 {

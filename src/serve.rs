@@ -17,7 +17,6 @@ use crate::metrics::Metrics;
 use crate::pods::local::{LocalBackend, LocalSettings};
 use crate::pods::PodBackend;
 use crate::queue::embedded::EmbeddedQueue;
-use crate::queue::kafka::ConnectError;
 use crate::queue::kafka_intake::KafkaIntake;
 use crate::queue::Intake;
 
@@ -113,23 +112,11 @@ async fn connect_intake(
         settings.kafka.group,
         settings.kafka.transactional_id()
     );
-    let mut wait = Duration::from_millis(500);
-    loop {
-        match KafkaIntake::start(
-            settings.kafka.clone(),
-            store.clone(),
-            events.clone(),
-            group.clone(),
-        ) {
-            Ok(intake) => return Ok(intake),
-            Err(ConnectError::Misconfigured(why)) => anyhow::bail!(why),
-            Err(ConnectError::Unreachable(why)) => {
-                tracing::warn!(error = %why, "Kafka does not answer yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    let kafka = settings.kafka.clone();
+    crate::queue::kafka::connect_with_backoff(move || {
+        KafkaIntake::start(kafka.clone(), store.clone(), events.clone(), group.clone())
+    })
+    .await
 }
 
 /// Serves the API on `listen` as a spawned task.
@@ -203,11 +190,7 @@ pub fn run_api(settings: Settings) -> anyhow::Result<()> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        until_terminated().await?;
         handle.stop(true).await;
         actix::System::current().stop();
         Ok(())
@@ -306,11 +289,7 @@ pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow:
         use std::io::Write;
         let _ = std::io::stdout().flush();
 
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        until_terminated().await?;
         tracing::info!("shutting down: no new submissions; finishing running jobs");
         instance.server.stop(true).await;
         let left = instance.scheduler.drain(Duration::from_secs(30)).await;
@@ -326,6 +305,16 @@ pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow:
         actix::System::current().stop();
         Ok(())
     })
+}
+
+/// Returns at SIGTERM or SIGINT.
+pub(crate) async fn until_terminated() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
 }
 
 /// Logs to stderr, as text or JSON lines; `RUST_LOG` filters (default: `default_level`).

@@ -420,6 +420,27 @@ fn new_producer(settings: &KafkaSettings) -> Result<TxProducer, ConnectError> {
     Ok(producer)
 }
 
+/// Runs `connect` (blocking) until it works, retrying with backoff (0.5 s doubling to 10 s)
+/// while the brokers do not answer; fails at once when the operator must act.
+pub async fn connect_with_backoff<T: Send + 'static>(
+    connect: impl Fn() -> Result<T, ConnectError> + Send + Sync + 'static,
+) -> anyhow::Result<T> {
+    let connect = Arc::new(connect);
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let attempt = connect.clone();
+        match tokio::task::spawn_blocking(move || attempt()).await? {
+            Ok(connected) => return Ok(connected),
+            Err(ConnectError::Misconfigured(why)) => anyhow::bail!(why),
+            Err(ConnectError::Unreachable(why)) => {
+                tracing::warn!(error = %why, retry_in_ms = wait.as_millis() as u64, "Kafka does not answer yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 /// Why connecting failed: worth retrying (the brokers do not answer yet), or not until the
 /// operator acts (missing topics, bad settings).
 #[derive(Debug, thiserror::Error)]
