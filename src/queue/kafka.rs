@@ -210,9 +210,13 @@ impl ConsumerContext for Context {
                 }
                 let State { ready, sources, .. } = &mut *state;
                 ready.retain(|d| {
-                    sources
+                    let keep = sources
                         .get(&d.token)
-                        .is_some_and(|s| !gone.contains(&s.partition))
+                        .is_some_and(|s| !gone.contains(&s.partition));
+                    if !keep {
+                        sources.remove(&d.token);
+                    }
+                    keep
                 });
                 state.dead.retain(|d| !gone.contains(&d.partition));
                 tracing::info!(partitions = ?gone, "partitions revoked; their unfinished work is redone by their next owner");
