@@ -356,6 +356,12 @@ fn kiln_api_answers_wait_true_from_a_scheduler_in_another_process() {
         &json!({"id": "api-queued-1", "language": "python", "source": "print(7)"}),
     );
     assert_eq!((code, q["status"].as_str()), (202, Some("queued")), "{q}");
+    // A client retrying before the result exists: not produced again.
+    let (code, q) = api.post(
+        "/v1/submissions",
+        &json!({"id": "api-queued-1", "language": "python", "source": "print(7)"}),
+    );
+    assert_eq!((code, q["status"].as_str()), (202, Some("queued")), "{q}");
     let until = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (code, s) = api.get("/v1/submissions/api-queued-1");
@@ -399,4 +405,32 @@ fn kiln_serve_with_the_kafka_queue_is_api_and_scheduler_in_one_process() {
         1,
         "published on the results topic once"
     );
+}
+
+#[test]
+fn the_same_id_produced_again_while_pending_runs_and_answers_once() {
+    let Some(brokers) = broker() else { return };
+    let topics = Topics::create(&brokers, "dup", 2);
+    let p = topics.producer();
+    // Produced before the scheduler starts, so that all copies are pending together.
+    for _ in 0..3 {
+        topics.send(&p, "twice", &submission("twice", 21), None);
+    }
+    for i in 0..10 {
+        let id = format!("d-{i}");
+        topics.send(&p, &id, &submission(&id, i), None);
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let _s = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
+    let by_id = topics.results_by_id(11, Duration::from_secs(120));
+    assert_eq!(
+        by_id["twice"].len(),
+        1,
+        "one result for the id: {:?}",
+        by_id["twice"]
+    );
+    assert_eq!(by_id["twice"][0]["stdout"], "42\n");
+    for i in 0..10 {
+        assert_eq!(by_id[&format!("d-{i}")].len(), 1);
+    }
 }

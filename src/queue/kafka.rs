@@ -130,6 +130,9 @@ struct State {
     dead: Vec<DeadLetter>,
     /// Taken and not yet completed.
     running: usize,
+    /// Ids waiting or running here, with the partition and epoch they came under: the same id
+    /// produced again meanwhile (a client retrying) is not run twice. Same key, same partition.
+    pending_ids: HashMap<String, (i32, u64)>,
 }
 
 impl State {
@@ -208,7 +211,12 @@ impl ConsumerContext for Context {
                 for p in &gone {
                     state.owned.remove(p);
                 }
-                let State { ready, sources, .. } = &mut *state;
+                let State {
+                    ready,
+                    sources,
+                    pending_ids,
+                    ..
+                } = &mut *state;
                 ready.retain(|d| {
                     let keep = sources
                         .get(&d.token)
@@ -218,6 +226,7 @@ impl ConsumerContext for Context {
                     }
                     keep
                 });
+                pending_ids.retain(|_, (p, _)| !gone.contains(p));
                 state.dead.retain(|d| !gone.contains(&d.partition));
                 tracing::info!(partitions = ?gone, "partitions revoked; their unfinished work is redone by their next owner");
             }
@@ -503,6 +512,16 @@ fn accept(state: &Mutex<State>, topic: &str, message: &rdkafka::message::Borrowe
     match decode(message) {
         Ok((submission, bincode)) => {
             let id = submission.id.clone().unwrap_or_default();
+            let duplicate = s.pending_ids.get(&id).is_some_and(|(p, e)| s.owns(*p, *e));
+            if duplicate {
+                // Its twin's result answers for both; this offset needs no result of its own.
+                tracing::info!(%id, partition, offset, "the same id again while it is pending: run once");
+                if let Some(owned) = s.owned.get_mut(&partition) {
+                    owned.offsets.finish(offset);
+                }
+                return;
+            }
+            s.pending_ids.insert(id.clone(), (partition, epoch));
             let created_at_ms = message
                 .timestamp()
                 .to_millis()
@@ -637,7 +656,12 @@ impl Transactor {
         let forget = |s: &mut State| {
             s.running = s.running.saturating_sub(completed);
             for (delivery, _) in &done {
-                s.sources.remove(&delivery.token);
+                if let Some(src) = s.sources.remove(&delivery.token) {
+                    if s.pending_ids.get(&delivery.envelope.id) == Some(&(src.partition, src.epoch))
+                    {
+                        s.pending_ids.remove(&delivery.envelope.id);
+                    }
+                }
             }
         };
         if finishes.is_empty() {

@@ -265,10 +265,18 @@ impl Intake for KafkaIntake {
             let mut out = Vec::with_capacity(envelopes.len());
             let mut sending = Vec::new();
             for (i, env) in envelopes.iter().enumerate() {
+                let produced = self
+                    .produced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ids
+                    .contains(&env.id);
                 match self.store.state(&env.id)? {
                     Some(done @ SubmissionState::Done(_)) => {
                         out.push(Some(Submitted::Existing(done)))
                     }
+                    // Produced by this instance and not answered yet: not produced again.
+                    _ if produced => out.push(Some(Submitted::Existing(SubmissionState::Queued))),
                     _ => {
                         out.push(None);
                         sending.push((i, self.produce(env)));
