@@ -3,7 +3,7 @@
 //! the partitions. A small HTTP server answers `/healthz`, `/readyz` and `/metrics`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
@@ -48,20 +48,17 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             backend.clone(),
             settings.warm_caches,
         );
+        // The ops endpoints answer from the start: /readyz says 503 while Kafka is connected to.
         let metrics = Arc::new(Metrics::new());
-        let queue = Arc::new(connect(&settings, metrics.clone()).await?);
-        let shared = crate::serve::shared_parts(
-            &settings,
-            queue.clone(),
-            backend.clone() as Arc<dyn PodBackend>,
-            registry.clone(),
-            metrics,
-        )?;
-        let scheduler = SchedulerRoot::start(shared.clone());
-        let ops = web::Data::new(shared.clone());
+        let ops = web::Data::new(Ops {
+            shared: OnceLock::new(),
+            metrics: metrics.clone(),
+            brokers: settings.kafka.brokers.clone(),
+        });
+        let server_ops = ops.clone();
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
-                .app_data(ops.clone())
+                .app_data(server_ops.clone())
                 .route(
                     "/healthz",
                     web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }),
@@ -80,8 +77,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let server = server.run();
         let handle = server.handle();
         actix::spawn(server);
-
         println!("kiln scheduler: /healthz, /readyz and /metrics on http://{addr}");
+
+        let queue = Arc::new(connect(&settings, metrics.clone()).await?);
+        let shared = crate::serve::shared_parts(
+            &settings,
+            queue.clone(),
+            backend.clone() as Arc<dyn PodBackend>,
+            registry.clone(),
+            metrics,
+        )?;
+        let scheduler = SchedulerRoot::start(shared.clone());
+        let _ = ops.shared.set(shared.clone());
         println!("{}", queue.describe());
         for line in backend.describe() {
             println!("{line}");
@@ -111,7 +118,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     })
 }
 
-async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+/// What the ops endpoints see: the scheduler once it is connected.
+struct Ops {
+    shared: OnceLock<Arc<Shared>>,
+    metrics: Arc<Metrics>,
+    brokers: String,
+}
+
+async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
+    let Some(shared) = ops.shared.get() else {
+        let error = format!("connecting to Kafka at {}", ops.brokers);
+        return HttpResponse::ServiceUnavailable().json(json!({"error": error}));
+    };
     let standby = shared.standby.load(Ordering::Relaxed);
     let trouble = shared.queue.trouble();
     let body =
@@ -123,9 +141,11 @@ async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
     }
 }
 
-async fn render_metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    shared.metrics.queue_depth.set(shared.queue.depth() as i64);
+async fn render_metrics(ops: web::Data<Ops>) -> HttpResponse {
+    if let Some(shared) = ops.shared.get() {
+        ops.metrics.queue_depth.set(shared.queue.depth() as i64);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(shared.metrics.render())
+        .body(ops.metrics.render())
 }

@@ -56,6 +56,10 @@ enum Cmd {
         /// Where /healthz, /readyz and /metrics answer.
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: String,
+        /// This instance's stable transactional id (default `kiln-<hostname>`; also
+        /// KILN_KAFKA__TRANSACTIONAL_ID). Two live instances must not share one.
+        #[arg(long)]
+        transactional_id: Option<String>,
     },
     /// Kafka topics Kiln uses.
     Topics {
@@ -191,9 +195,16 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             kiln::serve::run_api(s)?;
             Ok(0)
         }
-        Cmd::Scheduler { brokers, listen } => {
+        Cmd::Scheduler {
+            brokers,
+            listen,
+            transactional_id,
+        } => {
             if let Some(b) = brokers {
                 s.kafka.brokers = b;
+            }
+            if let Some(t) = transactional_id {
+                s.kafka.transactional_id = Some(t);
             }
             s.listen = listen;
             kiln::scheduler::run(s)?;
