@@ -201,6 +201,30 @@ impl Topics {
     }
 }
 
+/// Starts a `kiln` process on `topics` (quiet, no warm caches) and returns it with the first
+/// line it printed; the rest of its output is drained.
+fn spawn_kiln(mut cmd: Command, topics: &Topics) -> (Child, String) {
+    let mut child = cmd
+        .envs(topics.env())
+        .env("KILN_WARM_CACHES", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("kiln starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("kiln prints its start-up report")
+        .expect("readable");
+    std::thread::spawn(move || for _ in lines {});
+    (child, first)
+}
+
 /// A `kiln scheduler` process.
 pub struct Scheduler {
     child: Option<Child>,
@@ -210,35 +234,19 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn start(topics: &Topics, transactional_id: &str, extra: &[(&str, &str)]) -> Scheduler {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args([
-                "scheduler",
-                "--brokers",
-                &topics.brokers,
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .envs(topics.env())
-            .env("KILN_KAFKA__TRANSACTIONAL_ID", transactional_id)
-            .env("KILN_WARM_CACHES", "false")
-            .env("RUST_LOG", "warn")
-            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("kiln scheduler starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines
-            .next()
-            .expect("the scheduler prints its start-up report")
-            .expect("readable");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args([
+            "scheduler",
+            "--brokers",
+            &topics.brokers,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("KILN_KAFKA__TRANSACTIONAL_ID", transactional_id)
+        .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (child, first) = spawn_kiln(cmd, topics);
         assert!(first.starts_with("kiln scheduler:"), "{first}");
         let ops = first.rsplit(' ').next().unwrap_or_default().to_string();
-        std::thread::spawn(move || for _ in lines {});
         Scheduler {
             child: Some(child),
             ops,
@@ -288,8 +296,8 @@ impl Api {
         let data_dir =
             std::env::temp_dir().join(format!("kiln-test-{instance}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(args)
             .args([
                 "--brokers",
                 &topics.brokers,
@@ -298,26 +306,13 @@ impl Api {
                 "--data-dir",
             ])
             .arg(&data_dir)
-            .envs(topics.env())
-            .env("KILN_KAFKA__TRANSACTIONAL_ID", instance)
-            .env("KILN_WARM_CACHES", "false")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("kiln starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("a first line").expect("readable");
+            .env("KILN_KAFKA__TRANSACTIONAL_ID", instance);
+        let (child, first) = spawn_kiln(cmd, topics);
         let base = first
             .strip_prefix("kiln api listening on ")
             .or_else(|| first.strip_prefix("kiln listening on "))
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_string();
-        std::thread::spawn(move || for _ in lines {});
         Api {
             child: Some(child),
             base,
