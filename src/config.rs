@@ -77,6 +77,10 @@ pub struct Settings {
     pub queue: String,
     /// Kafka mode: brokers, topics, group (`kiln scheduler`, `kiln api`, `kiln serve --queue kafka`).
     pub kafka: crate::queue::kafka::KafkaSettings,
+    /// `local` (namespaces on this machine) or `kubernetes` (pods through the API server).
+    pub pods: String,
+    /// Kubernetes mode: namespace, pools, pod template (`--pods kubernetes`).
+    pub kubernetes: crate::pods::kubernetes::KubeSettings,
 }
 
 impl Default for Settings {
@@ -115,6 +119,8 @@ impl Default for Settings {
             limits: LimitPolicy::default(),
             queue: "embedded".into(),
             kafka: Default::default(),
+            pods: "local".into(),
+            kubernetes: Default::default(),
         }
     }
 }

@@ -27,6 +27,14 @@ pub struct Metrics {
     pub kafka_paused_partitions: IntGauge,
     pub kafka_transactions: IntCounterVec,
     pub kafka_dead_letters: IntCounterVec,
+    /// Kubernetes mode: standby pods each pool aims for, and has.
+    pub k8s_pool_target: IntGaugeVec,
+    pub k8s_pool_standby: IntGaugeVec,
+    pub k8s_claims: IntCounterVec,
+    pub k8s_pods_created: IntCounterVec,
+    pub k8s_pods_deleted: IntCounterVec,
+    pub k8s_api_requests: IntCounterVec,
+    pub k8s_api_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -45,6 +53,13 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
             c
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
         };
         let latency = HistogramVec::new(
             HistogramOpts::new(
@@ -128,6 +143,41 @@ impl Metrics {
                 "kiln_rejected_requests_total",
                 "HTTP requests refused",
                 &["reason"],
+            ),
+            k8s_pool_target: gauges(
+                "kiln_k8s_pool_target",
+                "Standby pods a Kubernetes pool aims to keep (from demand, between its min and max)",
+                &["pool"],
+            ),
+            k8s_pool_standby: gauges(
+                "kiln_k8s_pool_standby",
+                "Ready, unclaimed pods of a pool that this scheduler made",
+                &["pool"],
+            ),
+            k8s_claims: counter(
+                "kiln_k8s_claims_total",
+                "Pod claims: ok, or conflict when another scheduler claimed the pod first",
+                &["result"],
+            ),
+            k8s_pods_created: counter(
+                "kiln_k8s_pods_created_total",
+                "Runner pods created",
+                &["pool"],
+            ),
+            k8s_pods_deleted: counter(
+                "kiln_k8s_pods_deleted_total",
+                "Runner pods deleted, by reason",
+                &["reason"],
+            ),
+            k8s_api_requests: counter(
+                "kiln_k8s_api_requests_total",
+                "Requests to the Kubernetes API server, by operation",
+                &["op"],
+            ),
+            k8s_api_errors: counter(
+                "kiln_k8s_api_errors_total",
+                "Failed requests to the Kubernetes API server, by operation",
+                &["op"],
             ),
             registry,
         }

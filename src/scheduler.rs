@@ -15,7 +15,6 @@ use crate::actors::Shared;
 use crate::config::Settings;
 use crate::languages::Registry;
 use crate::metrics::Metrics;
-use crate::pods::PodBackend;
 use crate::queue::kafka::KafkaQueue;
 
 /// Connects to Kafka, retrying with backoff while the brokers do not answer; fails at once when
@@ -38,18 +37,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let registry = Arc::new(
             Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?,
         );
-        let backend = Arc::new(crate::serve::local_backend(&settings, &registry)?);
-        crate::warm::start(
-            registry.clone(),
-            settings
-                .warm_cache_dir
-                .clone()
-                .unwrap_or_else(crate::warm::default_root),
-            backend.clone(),
-            settings.warm_caches,
-        );
         // The ops endpoints answer from the start: /readyz says 503 while Kafka is connected to.
         let metrics = Arc::new(Metrics::new());
+        let backend = crate::serve::pod_backend(&settings, &registry, &metrics)?;
         let ops = web::Data::new(Ops {
             shared: OnceLock::new(),
             metrics: metrics.clone(),
@@ -83,7 +73,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let shared = crate::serve::shared_parts(
             &settings,
             queue.clone(),
-            backend.clone() as Arc<dyn PodBackend>,
+            backend.clone(),
             registry.clone(),
             metrics,
         )?;
@@ -94,9 +84,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             println!("{line}");
         }
         println!(
-            "pool: {} standby pods, {} parallel jobs",
-            settings.effective_pool_size(),
-            settings.effective_max_parallel_jobs()
+            "pool: {} pod runners, {} parallel jobs",
+            shared.total_runners(),
+            shared.max_parallel_jobs
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -59,6 +59,34 @@ pub fn local_backend(settings: &Settings, registry: &Registry) -> anyhow::Result
     })?)
 }
 
+/// The pod backend `settings.pods` names: local namespace pods (with their warm caches filled in
+/// the background) or Kubernetes pods.
+pub fn pod_backend(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn PodBackend>> {
+    if settings.pods == "kubernetes" {
+        let backend = crate::pods::kubernetes::KubeBackend::start(
+            settings.kubernetes.clone(),
+            metrics.clone(),
+        )
+        .context("starting the Kubernetes pod backend")?;
+        return Ok(Arc::new(backend));
+    }
+    let backend = Arc::new(local_backend(settings, registry)?);
+    crate::warm::start(
+        registry.clone(),
+        settings
+            .warm_cache_dir
+            .clone()
+            .unwrap_or_else(crate::warm::default_root),
+        backend.clone(),
+        settings.warm_caches,
+    );
+    Ok(backend)
+}
+
 /// What every actor shares, for one queue and one pod backend: the same tree runs over the
 /// embedded queue and over Kafka.
 pub fn shared_parts(
@@ -68,15 +96,27 @@ pub fn shared_parts(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Arc<Shared>> {
+    let pools = backend.pools();
+    let runners: usize = pools
+        .iter()
+        .map(|p| p.runners.unwrap_or(settings.effective_pool_size()))
+        .sum();
+    // Remote pods do not share this host's cores: by default every runner may hold a job.
+    let max_parallel_jobs = if settings.pods == "kubernetes" && settings.max_parallel_jobs == 0 {
+        runners
+    } else {
+        settings.effective_max_parallel_jobs()
+    };
     Ok(Arc::new(Shared {
         queue,
         backend,
+        pools,
         registry,
         policy: settings.limits.clone(),
         metrics,
         events: crate::events::bus(),
         pool_size: settings.effective_pool_size(),
-        max_parallel_jobs: settings.effective_max_parallel_jobs(),
+        max_parallel_jobs,
         max_attempts: settings.max_attempts,
         watchdog_grace_ms: settings.watchdog_grace_ms,
         inject_panic_probability: settings.inject_panic_probability,
@@ -201,23 +241,13 @@ pub fn run_api(settings: Settings) -> anyhow::Result<()> {
 pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     let registry =
         Arc::new(Registry::load(settings.languages_file.as_deref()).map_err(anyhow::Error::msg)?);
-    let backend = Arc::new(local_backend(&settings, &registry)?);
+    let metrics = Arc::new(Metrics::new());
+    let backend = pod_backend(&settings, &registry, &metrics)?;
     let mut backend_lines = backend.describe();
-    let warm_root = settings
-        .warm_cache_dir
-        .clone()
-        .unwrap_or_else(crate::warm::default_root);
-    crate::warm::start(
-        registry.clone(),
-        warm_root,
-        backend.clone(),
-        settings.warm_caches,
-    );
     let store = Arc::new(open_store(&settings)?);
     let (shared, intake): (Arc<Shared>, Arc<dyn Intake>) = if settings.queue == "kafka" {
         // The scheduler consumes the submissions topic; the API produces to it and answers from
         // the results topic, kept in the store.
-        let metrics = Arc::new(Metrics::new());
         let queue = Arc::new(crate::scheduler::connect(&settings, metrics.clone()).await?);
         let mut lines = vec![queue.describe()];
         lines.append(&mut backend_lines);
@@ -226,13 +256,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
         let intake = connect_intake(&settings, store, shared.events.clone()).await?;
         (shared, Arc::new(intake))
     } else {
-        let shared = shared_parts(
-            &settings,
-            store.clone(),
-            backend,
-            registry.clone(),
-            Arc::new(Metrics::new()),
-        )?;
+        let shared = shared_parts(&settings, store.clone(), backend, registry.clone(), metrics)?;
         (shared, store)
     };
     let scheduler = SchedulerRoot::start(shared.clone());
@@ -266,8 +290,8 @@ pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow:
     let data_dir: PathBuf = settings.data_dir.clone();
     let config_file = config_file.map(|f| f.to_path_buf());
     actix::System::new().block_on(async move {
-        let pool = settings.effective_pool_size();
         let instance = start(settings).await?;
+        let pool = instance.scheduler.shared.total_runners();
         println!("kiln listening on http://{}", instance.addr);
         let names: Vec<String> = instance
             .registry
@@ -282,7 +306,7 @@ pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow:
         for line in &instance.backend_lines {
             println!("{line}");
         }
-        println!("pool: {pool} standby pods; data dir {}", data_dir.display());
+        println!("pool: {pool} pod runners; data dir {}", data_dir.display());
         for warning in crate::config::exposed_secrets(&instance.settings, config_file.as_deref()) {
             println!("{warning}");
         }

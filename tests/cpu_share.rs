@@ -36,7 +36,7 @@ async fn measure(backend: &kiln::pods::local::LocalBackend) -> (u64, u64, f64) {
     let job = hog
         .resolve("hog", registry(), &LimitPolicy::default())
         .expect("valid");
-    let pod = backend.create().await.expect("standby pod");
+    let pod = backend.create(0).await.expect("standby pod");
     let hog_run = tokio::spawn(pod.run(job));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mut beside = u64::MAX;

@@ -436,7 +436,7 @@ async fn a_compile_that_never_ends_is_stopped() {
     };
     let job = s.resolve("test", registry(), &job_policy).unwrap();
     use kiln::pods::PodBackend;
-    let pod = backend().create().await.unwrap();
+    let pod = backend().create(0).await.unwrap();
     let o = pod.run(job).await.unwrap();
     assert_eq!(o.status, Status::CompileError, "{o:?}");
     // Reading /dev/random forever ends on the compile time or memory limit, whichever is first.
@@ -584,7 +584,7 @@ async fn nothing_started_by_the_compile_step_survives_into_the_run() {
     });
     job.run.argv = vec![bash, "-c".into(), "cd /proc; echo [0-9]*".into()];
     use kiln::pods::PodBackend;
-    let pod = backend().create().await.unwrap();
+    let pod = backend().create(0).await.unwrap();
     let o = pod.run(job).await.unwrap();
     assert_eq!(text(&o.compile_output), "compiled\n", "{o:?}");
     let pids: Vec<&str> = std::str::from_utf8(&o.stdout.0)

@@ -99,7 +99,12 @@ async fn hostile_runs_and_retired_pods_leave_nothing_behind() {
     let server = backend.fork_server_pid();
     assert!(server.is_some(), "the fork server runs on this root host");
     for _ in 0..5 {
-        backend.create().await.expect("standby pod").destroy().await;
+        backend
+            .create(0)
+            .await
+            .expect("standby pod")
+            .destroy()
+            .await;
     }
 
     // Retiring happens off the result path; give it a moment.

@@ -1,6 +1,7 @@
-//! Dispatcher: the in-flight ledger. It pairs ready submissions with idle pod runners, remembers
-//! which runner holds which job, and when a runner is lost (crashed actor, dead pod, watchdog
-//! kill) puts the job back with attempt + 1, up to the configured maximum.
+//! Dispatcher: the in-flight ledger. It pairs ready submissions with idle pod runners of a pool
+//! that serves their language, remembers which runner holds which job, and when a runner is lost
+//! (crashed actor, dead pod) puts the job back with attempt + 1, up to the configured maximum. A
+//! job the watchdog had to stop ends as `time_limit_exceeded`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,7 +29,17 @@ pub struct Dispatch(pub Delivery);
 #[rtype(result = "()")]
 pub struct RunnerReady {
     pub runner: usize,
+    pub pool: usize,
     pub addr: Addr<PodRunner>,
+}
+
+/// The watchdog stopped runner `runner`'s job `key`: it ran past its wall limits plus the grace.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Overran {
+    pub runner: usize,
+    pub key: JobKey,
+    pub after_ms: u64,
 }
 
 /// A pod runner finished (or lost) the job `key`.
@@ -57,12 +68,24 @@ struct Held {
     delivery: Delivery,
     key: JobKey,
     language: String,
+    pool: usize,
+}
+
+/// Which pool a submitted language name goes to.
+#[derive(Clone)]
+enum Route {
+    Pool(usize),
+    /// The registry does not know it: `resolve` rejects it with its own message.
+    Unknown,
+    /// Known, but no pool serves it.
+    Unserved(String),
 }
 
 pub struct Dispatcher {
     shared: Arc<Shared>,
     peers: Option<Peers>,
-    idle: VecDeque<(usize, Addr<PodRunner>)>,
+    /// Idle runners: (runner, pool, address).
+    idle: VecDeque<(usize, usize, Addr<PodRunner>)>,
     ledger: HashMap<usize, Held>,
     /// Jobs whose runner was lost, served before new work.
     retry: VecDeque<Delivery>,
@@ -72,6 +95,9 @@ pub struct Dispatcher {
     /// Runners that cannot make pods, with the last error. When every runner is failing, work is
     /// answered with internal_error and that error instead of waiting forever.
     failing: HashMap<usize, String>,
+    routes: HashMap<String, Route>,
+    /// (running, waiting) per pool as last told to the backend.
+    demand: Vec<(usize, usize)>,
 }
 
 impl Dispatcher {
@@ -85,6 +111,59 @@ impl Dispatcher {
             waiting: VecDeque::new(),
             granted: 0,
             failing: HashMap::new(),
+            routes: HashMap::new(),
+            demand: Vec::new(),
+        }
+    }
+
+    fn route(&mut self, language: &str) -> Route {
+        if let Some(r) = self.routes.get(language) {
+            return r.clone();
+        }
+        let route = match self.shared.registry.find(language, None) {
+            Err(_) => Route::Unknown,
+            Ok(lang) => match self.shared.pools.iter().position(|p| p.serves(&lang.name)) {
+                Some(p) => Route::Pool(p),
+                None => Route::Unserved(format!(
+                    "no pod pool here serves {} (pools: {})",
+                    lang.name,
+                    self.shared
+                        .pools
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+        };
+        if self.routes.len() < 4096 {
+            self.routes.insert(language.to_string(), route.clone());
+        }
+        route
+    }
+
+    /// Tells the backend how many jobs each pool runs and how many wait for it.
+    fn report_demand(&mut self) {
+        let mut now = vec![(0usize, 0usize); self.shared.pools.len()];
+        for held in self.ledger.values() {
+            now[held.pool].0 += 1;
+        }
+        let languages: Vec<String> = self
+            .retry
+            .iter()
+            .chain(self.waiting.iter())
+            .map(|d| d.envelope.submission.language.clone())
+            .collect();
+        for language in languages {
+            if let Route::Pool(p) = self.route(&language) {
+                now[p].1 += 1;
+            }
+        }
+        if now != self.demand {
+            for (pool, (running, waiting)) in now.iter().enumerate() {
+                self.shared.backend.demand(pool, *running, *waiting);
+            }
+            self.demand = now;
         }
     }
 
@@ -92,9 +171,41 @@ impl Dispatcher {
         let Some(peers) = self.peers.clone() else {
             return;
         };
+        // Jobs whose pool has no idle runner now keep their place for the next round.
+        let (mut blocked_retry, mut blocked) = (VecDeque::new(), VecDeque::new());
         while !self.idle.is_empty() && self.ledger.len() < self.shared.max_parallel_jobs {
-            let Some(delivery) = self.retry.pop_front().or_else(|| self.waiting.pop_front()) else {
-                break;
+            let (delivery, from_retry) = match self.retry.pop_front() {
+                Some(d) => (d, true),
+                None => match self.waiting.pop_front() {
+                    Some(d) => (d, false),
+                    None => break,
+                },
+            };
+            let pool = match self.route(&delivery.envelope.submission.language) {
+                Route::Pool(p) => Some(p),
+                Route::Unknown => None,
+                Route::Unserved(why) => {
+                    let language = delivery.envelope.submission.language.clone();
+                    self.publish(
+                        &peers,
+                        delivery,
+                        language,
+                        Outcome::failed(Status::Rejected, why),
+                    );
+                    continue;
+                }
+            };
+            let slot = match pool {
+                Some(p) => self.idle.iter().position(|(_, pool, _)| *pool == p),
+                None => Some(0), // resolve rejects it below without using a runner
+            };
+            let Some(slot) = slot else {
+                if from_retry {
+                    blocked_retry.push_back(delivery);
+                } else {
+                    blocked.push_back(delivery);
+                }
+                continue;
             };
             let env = &delivery.envelope;
             let _span =
@@ -116,12 +227,12 @@ impl Dispatcher {
                         continue;
                     }
                 };
-            let (runner, addr) = self.idle.pop_front().expect("checked non-empty");
+            let (runner, pool, addr) = self.idle.remove(slot).expect("slot is in range");
             let key = JobKey {
                 id: env.id.clone(),
                 attempt: delivery.attempt,
             };
-            tracing::debug!(runner, "dispatching");
+            tracing::debug!(runner, pool, "dispatching");
             let _ = self.shared.events.send(Event {
                 id: key.id.clone(),
                 kind: EventKind::Running,
@@ -137,17 +248,25 @@ impl Dispatcher {
                     delivery,
                     key,
                     language,
+                    pool,
                 },
             );
         }
+        while let Some(d) = blocked_retry.pop_back() {
+            self.retry.push_front(d);
+        }
+        while let Some(d) = blocked.pop_back() {
+            self.waiting.push_front(d);
+        }
+        self.report_demand();
         if self.idle.is_empty()
             && self.ledger.is_empty()
-            && self.failing.len() >= self.shared.pool_size
+            && self.failing.len() >= self.shared.total_runners()
         {
             let error = self.failing.values().next().cloned().unwrap_or_default();
             while let Some(delivery) = self.retry.pop_front().or_else(|| self.waiting.pop_front()) {
                 let language = delivery.envelope.submission.language.clone();
-                let message = format!("no sandbox can be made on this host right now: {error}");
+                let message = format!("no sandbox can be made right now: {error}");
                 self.publish(
                     &peers,
                     delivery,
@@ -167,7 +286,14 @@ impl Dispatcher {
                 .max_parallel_jobs
                 .saturating_sub(self.ledger.len()),
         );
-        let want = free.saturating_sub(self.granted + self.waiting.len() + self.retry.len());
+        // What still waits here could not use the idle runners (they serve other pools), so it
+        // does not hold their credit back; the total held waiting stays bounded all the same.
+        let held = self.waiting.len() + self.retry.len();
+        let want = if held < 2 * self.shared.total_runners() + 16 {
+            free.saturating_sub(self.granted)
+        } else {
+            0
+        };
         if want > 0 {
             self.granted += want;
             peers.consumer.do_send(Credit(want));
@@ -265,8 +391,8 @@ impl Handler<RunnerReady> for Dispatcher {
                 this.lost(held, "its pod runner crashed and was restarted".into());
             }
             this.failing.remove(&msg.runner);
-            this.idle.retain(|(r, _)| *r != msg.runner);
-            this.idle.push_back((msg.runner, msg.addr));
+            this.idle.retain(|(r, _, _)| *r != msg.runner);
+            this.idle.push_back((msg.runner, msg.pool, msg.addr));
             this.assign();
         });
     }
@@ -292,6 +418,29 @@ impl Handler<JobDone> for Dispatcher {
                     }
                 }
                 Err(e) => this.lost(held, e.to_string()),
+            }
+            this.assign();
+        });
+    }
+}
+
+impl Handler<Overran> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: Overran, ctx: &mut Context<Self>) {
+        guard(self, ctx, "dispatcher", |this, _| {
+            if this.ledger.get(&msg.runner).map(|h| &h.key) != Some(&msg.key) {
+                return;
+            }
+            let held = this.ledger.remove(&msg.runner).expect("checked present");
+            let message = format!(
+                "the job was still running {} ms after it started, past its wall limits and the \
+                 watchdog's grace; its pod was deleted",
+                msg.after_ms
+            );
+            if let Some(peers) = this.peers.clone() {
+                let mut outcome = Outcome::failed(Status::TimeLimitExceeded, message);
+                outcome.wall_time_ms = msg.after_ms;
+                this.publish(&peers, held.delivery, held.language, outcome);
             }
             this.assign();
         });

@@ -36,7 +36,10 @@ pub struct Shared {
     pub policy: LimitPolicy,
     pub metrics: Arc<Metrics>,
     pub events: EventBus,
+    /// Standby pods (pod runners) per pool unless the pool says otherwise.
     pub pool_size: usize,
+    /// The backend's pools, in its order (`PodBackend::create` takes an index into this).
+    pub pools: Vec<crate::pods::Pool>,
     pub max_parallel_jobs: usize,
     pub max_attempts: u32,
     pub watchdog_grace_ms: u64,
@@ -48,6 +51,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Pod runners for pool `pool`.
+    pub fn runners_in(&self, pool: usize) -> usize {
+        self.pools[pool].runners.unwrap_or(self.pool_size)
+    }
+
+    /// Pod runners in every pool together.
+    pub fn total_runners(&self) -> usize {
+        (0..self.pools.len()).map(|p| self.runners_in(p)).sum()
+    }
+
     /// Counts a supervisor's restart of `actor` (`kiln_actor_restarts_total`).
     pub fn count_restart(&self, actor: &str) {
         self.metrics

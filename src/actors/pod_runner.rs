@@ -40,6 +40,7 @@ struct Ran {
 
 pub struct PodRunner {
     id: usize,
+    pool: usize,
     shared: Arc<Shared>,
     peers: Peers,
     pod: Option<Box<dyn StandbyPod>>,
@@ -51,10 +52,11 @@ pub struct PodRunner {
 }
 
 impl PodRunner {
-    pub fn new(id: usize, shared: Arc<Shared>, peers: Peers) -> PodRunner {
+    pub fn new(id: usize, pool: usize, shared: Arc<Shared>, peers: Peers) -> PodRunner {
         let seed = crate::result::now_ms() ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         PodRunner {
             id,
+            pool,
             shared,
             peers,
             pod: None,
@@ -67,7 +69,7 @@ impl PodRunner {
 
     fn make_pod(&mut self, ctx: &mut Context<Self>) {
         let generation = self.generation;
-        let create = self.shared.backend.create();
+        let create = self.shared.backend.create(self.pool);
         let me = ctx.address();
         actix::spawn(async move {
             let pod = match AssertUnwindSafe(create).catch_unwind().await {
@@ -141,6 +143,7 @@ impl Handler<PodMade> for PodRunner {
                     });
                     this.peers.dispatcher.do_send(RunnerReady {
                         runner: this.id,
+                        pool: this.pool,
                         addr: ctx.address(),
                     });
                 }
@@ -198,19 +201,24 @@ impl Handler<RunJob> for PodRunner {
                 .as_ref()
                 .map(|c| c.limits.wall_time_ms)
                 .unwrap_or(0);
-            let deadline = Instant::now()
-                + Duration::from_millis(
-                    limits.wall_time_ms + compile_ms + this.shared.watchdog_grace_ms,
-                );
-            this.peers.watchdog.do_send(Watch {
-                runner: this.id,
-                key: key.clone(),
-                killer: pod.killer(),
-                deadline,
+            let budget = Duration::from_millis(
+                limits.wall_time_ms + compile_ms + this.shared.watchdog_grace_ms,
+            );
+            let (watchdog, runner, killer) = (this.peers.watchdog.clone(), this.id, pod.killer());
+            let watched = key.clone();
+            let started = Box::new(move || {
+                let now = Instant::now();
+                watchdog.do_send(Watch {
+                    runner,
+                    key: watched,
+                    killer,
+                    deadline: now + budget,
+                    started: now,
+                });
             });
             this.current = Some(key.clone());
             let me = ctx.address();
-            let run = pod.run(msg.job);
+            let run = pod.run_watched(msg.job, started);
             actix::spawn(async move {
                 let result = match AssertUnwindSafe(run).catch_unwind().await {
                     Ok(r) => r,

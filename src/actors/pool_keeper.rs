@@ -1,4 +1,4 @@
-//! PoolKeeper: starts one supervised PodRunner per standby pod and keeps count of how many pods
+//! PoolKeeper: starts one supervised PodRunner per standby pod of each pool and keeps count of how many pods
 //! are ready. Each runner replaces its own pod after every job; the keeper holds their addresses,
 //! which is what lets the supervisor restart a runner that stopped.
 
@@ -54,12 +54,15 @@ impl Handler<Connect> for PoolKeeper {
         self.shared
             .metrics
             .pool_size
-            .set(self.shared.pool_size as i64);
-        for id in 0..self.shared.pool_size {
-            let (shared, peers) = (self.shared.clone(), msg.0.clone());
-            self.runners.push(actix::Supervisor::start(move |_| {
-                PodRunner::new(id, shared, peers)
-            }));
+            .set(self.shared.total_runners() as i64);
+        for pool in 0..self.shared.pools.len() {
+            for _ in 0..self.shared.runners_in(pool) {
+                let id = self.runners.len();
+                let (shared, peers) = (self.shared.clone(), msg.0.clone());
+                self.runners.push(actix::Supervisor::start(move |_| {
+                    PodRunner::new(id, pool, shared, peers)
+                }));
+            }
         }
     }
 }

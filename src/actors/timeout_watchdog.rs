@@ -1,6 +1,7 @@
 //! TimeoutWatchdog: the backstop behind the runner's own limits. Every running job has a deadline
 //! (its wall limits plus a grace); a job still running past it has a hung runner or pod, so the
-//! watchdog kills the pod and the job is redelivered.
+//! watchdog kills the pod (a Kubernetes pod is deleted with grace period 0) and the job ends as
+//! `time_limit_exceeded`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{Connect, JobKey, Shared};
+use super::dispatcher::Overran;
+use super::{Connect, JobKey, Peers, Shared};
 use crate::pods::PodKiller;
 
 #[derive(Message)]
@@ -18,6 +20,7 @@ pub struct Watch {
     pub key: JobKey,
     pub killer: PodKiller,
     pub deadline: Instant,
+    pub started: Instant,
 }
 
 /// The runner's job ended (or, with `key: None`, whatever it held is gone).
@@ -30,13 +33,22 @@ pub struct Unwatch {
 
 pub struct TimeoutWatchdog {
     shared: Arc<Shared>,
-    deadlines: HashMap<usize, (JobKey, PodKiller, Instant)>,
+    peers: Option<Peers>,
+    deadlines: HashMap<usize, Deadline>,
+}
+
+struct Deadline {
+    key: JobKey,
+    killer: PodKiller,
+    at: Instant,
+    started: Instant,
 }
 
 impl TimeoutWatchdog {
     pub fn new(shared: Arc<Shared>) -> TimeoutWatchdog {
         TimeoutWatchdog {
             shared,
+            peers: None,
             deadlines: HashMap::new(),
         }
     }
@@ -46,14 +58,21 @@ impl TimeoutWatchdog {
         let overdue: Vec<usize> = self
             .deadlines
             .iter()
-            .filter(|(_, (_, _, at))| *at <= now)
+            .filter(|(_, d)| d.at <= now)
             .map(|(r, _)| *r)
             .collect();
         for runner in overdue {
-            if let Some((key, killer, _)) = self.deadlines.remove(&runner) {
-                tracing::warn!(id = %key.id, attempt = key.attempt, runner, "job overran its deadline; the watchdog kills its pod");
+            if let Some(d) = self.deadlines.remove(&runner) {
+                tracing::warn!(id = %d.key.id, attempt = d.key.attempt, runner, "job overran its deadline; the watchdog kills its pod");
                 self.shared.metrics.watchdog_kills.inc();
-                killer.kill();
+                d.killer.kill();
+                if let Some(peers) = &self.peers {
+                    peers.dispatcher.do_send(Overran {
+                        runner,
+                        key: d.key,
+                        after_ms: now.duration_since(d.started).as_millis() as u64,
+                    });
+                }
             }
         }
     }
@@ -75,14 +94,23 @@ impl actix::Supervised for TimeoutWatchdog {
 
 impl Handler<Connect> for TimeoutWatchdog {
     type Result = ();
-    fn handle(&mut self, _: Connect, _: &mut Context<Self>) {}
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        self.peers = Some(msg.0);
+    }
 }
 
 impl Handler<Watch> for TimeoutWatchdog {
     type Result = ();
     fn handle(&mut self, msg: Watch, _: &mut Context<Self>) {
-        self.deadlines
-            .insert(msg.runner, (msg.key, msg.killer, msg.deadline));
+        self.deadlines.insert(
+            msg.runner,
+            Deadline {
+                key: msg.key,
+                killer: msg.killer,
+                at: msg.deadline,
+                started: msg.started,
+            },
+        );
     }
 }
 
@@ -91,7 +119,7 @@ impl Handler<Unwatch> for TimeoutWatchdog {
     fn handle(&mut self, msg: Unwatch, _: &mut Context<Self>) {
         let matches = match (&msg.key, self.deadlines.get(&msg.runner)) {
             (None, _) => true,
-            (Some(k), Some((held, _, _))) => k == held,
+            (Some(k), Some(d)) => *k == d.key,
             (Some(_), None) => false,
         };
         if matches {

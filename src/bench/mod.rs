@@ -134,7 +134,7 @@ pub async fn engine(
 
     // Warm the page cache and the code paths once.
     floor_python(&python, 3);
-    let pod = backend.create().await.map_err(|e| e.to_string())?;
+    let pod = backend.create(0).await.map_err(|e| e.to_string())?;
     pod.run(job.clone()).await.map_err(|e| e.to_string())?;
 
     let mut floor = Vec::new();
@@ -142,7 +142,7 @@ pub async fn engine(
     let mut create = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        let pod = backend.create().await.map_err(|e| e.to_string())?;
+        let pod = backend.create(0).await.map_err(|e| e.to_string())?;
         create.push(t.elapsed());
         // Let the pod settle into standby, as the pool's pods do before a job arrives.
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -174,7 +174,7 @@ pub async fn engine(
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (mut c_floor, mut c_sandboxed) = (Vec::new(), Vec::new());
     for _ in 0..(runs / 10).max(5) {
-        let pod = backend.create().await.map_err(|e| e.to_string())?;
+        let pod = backend.create(0).await.map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let t = Instant::now();
         let outcome = pod.run(c_job.clone()).await.map_err(|e| e.to_string())?;
@@ -191,7 +191,7 @@ pub async fn engine(
     let before = mem_available();
     let mut pods = Vec::new();
     for _ in 0..idle_pods {
-        pods.push(backend.create().await.map_err(|e| e.to_string())?);
+        pods.push(backend.create(0).await.map_err(|e| e.to_string())?);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = mem_available();
@@ -203,7 +203,7 @@ pub async fn engine(
     let busy_before = host_busy();
     for _ in 0..cycles {
         backend
-            .create()
+            .create(0)
             .await
             .map_err(|e| e.to_string())?
             .destroy()

@@ -36,6 +36,9 @@ enum Cmd {
         /// Kafka's bootstrap servers, with `--queue kafka`.
         #[arg(long)]
         brokers: Option<String>,
+        /// `local` (default) or `kubernetes` (also `pods`, KILN_PODS).
+        #[arg(long)]
+        pods: Option<String>,
     },
     /// The HTTP API alone, in Kafka mode: submissions to the submissions topic, answers from the
     /// results topic. Run schedulers beside it.
@@ -60,6 +63,9 @@ enum Cmd {
         /// KILN_KAFKA__TRANSACTIONAL_ID). Two live instances must not share one.
         #[arg(long)]
         transactional_id: Option<String>,
+        /// `local` (default) or `kubernetes` (also `pods`, KILN_PODS).
+        #[arg(long)]
+        pods: Option<String>,
     },
     /// Kafka topics Kiln uses.
     Topics {
@@ -158,7 +164,9 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             data_dir,
             queue,
             brokers,
+            pods,
         } => {
+            set_pods(&mut s, pods)?;
             if let Some(l) = listen {
                 s.listen = l;
             }
@@ -199,7 +207,9 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             brokers,
             listen,
             transactional_id,
+            pods,
         } => {
+            set_pods(&mut s, pods)?;
             if let Some(b) = brokers {
                 s.kafka.brokers = b;
             }
@@ -296,4 +306,17 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             })
         }
     }
+}
+
+/// `--pods`: which pod backend, checked.
+fn set_pods(s: &mut kiln::config::Settings, pods: Option<String>) -> anyhow::Result<()> {
+    if let Some(p) = pods {
+        s.pods = p;
+    }
+    anyhow::ensure!(
+        matches!(s.pods.as_str(), "local" | "kubernetes"),
+        "--pods must be local or kubernetes, not {:?}",
+        s.pods
+    );
+    Ok(())
 }

@@ -335,7 +335,7 @@ impl PodBackend for LocalBackend {
         }
     }
 
-    fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
+    fn create(&self, _pool: usize) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
         let n = NEXT_POD.fetch_add(1, Ordering::Relaxed);
         let id = format!("pod-{}-{n}", std::process::id());
         let cgroup = match self.cgroups.create_pod_group(&id) {

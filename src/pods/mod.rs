@@ -1,8 +1,10 @@
 //! The pod seam: where jobs run. A `PodBackend` makes standby pods ahead of time; a `StandbyPod`
-//! runs exactly one job and is then destroyed. Local namespaces today, Kubernetes next to it.
+//! runs exactly one job and is then destroyed. Local namespaces on one machine, Kubernetes pods
+//! across many; the actor tree is the same for both.
 
 pub mod cores;
 pub mod fork_server;
+pub mod kubernetes;
 pub mod local;
 pub mod noop;
 
@@ -25,9 +27,39 @@ pub enum PodError {
     Lost(String),
 }
 
+/// A set of alike pods: which languages they serve and how many pod runners hold them.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    pub name: String,
+    /// Canonical language names this pool serves; `None` serves every language.
+    pub languages: Option<Vec<String>>,
+    /// Pod runners for this pool (`None`: the scheduler's `pool_size`).
+    pub runners: Option<usize>,
+}
+
+impl Pool {
+    pub fn serves(&self, language: &str) -> bool {
+        self.languages
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|x| x == language))
+    }
+}
+
 /// Makes standby pods.
 pub trait PodBackend: Send + Sync + 'static {
-    fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>>;
+    /// The pools this backend makes pods for; one pool serving every language unless configured.
+    fn pools(&self) -> Vec<Pool> {
+        vec![Pool {
+            name: "default".into(),
+            languages: None,
+            runners: None,
+        }]
+    }
+    /// A ready pod of pool `pool` (an index into `pools()`).
+    fn create(&self, pool: usize) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>>;
+    /// The dispatcher's view of a pool's demand: jobs running on it and jobs waiting for it.
+    /// Backends that size their pools by demand use it; the default ignores it.
+    fn demand(&self, _pool: usize, _running: usize, _waiting: usize) {}
     /// Lines for the start-up report: which isolation layers are in force and which are weaker.
     fn describe(&self) -> Vec<String>;
     /// Kills every pod this backend made that is still alive and waits until they are gone
@@ -42,6 +74,16 @@ pub trait StandbyPod: Send + 'static {
     fn killer(&self) -> PodKiller;
     /// Runs the job and retires the pod.
     fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>>;
+    /// `run`, calling `started` when the job's program is about to start: the watchdog's clock
+    /// starts then, not while a remote pod is still being claimed and reached.
+    fn run_watched(
+        self: Box<Self>,
+        job: Job,
+        started: Box<dyn FnOnce() + Send>,
+    ) -> BoxFuture<'static, Result<Outcome, PodError>> {
+        started();
+        self.run(job)
+    }
     /// Retires the pod unused.
     fn destroy(self: Box<Self>) -> BoxFuture<'static, ()>;
 }

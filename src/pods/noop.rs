@@ -16,7 +16,7 @@ pub struct NoopBackend {
 struct NoopPod(String);
 
 impl PodBackend for NoopBackend {
-    fn create(&self) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
+    fn create(&self, _pool: usize) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move { Ok(Box::new(NoopPod(format!("noop-{n}"))) as Box<dyn StandbyPod>) })
     }

@@ -23,8 +23,12 @@ pub fn main(args: &[String]) -> i32 {
         Some("pod") => pod::serve_pod(),
         Some("fork-server") => pyfork::launch_server(),
         Some("run") => pod::run_direct(args.iter().any(|a| a == "--json")),
+        Some("exec") => pod::run_exec(),
+        Some("standby") => pod::stand_by(),
         _ => {
             eprintln!("usage: kiln-runner run [--json] < job    (one job on stdin, its outcome on stdout)");
+            eprintln!("       kiln-runner exec                 (one job frame on stdin, one report frame on stdout; exec'd in a Kubernetes pod)");
+            eprintln!("       kiln-runner standby              (a Kubernetes runner pod's main process: waits to be exec'd into)");
             eprintln!("       kiln-runner pod                  (pid 1 of a local standby pod; started by kiln)");
             eprintln!(
                 "       kiln-runner fork-server          (the Python fork server; started by kiln)"

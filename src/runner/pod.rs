@@ -143,6 +143,74 @@ pub fn run_direct(json: bool) -> i32 {
     }
 }
 
+/// Exec mode (a Kubernetes pod): one `Job` frame on stdin, one `RunnerReport::Finished` frame on
+/// stdout. Exactly one frame is read, never "until end of input": an exec stream's stdin may not
+/// close. Before the job runs, stderr says which of the runner's own layers are in force here.
+pub fn run_exec() -> i32 {
+    let mut input = io::stdin().lock();
+    let outcome = match read_frame::<Job>(&mut input) {
+        Ok(Some(job)) => {
+            eprintln!("kiln-runner: {}", layers_here());
+            run_in_temp_dir(&job)
+        }
+        Ok(None) => Outcome::failed(Status::Rejected, "no job arrived on stdin"),
+        Err(e) => Outcome::failed(
+            Status::Rejected,
+            format!("the job could not be decoded: {e}"),
+        ),
+    };
+    let mut out = io::stdout().lock();
+    match write_frame(&mut out, &RunnerReport::Finished(Box::new(outcome))) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kiln-runner: writing the outcome: {e}");
+            2
+        }
+    }
+}
+
+/// What the runner can add to the pod it is exec'd in, and what it cannot.
+pub fn layers_here() -> String {
+    let root = unsafe { libc::geteuid() } == 0;
+    let landlock = crate::sandbox::landlock::abi_version();
+    let mut on = vec!["rlimits", "no_new_privs", "seccomp"];
+    let mut off = vec!["cgroup of its own (the pod's resources limits bound the job)"];
+    if landlock > 0 {
+        on.push("landlock");
+    } else {
+        off.push("landlock (the kernel has none)");
+    }
+    if root {
+        on.push("uid 65534 for the program");
+    } else {
+        off.push("uid switch (already not root: the pod's runAsNonRoot)");
+    }
+    if std::process::id() != 1 {
+        off.push("pid namespace of its own (the pod's own)");
+    }
+    format!(
+        "in force: {}; not in force: {}",
+        on.join(", "),
+        off.join(", ")
+    )
+}
+
+/// Standby mode: a Kubernetes runner pod's main process. It does nothing until the pod is
+/// deleted; jobs arrive through exec.
+pub fn stand_by() -> i32 {
+    // As a container's pid 1 a signal's default action does not apply: exit on SIGTERM/SIGINT.
+    extern "C" fn leave(_: libc::c_int) {
+        unsafe { libc::_exit(0) };
+    }
+    unsafe {
+        libc::signal(libc::SIGTERM, leave as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, leave as *const () as libc::sighandler_t);
+    }
+    loop {
+        unsafe { libc::pause() };
+    }
+}
+
 fn run_in_temp_dir(job: &Job) -> Outcome {
     let root = unsafe { libc::geteuid() } == 0;
     let dir = std::env::temp_dir().join(format!(

@@ -62,7 +62,7 @@ pub async fn run_on(backend: &LocalBackend, sub: Submission) -> Outcome {
     let job = sub
         .resolve("test", registry(), &LimitPolicy::default())
         .expect("valid submission");
-    let pod = backend.create().await.expect("standby pod");
+    let pod = backend.create(0).await.expect("standby pod");
     pod.run(job).await.expect("pod finished the job")
 }
 
@@ -71,7 +71,7 @@ pub async fn run_with(sub: Submission, policy: &LimitPolicy) -> Outcome {
     let job = sub
         .resolve("test", registry(), policy)
         .expect("valid submission");
-    let pod = backend().create().await.expect("standby pod");
+    let pod = backend().create(0).await.expect("standby pod");
     pod.run(job).await.expect("pod finished the job")
 }
 

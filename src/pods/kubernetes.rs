@@ -1,0 +1,1246 @@
+//! Kubernetes pods behind the `PodBackend` seam. Each pool keeps standby runner pods made from a
+//! pod template; a watcher (not polling) keeps this scheduler's view of them. A pod runner
+//! reserves a Ready, unclaimed pod; when its job comes it claims the pod with a patch that carries
+//! the resourceVersion it saw (the API server refuses it with 409 if anyone changed the pod
+//! since, so two schedulers never run two jobs in one pod), execs `kiln-runner exec` in it over
+//! the exec WebSocket with one job frame on stdin, reads one report frame from stdout, and deletes
+//! the pod. Pods carry an ownerReference to this scheduler's own Pod (in-cluster) or to a
+//! ConfigMap per scheduler instance, so Kubernetes removes a dead scheduler's pods; a scheduler
+//! also removes, at start, what an earlier life of itself left.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::{BoxFuture, PodBackend, PodError, PodKiller, Pool, StandbyPod};
+use crate::job::Job;
+use crate::metrics::Metrics;
+use crate::outcome::Outcome;
+use crate::runner::protocol::{decode, encode, RunnerReport, MAX_FRAME};
+
+pub const LABEL_ROLE: &str = "kiln.dev/role";
+pub const LABEL_POOL: &str = "kiln.dev/pool";
+pub const LABEL_INSTANCE: &str = "kiln.dev/instance";
+pub const LABEL_CLAIMED_BY: &str = "kiln.dev/claimed-by";
+pub const ANNOTATION_JOB: &str = "kiln.dev/job";
+
+/// `[kubernetes]` in the configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KubeSettings {
+    /// Where runner pods live; the scheduler needs rights on pods there only.
+    pub namespace: String,
+    /// A kubeconfig file; unset: `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// This scheduler's stable name (a StatefulSet pod name). Default: the host name.
+    pub instance: Option<String>,
+    /// What is exec'd in a runner pod; it reads one job frame and writes one report frame.
+    pub runner_command: Vec<String>,
+    /// Runner image and its pull policy, for pools that do not name their own.
+    pub image: String,
+    pub image_pull_policy: String,
+    /// A RuntimeClass for runner pods (gVisor's `gvisor`, Kata's `kata`), unset for the default.
+    pub runtime_class: Option<String>,
+    /// A Pod object as JSON to start runner pods from; Kiln adds its labels, owner and name, and
+    /// always turns off the service account token. Unset: the hardened default in `pod_spec`.
+    pub pod_template: Option<PathBuf>,
+    /// Runner container resources (requests = limits), for pools that do not name their own.
+    pub cpu: String,
+    pub memory: String,
+    /// The emptyDir work dir's sizeLimit.
+    pub work_dir_size: String,
+    /// A pod not Ready this long after it was created is deleted and replaced.
+    pub ready_timeout_secs: u64,
+    /// Pools; empty means one pool `default` serving every language.
+    pub pools: Vec<PoolSettings>,
+}
+
+impl Default for KubeSettings {
+    fn default() -> Self {
+        KubeSettings {
+            namespace: "kiln".into(),
+            kubeconfig: None,
+            instance: None,
+            runner_command: vec!["kiln-runner".into(), "exec".into()],
+            image: "kiln-runner:0.1.0".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            runtime_class: None,
+            pod_template: None,
+            cpu: "1".into(),
+            memory: "512Mi".into(),
+            work_dir_size: "256Mi".into(),
+            ready_timeout_secs: 120,
+            pools: Vec::new(),
+        }
+    }
+}
+
+/// One pool: `[[kubernetes.pools]]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolSettings {
+    pub name: String,
+    /// Canonical language names served; empty serves every language.
+    pub languages: Vec<String>,
+    /// Standby pods kept when idle, and the most kept when jobs wait.
+    pub min: usize,
+    pub max: usize,
+    pub image: Option<String>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            name: "default".into(),
+            languages: Vec::new(),
+            min: 2,
+            max: 8,
+            image: None,
+            cpu: None,
+            memory: None,
+        }
+    }
+}
+
+impl KubeSettings {
+    pub fn pools(&self) -> Vec<PoolSettings> {
+        if self.pools.is_empty() {
+            vec![PoolSettings::default()]
+        } else {
+            self.pools.clone()
+        }
+    }
+
+    pub fn instance(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "host".into());
+            dns_label(&host)
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        for p in self.pools() {
+            if p.max == 0 || p.min > p.max {
+                return Err(format!(
+                    "kubernetes pool {}: min ({}) must be at most max ({}), and max at least 1",
+                    p.name, p.min, p.max
+                ));
+            }
+            if dns_label(&p.name) != p.name {
+                return Err(format!(
+                    "kubernetes pool name {:?} must be a DNS label (a-z, 0-9, -)",
+                    p.name
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(format!("kubernetes pool {} is named twice", p.name));
+            }
+        }
+        if self.runner_command.is_empty() {
+            return Err("kubernetes.runner_command is empty".into());
+        }
+        let instance = self.instance();
+        if instance.is_empty() || instance.len() > 63 || dns_label(&instance) != instance {
+            return Err(format!(
+                "kubernetes.instance {instance:?} must be a DNS label of at most 63 characters"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `s` lowercased with anything outside a-z, 0-9 and '-' replaced, trimmed to 63 characters.
+pub fn dns_label(s: &str) -> String {
+    let mapped: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    mapped.trim_matches('-').to_string()
+}
+
+/// Pods to create (pool, how many) and pods to delete (name, reason).
+type Plan = (Vec<(usize, usize)>, Vec<(String, &'static str)>);
+
+/// What this scheduler knows of one runner pod, from the watch.
+#[derive(Clone, Debug)]
+struct PodView {
+    pool: String,
+    instance: String,
+    claimed_by: Option<String>,
+    ready: bool,
+    deleting: bool,
+    ended: bool,
+    resource_version: String,
+    created: Option<std::time::SystemTime>,
+}
+
+impl PodView {
+    fn of(pod: &Pod) -> Option<(String, PodView)> {
+        let meta = &pod.metadata;
+        let name = meta.name.clone()?;
+        let labels = meta.labels.clone().unwrap_or_default();
+        let status = pod.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+        Some((
+            name,
+            PodView {
+                pool: labels.get(LABEL_POOL).cloned().unwrap_or_default(),
+                instance: labels.get(LABEL_INSTANCE).cloned().unwrap_or_default(),
+                claimed_by: labels.get(LABEL_CLAIMED_BY).cloned(),
+                ready: ready && phase == "Running",
+                deleting: meta.deletion_timestamp.is_some(),
+                ended: phase == "Succeeded" || phase == "Failed",
+                resource_version: meta.resource_version.clone().unwrap_or_default(),
+                created: meta.creation_timestamp.as_ref().map(|t| {
+                    std::time::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64)
+                }),
+            },
+        ))
+    }
+
+    fn standby(&self) -> bool {
+        self.claimed_by.is_none() && !self.deleting && !self.ended
+    }
+}
+
+#[derive(Default)]
+struct State {
+    pods: HashMap<String, PodView>,
+    /// The watch has listed everything once.
+    synced: bool,
+    /// Pods a pod runner of this scheduler holds (reserved, or claimed and running a job).
+    reserved: HashSet<String>,
+    /// Pods being created, per pool.
+    creating: Vec<usize>,
+    /// (running, waiting) per pool from the dispatcher, and the standby target from it.
+    demand: Vec<(usize, usize)>,
+    target: Vec<usize>,
+    last_shrink: Vec<Option<Instant>>,
+    /// Why pods of a pool cannot be made, when the API server refuses them (not when it is away).
+    refused: Vec<Option<String>>,
+    /// The last error talking to the API server, cleared by the next success.
+    api_error: Option<String>,
+    layers_told: bool,
+}
+
+struct Inner {
+    pods: Api<Pod>,
+    settings: KubeSettings,
+    pools: Vec<PoolSettings>,
+    instance: String,
+    owner: OwnerReference,
+    template: serde_json::Value,
+    state: Mutex<State>,
+    /// Woken on every change the watch sees.
+    changed: Notify,
+    /// Wakes the pool maintainer.
+    maintain: Notify,
+    metrics: Arc<Metrics>,
+    stopping: AtomicBool,
+}
+
+/// The Kubernetes pod backend.
+pub struct KubeBackend {
+    inner: Arc<Inner>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl KubeBackend {
+    /// Connects, makes sure this instance's owner object exists, removes pods an earlier life of
+    /// this instance left, and starts the watch and the pool maintainer.
+    pub fn start(settings: KubeSettings, metrics: Arc<Metrics>) -> anyhow::Result<KubeBackend> {
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kiln-kube")
+            .enable_all()
+            .build()?;
+        // Started from inside the actor system's runtime: connect from another thread.
+        let handle = rt.handle().clone();
+        let inner = std::thread::spawn(move || handle.block_on(Inner::connect(settings, metrics)))
+            .join()
+            .map_err(|_| anyhow::anyhow!("connecting to the API server panicked"))??;
+        let inner = Arc::new(inner);
+        rt.spawn(inner.clone().watch());
+        rt.spawn(inner.clone().maintain_pools());
+        Ok(KubeBackend { inner, rt })
+    }
+
+    /// The instance name pods are labelled with.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Runner pods this backend's watch sees, by name: (pool, claimed by, ready).
+    pub fn snapshot(&self) -> Vec<(String, String, Option<String>, bool)> {
+        let state = self.inner.state.lock().unwrap();
+        state
+            .pods
+            .iter()
+            .map(|(n, v)| (n.clone(), v.pool.clone(), v.claimed_by.clone(), v.ready))
+            .collect()
+    }
+}
+
+async fn client_for(settings: &KubeSettings) -> anyhow::Result<Client> {
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+impl Inner {
+    async fn connect(settings: KubeSettings, metrics: Arc<Metrics>) -> anyhow::Result<Inner> {
+        let client = client_for(&settings).await?;
+        let ns = settings.namespace.clone();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let instance = settings.instance();
+        let owner = owner_for(&client, &ns, &instance).await?;
+        // What an earlier life of this instance left: its standby pods and the pods it claimed.
+        for selector in [
+            format!("{LABEL_ROLE}=runner,{LABEL_INSTANCE}={instance}"),
+            format!("{LABEL_ROLE}=runner,{LABEL_CLAIMED_BY}={instance}"),
+        ] {
+            pods.delete_collection(
+                &DeleteParams::default().grace_period(0),
+                &ListParams::default().labels(&selector),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("removing pods left by an earlier run ({selector}): {e}")
+            })?;
+        }
+        let template = match &settings.pod_template {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("reading the pod template {}: {e}", path.display())
+                })?;
+                serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("the pod template {} is not a JSON Pod: {e}", path.display())
+                })?
+            }
+            None => serde_json::Value::Null,
+        };
+        let pools = settings.pools();
+        let n = pools.len();
+        let state = State {
+            creating: vec![0; n],
+            demand: vec![(0, 0); n],
+            target: pools.iter().map(|p| p.min).collect(),
+            last_shrink: vec![None; n],
+            refused: vec![None; n],
+            ..State::default()
+        };
+        Ok(Inner {
+            pods,
+            settings,
+            pools,
+            instance,
+            owner,
+            template,
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            maintain: Notify::new(),
+            metrics,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    fn count(&self, op: &str, ok: bool) {
+        self.metrics.k8s_api_requests.with_label_values(&[op]).inc();
+        if !ok {
+            self.metrics.k8s_api_errors.with_label_values(&[op]).inc();
+        }
+    }
+
+    /// Keeps `state.pods` equal to the runner pods in the namespace.
+    async fn watch(self: Arc<Self>) {
+        let config = watcher::Config::default().labels(&format!("{LABEL_ROLE}=runner"));
+        let stream = watcher::watcher(self.pods.clone(), config).default_backoff();
+        futures_util::pin_mut!(stream);
+        let mut listing: Option<HashMap<String, PodView>> = None;
+        while let Some(event) = stream.next().await {
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            {
+                let mut state = self.state.lock().unwrap();
+                match event {
+                    Ok(Event::Init) => listing = Some(HashMap::new()),
+                    Ok(Event::InitApply(pod)) => {
+                        if let (Some(list), Some((name, view))) =
+                            (listing.as_mut(), PodView::of(&pod))
+                        {
+                            list.insert(name, view);
+                        }
+                    }
+                    Ok(Event::InitDone) => {
+                        if let Some(list) = listing.take() {
+                            state.pods = list;
+                        }
+                        state.synced = true;
+                        state.api_error = None;
+                    }
+                    Ok(Event::Apply(pod)) => {
+                        if let Some((name, view)) = PodView::of(&pod) {
+                            state.pods.insert(name, view);
+                        }
+                        state.api_error = None;
+                    }
+                    Ok(Event::Delete(pod)) => {
+                        if let Some(name) = pod.metadata.name {
+                            state.pods.remove(&name);
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics
+                            .k8s_api_errors
+                            .with_label_values(&["watch"])
+                            .inc();
+                        tracing::warn!(error = %e, "watching runner pods failed; retrying with backoff");
+                        state.api_error = Some(format!("watching runner pods: {e}"));
+                    }
+                }
+            }
+            self.changed.notify_waiters();
+            self.maintain.notify_one();
+        }
+    }
+
+    /// Keeps each pool's standby pods at its target: creates what is missing, deletes what is
+    /// over, replaces pods that never became Ready or ended, and removes claimed pods nobody here
+    /// runs a job in.
+    async fn maintain_pools(self: Arc<Self>) {
+        loop {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.maintain.notified()).await;
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let (create, delete) = self.plan();
+            for (pool, n) in create {
+                for _ in 0..n {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.create_pod(pool).await });
+                }
+            }
+            for (name, reason) in delete {
+                let me = self.clone();
+                tokio::spawn(async move { me.delete_pod(&name, reason).await });
+            }
+        }
+    }
+
+    /// What the maintainer should do now: pods to create per pool, pods to delete with why.
+    fn plan(&self) -> Plan {
+        let mut state = self.state.lock().unwrap();
+        if !state.synced {
+            return (Vec::new(), Vec::new());
+        }
+        let now = std::time::SystemTime::now();
+        let ready_timeout = Duration::from_secs(self.settings.ready_timeout_secs);
+        let mut create = Vec::new();
+        let mut delete = Vec::new();
+        for (name, view) in &state.pods {
+            if view.deleting {
+                continue;
+            }
+            let mine = view.instance == self.instance;
+            if view.claimed_by.as_deref() == Some(self.instance.as_str())
+                && !state.reserved.contains(name)
+            {
+                delete.push((name.clone(), "claimed_unused"));
+            } else if mine && view.claimed_by.is_none() && view.ended {
+                delete.push((name.clone(), "ended"));
+            } else if mine
+                && view.claimed_by.is_none()
+                && !view.ready
+                && view
+                    .created
+                    .and_then(|c| now.duration_since(c).ok())
+                    .is_some_and(|age| age > ready_timeout)
+            {
+                delete.push((name.clone(), "never_ready"));
+            }
+        }
+        for (i, pool) in self.pools.iter().enumerate() {
+            let (running, waiting) = state.demand[i];
+            // Demand now: as many standby pods as jobs running and waiting (each running job's
+            // pod is replaced when it ends), between min and max; grows at once, shrinks by one
+            // pod per 10 s.
+            let want = (running + waiting).clamp(pool.min, pool.max);
+            let target = state.target[i];
+            let target = if want >= target {
+                want
+            } else if state.last_shrink[i].is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                state.last_shrink[i] = Some(Instant::now());
+                target - 1
+            } else {
+                target
+            };
+            state.target[i] = target;
+            self.metrics
+                .k8s_pool_target
+                .with_label_values(&[pool.name.as_str()])
+                .set(target as i64);
+            let own: Vec<(&String, &PodView)> = state
+                .pods
+                .iter()
+                .filter(|(n, v)| {
+                    v.pool == pool.name
+                        && v.instance == self.instance
+                        && v.standby()
+                        && !delete.iter().any(|(d, _)| d == *n)
+                })
+                .collect();
+            self.metrics
+                .k8s_pool_standby
+                .with_label_values(&[pool.name.as_str()])
+                .set(own.iter().filter(|(_, v)| v.ready).count() as i64);
+            let have = own.len() + state.creating[i];
+            if have < target {
+                create.push((i, target - have));
+            } else if own.len() > target {
+                let mut spare: Vec<&String> = own
+                    .iter()
+                    .filter(|(n, _)| !state.reserved.contains(*n))
+                    .map(|(n, _)| *n)
+                    .collect();
+                spare.sort_by_key(|n| state.pods[*n].ready);
+                for n in spare.into_iter().take(own.len() - target) {
+                    delete.push((n.clone(), "pool_shrink"));
+                }
+            }
+        }
+        for (pool, n) in &create {
+            state.creating[*pool] += n;
+        }
+        (create, delete)
+    }
+
+    async fn create_pod(self: Arc<Self>, pool: usize) {
+        let pod = self.pod_object(pool);
+        let result = self.pods.create(&PostParams::default(), &pod).await;
+        self.count("create", result.is_ok());
+        let mut state = self.state.lock().unwrap();
+        state.creating[pool] -= 1;
+        match result {
+            Ok(made) => {
+                state.refused[pool] = None;
+                state.api_error = None;
+                self.metrics
+                    .k8s_pods_created
+                    .with_label_values(&[self.pools[pool].name.as_str()])
+                    .inc();
+                if let Some((name, view)) = PodView::of(&made) {
+                    state.pods.entry(name).or_insert(view);
+                }
+            }
+            Err(kube::Error::Api(status)) if !matches!(status.code, 409 | 429 | 500..=599) => {
+                let why = format!(
+                    "the API server refused a runner pod for pool {}: {} ({})",
+                    self.pools[pool].name, status.message, status.code
+                );
+                tracing::error!("{why}");
+                state.refused[pool] = Some(why);
+                drop(state);
+                self.changed.notify_waiters();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "creating a runner pod failed; retrying");
+                state.api_error = Some(format!("creating a runner pod: {e}"));
+            }
+        }
+    }
+
+    async fn delete_pod(&self, name: &str, reason: &'static str) {
+        let result = self
+            .pods
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await;
+        let gone = match &result {
+            Ok(_) => true,
+            Err(kube::Error::Api(s)) => s.code == 404,
+            Err(_) => false,
+        };
+        self.count("delete", gone);
+        if gone {
+            self.metrics
+                .k8s_pods_deleted
+                .with_label_values(&[reason])
+                .inc();
+            tracing::debug!(pod = name, reason, "deleted a runner pod");
+        } else if let Err(e) = result {
+            tracing::warn!(pod = name, error = %e, "deleting a runner pod failed; the maintainer retries");
+        }
+    }
+
+    /// The Pod to create for `pool`: the template (or the hardened default) with Kiln's labels,
+    /// owner and name.
+    fn pod_object(&self, pool: usize) -> Pod {
+        let p = &self.pools[pool];
+        let mut pod = if self.template.is_null() {
+            self.default_pod(p)
+        } else {
+            self.template.clone()
+        };
+        let meta = &mut pod["metadata"];
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        meta["generateName"] = json!(format!("kiln-{}-", p.name));
+        meta["namespace"] = json!(self.settings.namespace);
+        if meta.get("name").is_some() {
+            meta.as_object_mut().unwrap().remove("name");
+        }
+        let labels = meta["labels"].as_object().cloned().unwrap_or_default();
+        let mut labels: BTreeMap<String, serde_json::Value> = labels.into_iter().collect();
+        labels.insert("app.kubernetes.io/managed-by".into(), json!("kiln"));
+        labels.insert(LABEL_ROLE.into(), json!("runner"));
+        labels.insert(LABEL_POOL.into(), json!(p.name));
+        labels.insert(LABEL_INSTANCE.into(), json!(self.instance));
+        labels.remove(LABEL_CLAIMED_BY);
+        meta["labels"] = json!(labels);
+        meta["ownerReferences"] = json!([self.owner]);
+        pod["spec"]["automountServiceAccountToken"] = json!(false);
+        serde_json::from_value(pod).expect("a runner pod object is a Pod")
+    }
+
+    fn default_pod(&self, p: &PoolSettings) -> serde_json::Value {
+        let s = &self.settings;
+        let cpu = p.cpu.clone().unwrap_or_else(|| s.cpu.clone());
+        let memory = p.memory.clone().unwrap_or_else(|| s.memory.clone());
+        let mut spec = json!({
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65534,
+                "runAsGroup": 65534,
+                "fsGroup": 65534,
+                "seccompProfile": {"type": "RuntimeDefault"}
+            },
+            "containers": [{
+                "name": "runner",
+                "image": p.image.clone().unwrap_or_else(|| s.image.clone()),
+                "imagePullPolicy": s.image_pull_policy,
+                "command": ["kiln-runner", "standby"],
+                "env": [{"name": "TMPDIR", "value": "/work"}, {"name": "HOME", "value": "/work"}],
+                "workingDir": "/work",
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "privileged": false,
+                    "readOnlyRootFilesystem": true,
+                    "runAsNonRoot": true,
+                    "capabilities": {"drop": ["ALL"]}
+                },
+                "resources": {
+                    "requests": {"cpu": cpu, "memory": memory},
+                    "limits": {"cpu": cpu, "memory": memory}
+                },
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}]
+            }],
+            "volumes": [{"name": "work", "emptyDir": {"sizeLimit": s.work_dir_size}}]
+        });
+        if let Some(class) = &s.runtime_class {
+            spec["runtimeClassName"] = json!(class);
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": spec})
+    }
+
+    /// Reserves a Ready, unclaimed pod of `pool` for a pod runner (this scheduler's own pods
+    /// first: another scheduler's are claimed only when ours are all held).
+    fn reserve(&self, pool: usize) -> Result<Option<(String, String)>, String> {
+        let mut state = self.state.lock().unwrap();
+        let name = &self.pools[pool].name;
+        let pick = state
+            .pods
+            .iter()
+            .filter(|(n, v)| {
+                v.pool == *name && v.ready && v.standby() && !state.reserved.contains(*n)
+            })
+            .min_by_key(|(_, v)| v.instance != self.instance)
+            .map(|(n, v)| (n.clone(), v.resource_version.clone()));
+        if let Some((n, rv)) = pick {
+            state.reserved.insert(n.clone());
+            return Ok(Some((n, rv)));
+        }
+        if let Some(why) = &state.refused[pool] {
+            return Err(why.clone());
+        }
+        Ok(None)
+    }
+
+    /// Waits for a pod of `pool` to reserve. It waits as long as pods are on their way (or the
+    /// API server is away); it fails only when the API server refuses to make them.
+    async fn wait_reserve(&self, pool: usize) -> Result<(String, String), String> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(found) = self.reserve(pool)? {
+                return Ok(found);
+            }
+            if self.stopping.load(Ordering::Relaxed) {
+                return Err("the scheduler is stopping".into());
+            }
+            self.maintain.notify_one();
+            let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
+        }
+    }
+
+    fn release(&self, name: &str) {
+        self.state.lock().unwrap().reserved.remove(name);
+        self.changed.notify_waiters();
+        self.maintain.notify_one();
+    }
+
+    /// Claims `name` for `job` if its resourceVersion is still `rv`. `Ok(false)`: someone else
+    /// claimed or deleted it first.
+    async fn claim(&self, name: &str, rv: &str, job: &str) -> Result<bool, kube::Error> {
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": rv,
+                "labels": {LABEL_CLAIMED_BY: self.instance},
+                "annotations": {ANNOTATION_JOB: job}
+            }
+        });
+        let result = self
+            .pods
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        match result {
+            Ok(_) => {
+                self.count("claim", true);
+                self.metrics.k8s_claims.with_label_values(&["ok"]).inc();
+                Ok(true)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                self.count("claim", true);
+                self.metrics
+                    .k8s_claims
+                    .with_label_values(&["conflict"])
+                    .inc();
+                Ok(false)
+            }
+            Err(e) => {
+                self.count("claim", false);
+                Err(e)
+            }
+        }
+    }
+
+    /// The pod is gone or going (deleted, evicted, ended) by the watch's account.
+    fn pod_lost(&self, name: &str) -> Option<String> {
+        let state = self.state.lock().unwrap();
+        if !state.synced {
+            return None;
+        }
+        match state.pods.get(name) {
+            None => Some(format!("pod {name} was deleted while it ran the job")),
+            Some(v) if v.deleting => {
+                Some(format!("pod {name} is being deleted while it ran the job"))
+            }
+            Some(v) if v.ended => Some(format!(
+                "pod {name} ended (evicted or failed) while it ran the job"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Claims a pod (the reserved one, or another when it was taken), execs the runner in it and
+    /// returns the outcome. The pod is deleted afterwards, whatever happened.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        self: Arc<Self>,
+        pool: usize,
+        mut name: String,
+        mut rv: String,
+        job: Job,
+        started: Box<dyn FnOnce() + Send>,
+        cancel: Arc<Cancel>,
+    ) -> Result<Outcome, PodError> {
+        let label = format!("{}/{}", job.id, self.instance);
+        // Claim: conflicts move on to another pod; an unreachable API server is waited out.
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if let Some(why) = cancel.why() {
+                self.release(&name);
+                return Err(PodError::Lost(why));
+            }
+            match self.claim(&name, &rv, &label).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    self.release(&name);
+                    (name, rv) = self
+                        .wait_reserve(pool)
+                        .await
+                        .map_err(|e| PodError::Create {
+                            step: "reserve another pod after a claim conflict".into(),
+                            error: e,
+                        })?;
+                    cancel.set_pod(&name);
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, ?backoff, "claiming a pod failed; the API server may be away, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // The pod may have changed meanwhile (it was never claimed by us: the claim
+                    // failed); take the watch's newest version.
+                    if let Some(v) = self.state.lock().unwrap().pods.get(&name) {
+                        if v.claimed_by.is_none() {
+                            rv = v.resource_version.clone();
+                        }
+                    }
+                }
+            }
+        }
+        let outcome = self.exec(&name, &job, started, &cancel).await;
+        self.delete_pod(&name, "used").await;
+        self.release(&name);
+        outcome
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        job: &Job,
+        started: Box<dyn FnOnce() + Send>,
+        cancel: &Cancel,
+    ) -> Result<Outcome, PodError> {
+        let frame = encode(job).map_err(|e| PodError::Create {
+            step: "encode the job".into(),
+            error: e,
+        })?;
+        let params = AttachParams::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .max_stdin_buf_size(frame.len().max(64 << 10));
+        // Reaching the pod: retried while the API server is away (the job has not started).
+        let mut backoff = Duration::from_millis(100);
+        let mut attached = loop {
+            if let Some(why) = cancel.why() {
+                return Err(PodError::Lost(why));
+            }
+            if let Some(why) = self.pod_lost(name) {
+                return Err(PodError::Lost(why));
+            }
+            let r = self
+                .pods
+                .exec(name, self.settings.runner_command.clone(), &params)
+                .await;
+            self.count("exec", r.is_ok());
+            match r {
+                Ok(a) => break a,
+                Err(e) if backoff < Duration::from_secs(30) => {
+                    tracing::warn!(pod = name, error = %e, "exec into the pod failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => {
+                    return Err(PodError::Lost(format!("exec into pod {name} failed: {e}")));
+                }
+            }
+        };
+        let mut stdin = attached.stdin().expect("stdin was asked for");
+        let mut stdout = attached.stdout().expect("stdout was asked for");
+        let mut stderr = attached.stderr().expect("stderr was asked for");
+        let diagnostics = Arc::new(Mutex::new(Vec::new()));
+        let collect = diagnostics.clone();
+        let drain = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut d = collect.lock().unwrap();
+                if d.len() < 16 << 10 {
+                    d.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        if let Err(e) = stdin.write_all(&frame).await {
+            drain.abort();
+            return Err(PodError::Lost(format!(
+                "sending the job to pod {name}: {e}"
+            )));
+        }
+        let _ = stdin.flush().await;
+        started();
+        let read = async {
+            let mut len = [0u8; 4];
+            stdout.read_exact(&mut len).await?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len > MAX_FRAME {
+                return Err(std::io::Error::other(format!(
+                    "a report frame of {len} bytes"
+                )));
+            }
+            let mut payload = vec![0u8; len];
+            stdout.read_exact(&mut payload).await?;
+            decode::<RunnerReport>(&payload).map_err(std::io::Error::other)
+        };
+        tokio::pin!(read);
+        let report = loop {
+            tokio::select! {
+                r = &mut read => break r,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if let Some(why) = cancel.why().or_else(|| self.pod_lost(name)) {
+                        attached.abort();
+                        drain.abort();
+                        return Err(PodError::Lost(why));
+                    }
+                }
+            }
+        };
+        attached.abort();
+        let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
+        let diagnostics = String::from_utf8_lossy(&diagnostics.lock().unwrap()).into_owned();
+        self.tell_layers(&diagnostics);
+        match report {
+            Ok(RunnerReport::Finished(outcome)) => Ok(*outcome),
+            Ok(other) => Err(PodError::Lost(format!(
+                "the runner in pod {name} reported {other:?} instead of an outcome"
+            ))),
+            Err(e) => Err(PodError::Lost(format!(
+                "reading the outcome from pod {name}: {e}; runner said: {}",
+                diagnostics.trim()
+            ))),
+        }
+    }
+
+    /// Logs once what the runner says of its layers in the pods.
+    fn tell_layers(&self, diagnostics: &str) {
+        let Some(line) = diagnostics
+            .lines()
+            .find(|l| l.starts_with("kiln-runner: in force"))
+        else {
+            return;
+        };
+        let mut state = self.state.lock().unwrap();
+        if !state.layers_told {
+            state.layers_told = true;
+            tracing::info!("runner pods: {}", line.trim_start_matches("kiln-runner: "));
+        }
+    }
+}
+
+/// The owner runner pods point at: this scheduler's own Pod when it runs in the runner namespace
+/// (`KILN_POD_NAME`, `KILN_POD_UID` from the downward API), else a ConfigMap for this instance.
+async fn owner_for(client: &Client, ns: &str, instance: &str) -> anyhow::Result<OwnerReference> {
+    let in_ns = std::env::var("KILN_POD_NAMESPACE").is_ok_and(|n| n == ns);
+    if let (true, Ok(name), Ok(uid)) = (
+        in_ns,
+        std::env::var("KILN_POD_NAME"),
+        std::env::var("KILN_POD_UID"),
+    ) {
+        return Ok(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name,
+            uid,
+            block_owner_deletion: Some(false),
+            controller: Some(false),
+        });
+    }
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let name = format!("kiln-scheduler-{instance}");
+    let map: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "kiln", LABEL_INSTANCE: instance}
+        },
+        "data": {"about": "Owner of the runner pods of Kiln scheduler instance; deleting it deletes them."}
+    }))?;
+    let made = match maps.create(&PostParams::default(), &map).await {
+        Ok(m) => m,
+        Err(kube::Error::Api(s)) if s.code == 409 => maps.get(&name).await?,
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "making the owner object configmaps/{name} in namespace {ns}: {e}"
+            ))
+        }
+    };
+    Ok(OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name,
+        uid: made.metadata.uid.unwrap_or_default(),
+        block_owner_deletion: Some(false),
+        controller: Some(false),
+    })
+}
+
+/// Stops a run from elsewhere (the watchdog).
+#[derive(Default)]
+struct Cancel {
+    why: Mutex<Option<String>>,
+    pod: Mutex<String>,
+}
+
+impl Cancel {
+    fn why(&self) -> Option<String> {
+        self.why.lock().unwrap().clone()
+    }
+
+    fn set_pod(&self, name: &str) {
+        *self.pod.lock().unwrap() = name.to_string();
+    }
+}
+
+struct KubePod {
+    inner: Arc<Inner>,
+    pool: usize,
+    handle: tokio::runtime::Handle,
+    name: String,
+    rv: String,
+    cancel: Arc<Cancel>,
+}
+
+impl PodBackend for KubeBackend {
+    fn pools(&self) -> Vec<Pool> {
+        self.inner
+            .pools
+            .iter()
+            .map(|p| Pool {
+                name: p.name.clone(),
+                languages: (!p.languages.is_empty()).then(|| p.languages.clone()),
+                runners: Some(p.max),
+            })
+            .collect()
+    }
+
+    fn create(&self, pool: usize) -> BoxFuture<'static, Result<Box<dyn StandbyPod>, PodError>> {
+        let inner = self.inner.clone();
+        let handle = self.rt.handle().clone();
+        let task = self.rt.spawn(async move {
+            let (name, rv) = inner
+                .wait_reserve(pool)
+                .await
+                .map_err(|e| PodError::Create {
+                    step: "get a Ready runner pod".into(),
+                    error: e,
+                })?;
+            let cancel = Arc::new(Cancel::default());
+            cancel.set_pod(&name);
+            Ok(Box::new(KubePod {
+                inner,
+                pool,
+                handle,
+                name,
+                rv,
+                cancel,
+            }) as Box<dyn StandbyPod>)
+        });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                Err(PodError::Create {
+                    step: "get a Ready runner pod".into(),
+                    error: e.to_string(),
+                })
+            })
+        })
+    }
+
+    fn demand(&self, pool: usize, running: usize, waiting: usize) {
+        let mut state = self.inner.state.lock().unwrap();
+        if let Some(d) = state.demand.get_mut(pool) {
+            *d = (running, waiting);
+        }
+        drop(state);
+        self.inner.maintain.notify_one();
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let s = &self.inner.settings;
+        let mut lines = vec![format!(
+            "kubernetes pods: namespace {}, instance {}, owner {}/{}; runner command {:?}",
+            s.namespace,
+            self.inner.instance,
+            self.inner.owner.kind,
+            self.inner.owner.name,
+            s.runner_command
+        )];
+        for p in &self.inner.pools {
+            lines.push(format!(
+                "  pool {}: {} to {} standby pods, languages {}",
+                p.name,
+                p.min,
+                p.max,
+                if p.languages.is_empty() {
+                    "all".to_string()
+                } else {
+                    p.languages.join(", ")
+                }
+            ));
+        }
+        lines.push(if s.pod_template.is_some() {
+            "  runner pods from the pod template (service account token always off)".into()
+        } else {
+            format!(
+                "  runner pods: no service account token, runAsNonRoot, all capabilities dropped, read-only root, seccomp RuntimeDefault, emptyDir /work of {}{}",
+                s.work_dir_size,
+                s.runtime_class
+                    .as_ref()
+                    .map(|c| format!(", runtimeClassName {c}"))
+                    .unwrap_or_default()
+            )
+        });
+        lines
+    }
+
+    fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
+        self.inner.changed.notify_waiters();
+        let inner = self.inner.clone();
+        let handle = self.rt.handle().clone();
+        // Called from inside the actor system's runtime: block on another thread.
+        let _ = std::thread::spawn(move || {
+            handle.block_on(async move {
+                for selector in [
+                    format!("{LABEL_ROLE}=runner,{LABEL_INSTANCE}={}", inner.instance),
+                    format!("{LABEL_ROLE}=runner,{LABEL_CLAIMED_BY}={}", inner.instance),
+                ] {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        inner.pods.delete_collection(
+                            &DeleteParams::default().grace_period(0),
+                            &ListParams::default().labels(&selector),
+                        ),
+                    )
+                    .await;
+                    if !matches!(r, Ok(Ok(_))) {
+                        tracing::warn!(selector, "could not remove this scheduler's runner pods at shutdown; their owner object's garbage collection or the next start removes them");
+                    }
+                }
+            })
+        })
+        .join();
+    }
+}
+
+impl StandbyPod for KubePod {
+    fn id(&self) -> &str {
+        &self.name
+    }
+
+    fn killer(&self) -> PodKiller {
+        let (inner, cancel, handle) =
+            (self.inner.clone(), self.cancel.clone(), self.handle.clone());
+        PodKiller::new(move || {
+            *cancel.why.lock().unwrap() = Some("the watchdog deleted the pod".into());
+            let name = cancel.pod.lock().unwrap().clone();
+            let inner = inner.clone();
+            handle.spawn(async move { inner.delete_pod(&name, "watchdog").await });
+        })
+    }
+
+    fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
+        self.run_watched(job, Box::new(|| {}))
+    }
+
+    fn run_watched(
+        self: Box<Self>,
+        job: Job,
+        started: Box<dyn FnOnce() + Send>,
+    ) -> BoxFuture<'static, Result<Outcome, PodError>> {
+        let KubePod {
+            inner,
+            pool,
+            handle,
+            name,
+            rv,
+            cancel,
+        } = *self;
+        let task = handle.spawn(inner.run(pool, name, rv, job, started, cancel));
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|e| Err(PodError::Lost(format!("the run task failed: {e}"))))
+        })
+    }
+
+    fn destroy(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.inner.release(&self.name);
+        Box::pin(async {})
+    }
+}
+
+impl Drop for KubeBackend {
+    fn drop(&mut self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert_eq!(dns_label("Kiln_Host.example"), "kiln-host-example");
+        assert_eq!(dns_label("-a-"), "a");
+        assert_eq!(dns_label(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn pool_settings_are_checked() {
+        let mut s = KubeSettings {
+            instance: Some("kiln-0".into()),
+            ..Default::default()
+        };
+        assert!(s.validate().is_ok());
+        s.pools = vec![PoolSettings {
+            min: 3,
+            max: 2,
+            ..Default::default()
+        }];
+        assert!(s.validate().unwrap_err().contains("min (3)"));
+        s.pools = vec![PoolSettings::default(), PoolSettings::default()];
+        assert!(s.validate().unwrap_err().contains("named twice"));
+        s.pools = vec![PoolSettings {
+            name: "Big Pool".into(),
+            ..Default::default()
+        }];
+        assert!(s.validate().unwrap_err().contains("DNS label"));
+    }
+}
