@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Configuration file (TOML); KILN_* environment variables override it.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, global = true)]
