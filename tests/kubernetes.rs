@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s::{cluster, Namespace, PodLog};
-use server::Server;
 use serde_json::{json, Value};
+use server::Server;
 
 fn serve(ns: &Namespace, name: &str, instance: &str, pools: &str, extra: &str) -> Server {
     let config = ns.config(instance, pools, extra);
@@ -51,7 +51,10 @@ fn pool_fills_to_n_refills_after_each_use_and_each_pod_runs_one_job() {
     let log = PodLog::start(&ns);
     let server = serve(&ns, "k8s-pool", "pool-0", POOL_OF_3, "");
     ns.wait_pods("3 Ready standby pods", Duration::from_secs(30), |p| {
-        p.values().filter(|(_, claimed, ready)| claimed.is_empty() && *ready).count() == 3
+        p.values()
+            .filter(|(_, claimed, ready)| claimed.is_empty() && *ready)
+            .count()
+            == 3
     });
     let mut ids = Vec::new();
     for i in 0..8 {
@@ -66,17 +69,27 @@ fn pool_fills_to_n_refills_after_each_use_and_each_pod_runs_one_job() {
     }
     // Refilled: three standby pods again, none of them used.
     ns.wait_pods("the pool refilled to 3", Duration::from_secs(30), |p| {
-        p.len() == 3 && p.values().all(|(_, claimed, ready)| claimed.is_empty() && *ready)
+        p.len() == 3
+            && p.values()
+                .all(|(_, claimed, ready)| claimed.is_empty() && *ready)
     });
     let by_id = log.jobs_by_id();
     for id in &ids {
-        assert_eq!(by_id.get(id), Some(&1), "job {id} ran in {:?} pods", by_id.get(id));
+        assert_eq!(
+            by_id.get(id),
+            Some(&1),
+            "job {id} ran in {:?} pods",
+            by_id.get(id)
+        );
     }
     // 3 first pods plus one replacement per job, each used pod deleted.
     let lives = log.lives();
     assert!(lives.len() >= 3 + ids.len(), "{} pods seen", lives.len());
     let metrics = server.get_text("/metrics");
-    assert!(metrics.contains("kiln_k8s_claims_total{result=\"ok\"} 8"), "{metrics}");
+    assert!(
+        metrics.contains("kiln_k8s_claims_total{result=\"ok\"} 8"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -87,7 +100,10 @@ fn exec_round_trip_returns_the_runners_outcome() {
 
     let (_, ok) = server.post(
         "/v1/submissions?wait=true",
-        &python("import sys\nname = input()\nprint('hello', name)\nprint('to stderr', file=sys.stderr)", "kube"),
+        &python(
+            "import sys\nname = input()\nprint('hello', name)\nprint('to stderr', file=sys.stderr)",
+            "kube",
+        ),
     );
     assert_eq!(ok["status"], "accepted", "{ok}");
     assert_eq!(ok["stdout"], "hello kube\n");
@@ -100,7 +116,10 @@ fn exec_round_trip_returns_the_runners_outcome() {
     );
     assert_eq!(compile["status"], "compile_error", "{compile}");
     assert!(
-        compile["compile_output"].as_str().unwrap().contains("error"),
+        compile["compile_output"]
+            .as_str()
+            .unwrap()
+            .contains("error"),
         "{compile}"
     );
 
@@ -127,7 +146,10 @@ fn a_job_past_its_limit_is_time_limit_exceeded_and_its_pod_deleted() {
     let ns = Namespace::new(&kcfg, "kiln-tle");
     let log = PodLog::start(&ns);
     let server = serve(&ns, "k8s-tle", "tle-0", POOL_OF_3, "");
-    let mut sub = python("import time\nprint('start', flush=True)\ntime.sleep(60)", "");
+    let mut sub = python(
+        "import time\nprint('start', flush=True)\ntime.sleep(60)",
+        "",
+    );
     sub["limits"] = json!({"wall_time_ms": 1000});
     let (_, r) = server.post("/v1/submissions?wait=true", &sub);
     assert_eq!(r["status"], "time_limit_exceeded", "{r}");
@@ -139,9 +161,11 @@ fn a_job_past_its_limit_is_time_limit_exceeded_and_its_pod_deleted() {
         .find(|l| l.jobs.iter().any(|j| j.starts_with(id)))
         .expect("a pod ran the job")
         .name;
-    ns.wait_pods("the pod that ran it deleted", Duration::from_secs(10), |p| {
-        !p.contains_key(&pod)
-    });
+    ns.wait_pods(
+        "the pod that ran it deleted",
+        Duration::from_secs(10),
+        |p| !p.contains_key(&pod),
+    );
 }
 
 #[test]
@@ -164,7 +188,10 @@ fn a_hung_runner_is_stopped_by_the_watchdog_as_time_limit_exceeded() {
     let (_, r) = server.post("/v1/submissions?wait=true", &sub);
     assert_eq!(r["status"], "time_limit_exceeded", "{r}");
     assert!(r["message"].as_str().unwrap().contains("watchdog"), "{r}");
-    assert!(started.elapsed() < Duration::from_secs(8), "the watchdog waited for the runner");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the watchdog waited for the runner"
+    );
     let id = r["id"].as_str().unwrap();
     let pod = log
         .lives()
@@ -172,10 +199,16 @@ fn a_hung_runner_is_stopped_by_the_watchdog_as_time_limit_exceeded() {
         .find(|l| l.jobs.iter().any(|j| j.starts_with(id)))
         .expect("a pod was claimed for the job")
         .name;
-    ns.wait_pods("the watchdog deleted the pod", Duration::from_secs(10), |p| {
-        !p.contains_key(&pod)
-    });
-    assert_eq!(log.jobs_by_id().get(id), Some(&1), "the job was not run again");
+    ns.wait_pods(
+        "the watchdog deleted the pod",
+        Duration::from_secs(10),
+        |p| !p.contains_key(&pod),
+    );
+    assert_eq!(
+        log.jobs_by_id().get(id),
+        Some(&1),
+        "the job was not run again"
+    );
 }
 
 #[test]
@@ -207,7 +240,10 @@ fn two_schedulers_share_a_pool_and_never_claim_a_pod_twice() {
         .iter()
         .filter(|l| l.claimed_by.iter().any(|c| *c != l.instance))
         .count();
-    eprintln!("{} pods, {cross} claimed by the other scheduler", lives.len());
+    eprintln!(
+        "{} pods, {cross} claimed by the other scheduler",
+        lives.len()
+    );
 }
 
 #[test]
@@ -262,13 +298,18 @@ fn a_killed_scheduler_leaves_nothing_and_its_jobs_are_redone() {
     });
     server.kill9();
     let left: Vec<String> = ns.runner_pods().into_keys().collect();
-    assert!(!left.is_empty(), "the killed scheduler's pods are still there");
+    assert!(
+        !left.is_empty(),
+        "the killed scheduler's pods are still there"
+    );
 
     // A restarted scheduler removes what its earlier life left and runs the jobs again.
     server.boot();
-    ns.wait_pods("the earlier life's pods removed", Duration::from_secs(30), |p| {
-        left.iter().all(|n| !p.contains_key(n))
-    });
+    ns.wait_pods(
+        "the earlier life's pods removed",
+        Duration::from_secs(30),
+        |p| left.iter().all(|n| !p.contains_key(n)),
+    );
     for (i, id) in ids.iter().enumerate() {
         let r = result(&server, id);
         assert_eq!(r["status"], "accepted", "{r}");
@@ -305,7 +346,10 @@ fn a_job_for_a_language_no_pool_serves_is_rejected_and_pools_route_by_language()
         &json!({"language": "javascript", "source": "console.log(1)"}),
     );
     assert_eq!(js["status"], "rejected", "{js}");
-    assert!(js["message"].as_str().unwrap().contains("no pod pool"), "{js}");
+    assert!(
+        js["message"].as_str().unwrap().contains("no pod pool"),
+        "{js}"
+    );
     let pool_of = |id: &str| {
         let life = log
             .lives()

@@ -255,7 +255,10 @@ struct State {
 }
 
 struct Inner {
+    /// Requests with short timeouts.
     pods: Api<Pod>,
+    /// The watch and exec streams.
+    streams: Api<Pod>,
     settings: KubeSettings,
     pools: Vec<PoolSettings>,
     instance: String,
@@ -288,9 +291,18 @@ impl KubeBackend {
             .build()?;
         // Started from inside the actor system's runtime: connect from another thread.
         let handle = rt.handle().clone();
-        let inner = std::thread::spawn(move || handle.block_on(Inner::connect(settings, metrics)))
-            .join()
-            .map_err(|_| anyhow::anyhow!("connecting to the API server panicked"))??;
+        let connected =
+            std::thread::spawn(move || handle.block_on(Inner::connect(settings, metrics)))
+                .join()
+                .map_err(|_| anyhow::anyhow!("connecting to the API server panicked"))
+                .and_then(|r| r);
+        let inner = match connected {
+            Ok(inner) => inner,
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
         let inner = Arc::new(inner);
         rt.spawn(inner.clone().watch());
         rt.spawn(inner.clone().maintain_pools());
@@ -313,7 +325,9 @@ impl KubeBackend {
     }
 }
 
-async fn client_for(settings: &KubeSettings) -> anyhow::Result<Client> {
+/// Two clients: one for requests, with short timeouts (an API server that went away mid-request
+/// must not hold a claim for minutes), and one for the watch and exec streams, which stay open.
+async fn clients_for(settings: &KubeSettings) -> anyhow::Result<(Client, Client)> {
     let config = match &settings.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -322,14 +336,22 @@ async fn client_for(settings: &KubeSettings) -> anyhow::Result<Client> {
         }
         None => kube::Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    let mut short = config.clone();
+    short.connect_timeout = Some(REQUEST_TIMEOUT);
+    short.read_timeout = Some(REQUEST_TIMEOUT);
+    short.write_timeout = Some(REQUEST_TIMEOUT);
+    Ok((Client::try_from(short)?, Client::try_from(config)?))
 }
+
+/// The longest a single request (create, patch, delete) or an exec's connection may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Inner {
     async fn connect(settings: KubeSettings, metrics: Arc<Metrics>) -> anyhow::Result<Inner> {
-        let client = client_for(&settings).await?;
+        let (client, streaming) = clients_for(&settings).await?;
         let ns = settings.namespace.clone();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let streams: Api<Pod> = Api::namespaced(streaming, &ns);
         let instance = settings.instance();
         let owner = owner_for(&client, &ns, &instance).await?;
         // What an earlier life of this instance left: its standby pods and the pods it claimed.
@@ -369,6 +391,7 @@ impl Inner {
         };
         Ok(Inner {
             pods,
+            streams,
             settings,
             pools,
             instance,
@@ -392,7 +415,7 @@ impl Inner {
     /// Keeps `state.pods` equal to the runner pods in the namespace.
     async fn watch(self: Arc<Self>) {
         let config = watcher::Config::default().labels(&format!("{LABEL_ROLE}=runner"));
-        let stream = watcher::watcher(self.pods.clone(), config).default_backoff();
+        let stream = watcher::watcher(self.streams.clone(), config).default_backoff();
         futures_util::pin_mut!(stream);
         let mut listing: Option<HashMap<String, PodView>> = None;
         while let Some(event) = stream.next().await {
@@ -863,10 +886,17 @@ impl Inner {
             if let Some(why) = self.pod_lost(name) {
                 return Err(PodError::Lost(why));
             }
-            let r = self
-                .pods
-                .exec(name, self.settings.runner_command.clone(), &params)
-                .await;
+            let r = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                self.streams
+                    .exec(name, self.settings.runner_command.clone(), &params),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(kube::Error::Service(
+                    format!("no answer within {REQUEST_TIMEOUT:?}").into(),
+                ))
+            });
             self.count("exec", r.is_ok());
             match r {
                 Ok(a) => break a,
@@ -919,9 +949,28 @@ impl Inner {
             decode::<RunnerReport>(&payload).map_err(std::io::Error::other)
         };
         tokio::pin!(read);
+        // The exec stream's end: its status, or nothing when the connection broke. kube's stream
+        // does not close stdout when the connection breaks, so a broken one shows only here.
+        let ended = attached.take_status().expect("status is taken once");
+        tokio::pin!(ended);
         let report = loop {
             tokio::select! {
                 r = &mut read => break r,
+                status = &mut ended => {
+                    // What the runner wrote before it exited is already buffered.
+                    match tokio::time::timeout(Duration::from_secs(1), &mut read).await {
+                        Ok(r) => break r,
+                        Err(_) => {
+                            drain.abort();
+                            let why = status
+                                .and_then(|s| s.message)
+                                .unwrap_or_else(|| "the connection broke".into());
+                            return Err(PodError::Lost(format!(
+                                "the exec stream to pod {name} ended without an outcome: {why}"
+                            )));
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if let Some(why) = cancel.why().or_else(|| self.pod_lost(name)) {
                         attached.abort();

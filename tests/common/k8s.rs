@@ -127,8 +127,14 @@ impl Namespace {
                 (
                     p["metadata"]["name"].as_str().unwrap().to_string(),
                     (
-                        labels["kiln.dev/instance"].as_str().unwrap_or("").to_string(),
-                        labels["kiln.dev/claimed-by"].as_str().unwrap_or("").to_string(),
+                        labels["kiln.dev/instance"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                        labels["kiln.dev/claimed-by"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
                         ready,
                     ),
                 )
@@ -208,7 +214,8 @@ impl PodLog {
             .unwrap();
         let lives: Arc<Mutex<HashMap<String, PodLife>>> = Arc::default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (kubeconfig, namespace, record) = (ns.kubeconfig.clone(), ns.name.clone(), lives.clone());
+        let (kubeconfig, namespace, record) =
+            (ns.kubeconfig.clone(), ns.name.clone(), lives.clone());
         rt.spawn(async move {
             let config = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
             let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
