@@ -361,3 +361,220 @@ fn a_job_for_a_language_no_pool_serves_is_rejected_and_pools_route_by_language()
     assert!(pool_of(py["id"].as_str().unwrap()).starts_with("kiln-py-"));
     assert!(pool_of(c["id"].as_str().unwrap()).starts_with("kiln-native-"));
 }
+
+fn helm(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(k8s::bin("helm"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("helm runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {args:?} failed: {text}");
+    text
+}
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/kiln");
+
+#[test]
+fn the_helm_chart_lints_renders_installs_and_uninstalls() {
+    let Some(kcfg) = cluster() else { return };
+    let lint = helm(&kcfg, &["lint", "--strict", CHART]);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+
+    // What it renders is what Kiln reads: the config loads and the pod template makes pods.
+    let ns = Namespace::new(&kcfg, "kiln-helm");
+    let rendered = helm(&kcfg, &["template", "t", CHART, "-n", &ns.name]);
+    let config_map = rendered
+        .split("\n---")
+        .find(|d| d.contains("kind: ConfigMap"))
+        .expect("a ConfigMap");
+    let block = |key: &str| -> String {
+        let start = config_map.find(&format!("  {key}: |\n")).expect(key) + key.len() + 6;
+        config_map[start..]
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let dir = std::env::temp_dir().join(format!("kiln-helm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kiln.toml"), block("kiln.toml")).unwrap();
+    let settings = kiln::config::Settings::load(Some(&dir.join("kiln.toml")))
+        .expect("the chart's config loads");
+    assert_eq!(settings.pods, "kubernetes");
+    assert_eq!(settings.queue, "kafka");
+    assert_eq!(settings.kubernetes.namespace, ns.name);
+    assert_eq!(settings.kubernetes.pools()[0].max, 32);
+    let template = dir.join("runner-pod.json");
+    std::fs::write(&template, block("runner-pod.json")).unwrap();
+    let pod: Value = serde_json::from_slice(&std::fs::read(&template).unwrap()).unwrap();
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    // The chart's runner pod, made by a scheduler in a restricted namespace, runs a job.
+    ns.kubectl(&[
+        "label",
+        "namespace",
+        &ns.name,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    ns.kubectl(&["create", "serviceaccount", "t-kiln-runner"]);
+    let config = ns.config(
+        "helm-0",
+        "[[kubernetes.pools]]\nname = \"default\"\nmin = 1\nmax = 1\n",
+        "",
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "ready_timeout_secs = 30",
+        &format!(
+            "ready_timeout_secs = 30\npod_template = \"{}\"",
+            template.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start("k8s-helm", &[("KILN_CONFIG", config.to_str().unwrap())]);
+    let (_, r) = server.post("/v1/submissions?wait=true", &python("print(6 * 7)", ""));
+    assert_eq!(r["status"], "accepted", "{r}");
+    assert_eq!(r["stdout"], "42\n");
+    drop(server);
+
+    // Installed for real: every object accepted, the Deployment's and StatefulSet's pods Running.
+    let release = format!("kh{}", std::process::id());
+    let install_ns = format!("kiln-helm-install-{}", std::process::id());
+    helm(
+        &kcfg,
+        &[
+            "install",
+            &release,
+            CHART,
+            "-n",
+            &install_ns,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "90s",
+        ],
+    );
+    let pods = k8s::kubectl(&kcfg, &["get", "pods", "-n", &install_ns, "-o", "json"]);
+    let pods: Value = serde_json::from_str(&pods).unwrap();
+    let phases: Vec<(String, String)> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["labels"]["app.kubernetes.io/name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                p["status"]["phase"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases
+            .iter()
+            .filter(|(n, p)| n == "kiln-api" && p == "Running")
+            .count(),
+        2,
+        "{phases:?}"
+    );
+    assert_eq!(
+        phases
+            .iter()
+            .filter(|(n, p)| n == "kiln-scheduler" && p == "Running")
+            .count(),
+        2,
+        "{phases:?}"
+    );
+    helm(&kcfg, &["uninstall", &release, "-n", &install_ns, "--wait"]);
+    let left = k8s::kubectl(
+        &kcfg,
+        &[
+            "get",
+            "all,configmap,role,rolebinding,serviceaccount,networkpolicy,pdb",
+            "-n",
+            &install_ns,
+            "-l",
+            &format!("app.kubernetes.io/instance={release}"),
+            "-o",
+            "name",
+        ],
+    );
+    assert!(left.trim().is_empty(), "left after uninstall: {left}");
+    k8s::kubectl(&kcfg, &["delete", "namespace", &install_ns, "--wait=false"]);
+}
+
+#[test]
+fn the_k8s_config_manifests_apply_server_side() {
+    let Some(kcfg) = cluster() else { return };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/k8s-config");
+    // Every object through the API server's validation and admission, namespace "kiln" with Pod
+    // Security "restricted" enforced on the API and scheduler pods.
+    let _ = k8s::kubectl(
+        &kcfg,
+        &["delete", "-f", dir, "--ignore-not-found", "--wait=true"],
+    );
+    let applied = k8s::kubectl(&kcfg, &["apply", "--server-side", "-f", dir]);
+    for object in [
+        "namespace/kiln",
+        "role.rbac.authorization.k8s.io/kiln-scheduler",
+        "networkpolicy.networking.k8s.io/kiln-runners-deny-all",
+        "configmap/kiln-config",
+        "deployment.apps/kiln-api",
+        "statefulset.apps/kiln-scheduler",
+    ] {
+        assert!(applied.contains(object), "{object} not applied: {applied}");
+    }
+    k8s::kubectl(
+        &kcfg,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "kiln",
+            "deployment/kiln-api",
+            "--timeout=60s",
+        ],
+    );
+    k8s::kubectl(
+        &kcfg,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "kiln",
+            "statefulset/kiln-scheduler",
+            "--timeout=60s",
+        ],
+    );
+    // The runner pod template in the ConfigMap is a Pod the server accepts (dry run).
+    let cm = k8s::kubectl(
+        &kcfg,
+        &[
+            "get",
+            "configmap",
+            "kiln-config",
+            "-n",
+            "kiln",
+            "-o",
+            "json",
+        ],
+    );
+    let cm: Value = serde_json::from_str(&cm).unwrap();
+    let mut pod: Value =
+        serde_json::from_str(cm["data"]["runner-pod.json"].as_str().unwrap()).unwrap();
+    pod["metadata"]["name"] = json!("template-check");
+    pod["metadata"]["namespace"] = json!("kiln");
+    let file = std::env::temp_dir().join(format!("kiln-template-{}.json", std::process::id()));
+    std::fs::write(&file, pod.to_string()).unwrap();
+    k8s::kubectl(
+        &kcfg,
+        &["create", "--dry-run=server", "-f", file.to_str().unwrap()],
+    );
+    k8s::kubectl(&kcfg, &["delete", "-f", dir, "--wait=false"]);
+}

@@ -359,12 +359,7 @@ impl Inner {
             format!("{LABEL_ROLE}=runner,{LABEL_INSTANCE}={instance}"),
             format!("{LABEL_ROLE}=runner,{LABEL_CLAIMED_BY}={instance}"),
         ] {
-            pods.delete_collection(
-                &DeleteParams::default().grace_period(0),
-                &ListParams::default().labels(&selector),
-            )
-            .await
-            .map_err(|e| {
+            delete_matching(&pods, &selector).await.map_err(|e| {
                 anyhow::anyhow!("removing pods left by an earlier run ({selector}): {e}")
             })?;
         }
@@ -1012,6 +1007,25 @@ impl Inner {
     }
 }
 
+/// Deletes the pods `selector` matches, one by one (the scheduler's role has no deletecollection).
+async fn delete_matching(pods: &Api<Pod>, selector: &str) -> Result<(), kube::Error> {
+    let list = pods.list(&ListParams::default().labels(selector)).await?;
+    for pod in list.items {
+        let Some(name) = pod.metadata.name else {
+            continue;
+        };
+        match pods
+            .delete(&name, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The owner runner pods point at: this scheduler's own Pod when it runs in the runner namespace
 /// (`KILN_POD_NAME`, `KILN_POD_UID` from the downward API), else a ConfigMap for this instance.
 async fn owner_for(client: &Client, ns: &str, instance: &str) -> anyhow::Result<OwnerReference> {
@@ -1192,10 +1206,7 @@ impl PodBackend for KubeBackend {
                 ] {
                     let r = tokio::time::timeout(
                         Duration::from_secs(10),
-                        inner.pods.delete_collection(
-                            &DeleteParams::default().grace_period(0),
-                            &ListParams::default().labels(&selector),
-                        ),
+                        delete_matching(&inner.pods, &selector),
                     )
                     .await;
                     if !matches!(r, Ok(Ok(_))) {
