@@ -2,6 +2,7 @@
 //! because shared machines are noisy and only ratios compare across runs.
 
 pub mod kafka;
+pub mod kubernetes;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

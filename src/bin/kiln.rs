@@ -103,6 +103,10 @@ enum Cmd {
         /// Measure Kiln over Kafka on these brokers (e.g. 127.0.0.1:9092 from scripts/kafka).
         #[arg(long)]
         kafka: Option<String>,
+        /// Measure Kubernetes standby pods against pods made per job, on the cluster of the
+        /// `[kubernetes]` settings (e.g. `kubernetes.kubeconfig` from scripts/k8s).
+        #[arg(long)]
+        kubernetes: bool,
     },
 }
 
@@ -278,7 +282,13 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             http,
             concurrency,
             kafka,
+            kubernetes,
         } => {
+            if kubernetes {
+                let report = kiln::bench::kubernetes::run(&s, runs).map_err(anyhow::Error::msg)?;
+                println!("{report}");
+                return Ok(0);
+            }
             if let Some(brokers) = kafka {
                 let report = actix::System::new()
                     .block_on(kiln::bench::kafka::run(&brokers, &s, runs))

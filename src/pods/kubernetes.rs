@@ -309,6 +309,52 @@ impl KubeBackend {
         Ok(KubeBackend { inner, rt })
     }
 
+    /// Runs `job` on a pod made for it (create, wait for Ready, exec, delete): the naive path
+    /// `kiln bench --kubernetes` compares standby pods with.
+    pub fn run_cold(&self, job: Job) -> Result<Outcome, PodError> {
+        let inner = self.inner.clone();
+        let handle = self.rt.handle().clone();
+        std::thread::spawn(move || handle.block_on(inner.run_cold(job)))
+            .join()
+            .unwrap_or_else(|_| Err(PodError::Lost("the cold run panicked".into())))
+    }
+
+    /// How long claiming `n` standby pods takes, `parallel` claims at a time.
+    pub fn claim_many(&self, n: usize, parallel: usize) -> Result<Duration, String> {
+        let inner = self.inner.clone();
+        let handle = self.rt.handle().clone();
+        std::thread::spawn(move || handle.block_on(inner.claim_many(n, parallel)))
+            .join()
+            .unwrap_or_else(|_| Err("claiming panicked".into()))
+    }
+
+    /// Requests this backend has sent to the API server so far.
+    pub fn api_requests(&self) -> u64 {
+        ["create", "claim", "exec", "delete"]
+            .iter()
+            .map(|op| {
+                self.inner
+                    .metrics
+                    .k8s_api_requests
+                    .with_label_values(&[op])
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Ready standby pods of pool 0 that no pod runner holds.
+    pub fn ready_standby(&self) -> usize {
+        let state = self.inner.state.lock().unwrap();
+        let pool = &self.inner.pools[0].name;
+        state
+            .pods
+            .iter()
+            .filter(|(n, v)| {
+                v.pool == *pool && v.ready && v.standby() && !state.reserved.contains(*n)
+            })
+            .count()
+    }
+
     /// The instance name pods are labelled with.
     pub fn instance(&self) -> &str {
         &self.inner.instance
@@ -816,6 +862,7 @@ impl Inner {
         cancel: Arc<Cancel>,
     ) -> Result<Outcome, PodError> {
         let label = format!("{}/{}", job.id, self.instance);
+        let t0 = Instant::now();
         // Claim: conflicts move on to another pod; an unreachable API server is waited out.
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -850,10 +897,96 @@ impl Inner {
                 }
             }
         }
+        let claimed = t0.elapsed();
         let outcome = self.exec(&name, &job, started, &cancel).await;
-        self.delete_pod(&name, "used").await;
-        self.release(&name);
+        tracing::debug!(pod = %name, ?claimed, total = ?t0.elapsed(), "ran a job");
+        // The outcome goes back at once; the used pod is deleted behind it (and, should that
+        // fail, by the maintainer: a pod claimed here that nothing holds).
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.delete_pod(&name, "used").await;
+            me.release(&name);
+        });
         outcome
+    }
+
+    /// What a design without standby pods does for each job: create a pod, wait for it to be
+    /// Ready, exec the job, delete the pod. For `kiln bench --kubernetes` only.
+    async fn run_cold(self: Arc<Self>, job: Job) -> Result<Outcome, PodError> {
+        let mut pod = self.pod_object(0);
+        let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+        labels.insert(LABEL_POOL.into(), "bench-cold".into());
+        pod.metadata.generate_name = Some("kiln-cold-".into());
+        let made = self
+            .pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(|e| PodError::Create {
+                step: "create a pod".into(),
+                error: e.to_string(),
+            })?;
+        self.count("create", true);
+        let name = made.metadata.name.unwrap_or_default();
+        let until = Instant::now() + Duration::from_secs(60);
+        let rv = loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(v) = self.state.lock().unwrap().pods.get(&name) {
+                if v.ready {
+                    break v.resource_version.clone();
+                }
+            }
+            if Instant::now() > until {
+                return Err(PodError::Create {
+                    step: "wait for Ready".into(),
+                    error: name,
+                });
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+        };
+        self.state.lock().unwrap().reserved.insert(name.clone());
+        let cancel = Arc::new(Cancel::default());
+        self.run(0, name, rv, job, Box::new(|| {}), cancel).await
+    }
+
+    /// Claims `n` Ready standby pods of pool 0 back to back, `parallel` at a time, and says how
+    /// long that took. The claimed pods are then deleted. For `kiln bench --kubernetes` only.
+    async fn claim_many(self: Arc<Self>, n: usize, parallel: usize) -> Result<Duration, String> {
+        let mut held = Vec::new();
+        while held.len() < n {
+            held.push(self.wait_reserve(0).await?);
+        }
+        let started = Instant::now();
+        let mut queue = held.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..parallel {
+            let mine: Vec<(String, String)> = queue
+                .drain(..queue.len().min(n.div_ceil(parallel)))
+                .collect();
+            let me = self.clone();
+            tasks.spawn(async move {
+                for (name, rv) in mine {
+                    if !me
+                        .claim(&name, &rv, "bench/claim")
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        return Err(format!("pod {name} was claimed by someone else"));
+                    }
+                }
+                Ok::<(), String>(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.map_err(|e| e.to_string())??;
+        }
+        let took = started.elapsed();
+        for (name, _) in held {
+            self.delete_pod(&name, "used").await;
+            self.release(&name);
+        }
+        Ok(took)
     }
 
     async fn exec(
@@ -905,6 +1038,7 @@ impl Inner {
                 }
             }
         };
+        tracing::debug!(pod = name, "exec connected");
         let mut stdin = attached.stdin().expect("stdin was asked for");
         let mut stdout = attached.stdout().expect("stdout was asked for");
         let mut stderr = attached.stderr().expect("stderr was asked for");
