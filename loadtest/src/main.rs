@@ -85,6 +85,9 @@ struct Cli {
     json: Option<PathBuf>,
     #[arg(long)]
     html: Option<PathBuf>,
+    /// Write the report's two charts as SVG files (latency.svg, throughput.svg) into this dir.
+    #[arg(long)]
+    charts: Option<PathBuf>,
     /// Fail (exit 1) when p99 latency is above this.
     #[arg(long)]
     max_p99_ms: Option<f64>,
@@ -96,6 +99,10 @@ struct Cli {
     spawn: bool,
     #[arg(long, value_enum, default_value = "single")]
     topology: Topology,
+    /// With --spawn: a setting for the kiln processes started (repeatable), e.g.
+    /// KILN_WARM_CACHES=false.
+    #[arg(long, value_parser = parse_env)]
+    kiln_env: Vec<(String, String)>,
     /// With --topology kafka-k8s: `kiln api` processes.
     #[arg(long, default_value_t = 2)]
     apis: usize,
@@ -275,8 +282,15 @@ fn languages(urls: &[String]) -> Vec<String> {
     })
 }
 
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
 fn main() {
     let cli = Cli::parse();
+    spawn::set_extra_env(cli.kiln_env.clone());
     match run(cli) {
         Ok(ok) => std::process::exit(if ok { 0 } else { 1 }),
         Err(e) => {
@@ -587,6 +601,24 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     if let Some(p) = &cli.html {
         std::fs::write(p, report.html())?;
+    }
+    if let Some(dir) = &cli.charts {
+        std::fs::create_dir_all(dir)?;
+        let floor = report.floor.as_ref();
+        std::fs::write(
+            dir.join("latency.svg"),
+            report::latency_chart(
+                &report.details.distribution,
+                floor.map(|f| f.distribution.as_slice()),
+            ),
+        )?;
+        std::fs::write(
+            dir.join("throughput.svg"),
+            report::throughput_chart(
+                &report.details.throughput_over_time,
+                floor.map(|f| f.throughput_over_time.as_slice()),
+            ),
+        )?;
     }
     Ok(report.ok())
 }

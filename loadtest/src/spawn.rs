@@ -51,6 +51,17 @@ pub fn script(name: &str, args: &[&str]) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// `--kiln-env KEY=VALUE` settings for every spawned kiln process.
+static EXTRA_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+pub fn set_extra_env(env: Vec<(String, String)>) {
+    let _ = EXTRA_ENV.set(env);
+}
+
+fn extra_env() -> Vec<(String, String)> {
+    EXTRA_ENV.get().cloned().unwrap_or_default()
+}
+
 /// One kiln process the harness can kill and start again the same way.
 pub struct Proc {
     pub name: String,
@@ -78,7 +89,7 @@ impl Proc {
         let mut child = Command::new(kiln_binary()?)
             .args(&self.args)
             .env("RUST_LOG", "warn")
-            .env("KILN_WARM_CACHES", "false")
+            .envs(extra_env())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("KILN_LOADTEST_LOGS").is_some() {
