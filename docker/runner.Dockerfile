@@ -14,7 +14,7 @@ FROM debian:bookworm-slim
 # The toolchains of config/languages.toml; add a language's packages here and its entry there.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates python3 gcc g++ libc6-dev nodejs openjdk-17-jdk-headless golang-go bash \
+      ca-certificates python3 gcc g++ libc6-dev nodejs openjdk-17-jdk-headless golang-go rustc bash \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/kiln-runner /usr/local/bin/kiln-runner
 # Nothing here runs as root; the work dir is the pod's emptyDir.

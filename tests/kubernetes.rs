@@ -131,6 +131,21 @@ fn exec_round_trip_returns_the_runners_outcome() {
     assert_eq!(runtime["exit_code"], 7);
     assert_eq!(runtime["stdout"], "partial\n");
 
+    // A JVM and V8 start in a pod: the runner leaves memory to the pod's limit (no RLIMIT_AS,
+    // which both break on).
+    let (_, js) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "javascript", "source": "console.log(require('os').EOL === '\\n' ? 'node' : 'other')"}),
+    );
+    assert_eq!(js["status"], "accepted", "{js}");
+    assert_eq!(js["stdout"], "node\n");
+    let (_, java) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "java", "source": "public class Main { public static void main(String[] a) { System.out.println(6 * 7); } }"}),
+    );
+    assert_eq!(java["status"], "accepted", "{java}");
+    assert_eq!(java["stdout"], "42\n");
+
     // A compiled language's outcome travels the same way.
     let (_, c) = server.post(
         "/v1/submissions?wait=true",

@@ -220,7 +220,12 @@ mod tests {
 
     #[test]
     fn the_shipped_workloads_parse_and_expand() {
-        for file in ["default.toml", "smoke.toml"] {
+        for file in [
+            "default.toml",
+            "smoke.toml",
+            "benign.toml",
+            "distributed.toml",
+        ] {
             let path = format!("{}/workloads/{file}", env!("CARGO_MANIFEST_DIR"));
             let w = WorkloadFile::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let items = w

@@ -20,6 +20,10 @@ pub struct Isolation {
     pub owns_pid_namespace: bool,
     /// Identity to switch to before exec (root runners); `None` keeps the current one.
     pub sandbox_user: Option<(u32, u32)>,
+    /// A Kubernetes pod's own limits bound memory and processes: no RLIMIT_AS (it counts
+    /// reserved address space, which JVMs, V8 and Go reserve generously) and no RLIMIT_NPROC
+    /// (it counts every process of the uid on the node, other pods' too).
+    pub pod_bounds: bool,
 }
 
 /// Which limit ended a command early.
@@ -87,7 +91,7 @@ pub fn execute(
         argv: argv.to_vec(),
         env: env.to_vec(),
         cwd: work_dir.to_path_buf(),
-        rlimits: rlimits_for(limits, isolation.cgroup.is_some()),
+        rlimits: rlimits_for(limits, isolation.cgroup.is_some() || isolation.pod_bounds),
         user: isolation.sandbox_user,
         network: limits.network,
         merged: capture == Capture::Merged,
@@ -299,7 +303,7 @@ impl Watch<'_> {
     }
 }
 
-fn rlimits_for(limits: &Limits, has_cgroup: bool) -> Vec<(u32, u64)> {
+fn rlimits_for(limits: &Limits, bounded_elsewhere: bool) -> Vec<(u32, u64)> {
     let cpu_secs = limits.cpu_time_ms.div_ceil(1000) + 1;
     let mut v = vec![
         (libc::RLIMIT_CPU, cpu_secs),
@@ -308,7 +312,7 @@ fn rlimits_for(limits: &Limits, has_cgroup: bool) -> Vec<(u32, u64)> {
         (libc::RLIMIT_CORE, 0),
         (libc::RLIMIT_STACK, limits.memory_bytes.min(256 << 20)),
     ];
-    if !has_cgroup {
+    if !bounded_elsewhere {
         // Without a cgroup these are the only brakes. RLIMIT_AS counts reserved address space,
         // which JVMs and V8 reserve generously: such programs need a memory cgroup.
         v.push((libc::RLIMIT_AS, limits.memory_bytes));

@@ -102,6 +102,7 @@ fn build(setup: &PodSetup) -> Result<Isolation, SetupError> {
         cgroup,
         owns_pid_namespace: std::process::id() == 1,
         sandbox_user: setup.sandbox_user,
+        pod_bounds: false,
     })
 }
 
@@ -120,7 +121,7 @@ pub fn run_direct(json: bool) -> i32 {
         super::protocol::decode(&raw).map_err(|e| format!("the job is not valid bincode: {e}"))
     };
     let outcome = match job {
-        Ok(job) => run_in_temp_dir(&job),
+        Ok(job) => run_in_temp_dir(&job, false),
         Err(e) => Outcome::failed(Status::Rejected, e),
     };
     let encoded = if json {
@@ -151,7 +152,7 @@ pub fn run_exec() -> i32 {
     let outcome = match read_frame::<Job>(&mut input) {
         Ok(Some(job)) => {
             eprintln!("kiln-runner: {}", layers_here());
-            run_in_temp_dir(&job)
+            run_in_temp_dir(&job, true)
         }
         Ok(None) => Outcome::failed(Status::Rejected, "no job arrived on stdin"),
         Err(e) => Outcome::failed(
@@ -174,7 +175,9 @@ pub fn layers_here() -> String {
     let root = unsafe { libc::geteuid() } == 0;
     let landlock = crate::sandbox::landlock::abi_version();
     let mut on = vec!["rlimits", "no_new_privs", "seccomp"];
-    let mut off = vec!["cgroup of its own (the pod's resources limits bound the job)"];
+    let mut off = vec![
+        "cgroup of its own, RLIMIT_AS and RLIMIT_NPROC (the pod's memory limit and the node's pids limit bound the job)",
+    ];
     if landlock > 0 {
         on.push("landlock");
     } else {
@@ -211,7 +214,11 @@ pub fn stand_by() -> i32 {
     }
 }
 
-fn run_in_temp_dir(job: &Job) -> Outcome {
+/// Runs `job` in a fresh directory that is removed afterwards. In a Kubernetes pod (`in_pod`) the
+/// root filesystem is read-only and the pod's limits bound memory and processes: the job's `/tmp`
+/// paths (HOME, TMPDIR, build caches) are moved into its own directory, so that nothing one job
+/// leaves is seen by the next either.
+fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
     let root = unsafe { libc::geteuid() } == 0;
     let dir = std::env::temp_dir().join(format!(
         "kiln-work-{}-{}",
@@ -232,6 +239,28 @@ fn run_in_temp_dir(job: &Job) -> Outcome {
         cgroup: None,
         owns_pid_namespace: std::process::id() == 1,
         sandbox_user,
+        pod_bounds: in_pod,
+    };
+    let moved;
+    let job = if in_pod {
+        let tmp = dir.join(".tmp");
+        if std::fs::create_dir_all(&tmp).is_ok() {
+            if let Some((uid, gid)) = sandbox_user {
+                let _ = std::os::unix::fs::chown(&tmp, Some(uid), Some(gid));
+            }
+        }
+        let mut j = job.clone();
+        for (_, v) in j.env.iter_mut() {
+            if let Some(rest) = v.strip_prefix("/tmp") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    *v = format!("{}{rest}", tmp.display());
+                }
+            }
+        }
+        moved = j;
+        &moved
+    } else {
+        job
     };
     let outcome = run_job(job, &dir, &isolation, None, None);
     let _ = std::fs::remove_dir_all(&dir);
