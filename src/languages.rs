@@ -32,6 +32,10 @@ pub struct Entry {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub binaries: Vec<String>,
+    /// The binaries may be scripts (Debian's `erl` and `ghc` are): found as they are, not
+    /// skipped for being no ELF file.
+    #[serde(default)]
+    pub scripts: bool,
     #[serde(default)]
     pub sysroot: Option<Vec<String>>,
     pub version: Vec<String>,
@@ -54,6 +58,14 @@ pub struct Entry {
     /// (runner/pyfork/). Runs behave as if `run` had been exec'd.
     #[serde(default)]
     pub fork_server: bool,
+    /// The entry file and the class to run are named after the source's public class (Java:
+    /// `public class HelloWorld` runs as written, as Piston and Java's launcher accept).
+    #[serde(default)]
+    pub class_from_source: bool,
+    /// Host paths outside /usr the toolchain reads (Debian's GHC keeps its package database in
+    /// /var/lib/ghc): pods see them read-only.
+    #[serde(default)]
+    pub mounts: Vec<PathBuf>,
     /// Entries of the host's /etc this toolchain reads (paths below /etc, `*` within a
     /// component): pods see them read-only beside the server's `pod_etc`.
     #[serde(default)]
@@ -103,6 +115,7 @@ pub struct Language {
     /// The cache to warm, with its command resolved, and where pods see it.
     pub warm_cache: Option<(WarmCache, PathBuf)>,
     pub fork_server: bool,
+    pub class_from_source: bool,
     /// Entries of the host's /etc the toolchain reads.
     pub etc: Vec<String>,
 }
@@ -253,7 +266,7 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
 fn resolve(entry: &Entry) -> Result<Language, String> {
     let mut bins: BTreeMap<String, PathBuf> = BTreeMap::new();
     for name in &entry.binaries {
-        bins.insert(name.clone(), find_real_binary(name)?);
+        bins.insert(name.clone(), find_real_binary(name, entry.scripts)?);
     }
     let mut mounts = Vec::new();
     if let Some(cmd) = &entry.sysroot {
@@ -271,6 +284,12 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
         if !SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p)) {
             mounts.push(toolchain_root(path));
         }
+    }
+    for path in &entry.mounts {
+        if !path.exists() {
+            return Err(format!("{} is not on this host", path.display()));
+        }
+        mounts.push(path.clone());
     }
     let version_text = run_capture(&substitute(&entry.version, &bins, &entry.entry))?;
     let version = extract_version(&version_text).ok_or_else(|| {
@@ -317,6 +336,7 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
             (command, PathBuf::from(&entry.env[&w.env]))
         }),
         fork_server: entry.fork_server,
+        class_from_source: entry.class_from_source,
         etc: entry.etc.clone(),
     })
 }
@@ -334,6 +354,64 @@ fn substitute(argv: &[String], bins: &BTreeMap<String, PathBuf>, entry: &str) ->
         .collect()
 }
 
+/// The name of the first public class (or interface, enum, record) a Java-like source declares,
+/// outside comments and strings.
+pub fn public_class(source: &str) -> Option<String> {
+    let mut words = Vec::new();
+    let mut chars = source.chars().peekable();
+    let mut word = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '"' | '\'' => {
+                let mut escaped = false;
+                for d in chars.by_ref() {
+                    if !escaped && d == c {
+                        break;
+                    }
+                    escaped = d == '\\' && !escaped;
+                }
+            }
+            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+                word.push(c);
+                continue;
+            }
+            _ => {}
+        }
+        if !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut public = false;
+    for pair in words.windows(2) {
+        match pair[0].as_str() {
+            "public" => public = true,
+            "final" | "abstract" | "static" | "sealed" | "strictfp" => {}
+            "class" | "interface" | "enum" | "record" if public => return Some(pair[1].clone()),
+            _ => public = false,
+        }
+    }
+    None
+}
+
 /// Fills the per-job placeholders of a command line.
 pub fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
     argv.iter()
@@ -346,7 +424,7 @@ pub fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
 
 /// Finds `name` on PATH, skipping shims and wrapper scripts, and follows symlinks to the file
 /// that really runs.
-fn find_real_binary(name: &str) -> Result<PathBuf, String> {
+fn find_real_binary(name: &str, scripts: bool) -> Result<PathBuf, String> {
     let path = std::env::var("PATH").unwrap_or_default();
     let mut dirs: Vec<String> = path
         .split(':')
@@ -375,7 +453,7 @@ fn find_real_binary(name: &str) -> Result<PathBuf, String> {
         if !real.is_file() {
             continue;
         }
-        if dir.contains("/shims") || !is_elf(&real) {
+        if dir.contains("/shims") || (!scripts && !is_elf(&real)) {
             skipped.push(candidate.display().to_string());
             continue;
         }
@@ -507,5 +585,21 @@ mod tests {
         let py = reg.find("py", None).unwrap();
         assert!(!py.run[0].contains("shims"), "{:?}", py.run);
         assert!(is_elf(Path::new(&py.run[0])));
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::public_class;
+
+    #[test]
+    fn the_public_class_is_found_outside_comments_and_strings() {
+        assert_eq!(public_class("public class A {}").as_deref(), Some("A"));
+        assert_eq!(public_class("// public class B\n/* public class C */\nString s = \"public class D\";\npublic final class E {}").as_deref(), Some("E"));
+        assert_eq!(
+            public_class("class F { public static void main() {} }"),
+            None
+        );
+        assert_eq!(public_class("public abstract class G"), Some("G".into()));
     }
 }

@@ -167,17 +167,40 @@ impl Submission {
             .map_err(Invalid)?;
         let limits = self.limits(policy)?;
 
+        // A class-named language's entry takes the name of the source's public class.
+        let class = lang
+            .class_from_source
+            .then(|| {
+                let first = self.source.clone().or_else(|| {
+                    self.files.first().and_then(|f| {
+                        decode(&f.content, f.encoding)
+                            .ok()
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    })
+                })?;
+                crate::languages::public_class(&first)
+            })
+            .flatten();
+        let default_stem = lang
+            .entry
+            .rsplit_once('.')
+            .map(|(s, _)| s)
+            .unwrap_or(&lang.entry);
+        let default_entry = match (&class, lang.entry.rsplit_once('.')) {
+            (Some(c), Some((_, ext))) => format!("{c}.{ext}"),
+            _ => lang.entry.clone(),
+        };
         let mut files = Vec::new();
         if let Some(source) = &self.source {
             files.push(JobFile {
-                name: lang.entry.clone(),
+                name: default_entry.clone(),
                 content: Bytes(source.as_bytes().to_vec()),
             });
         }
         for (i, f) in self.files.iter().enumerate() {
             let name = match (&f.name, i == 0 && self.source.is_none()) {
                 (Some(n), _) => n.clone(),
-                (None, true) => lang.entry.clone(),
+                (None, true) => default_entry.clone(),
                 (None, false) => return Err(Invalid(format!("files[{i}] needs a name"))),
             };
             crate::runner::check_file_name(&name)
@@ -238,6 +261,8 @@ impl Submission {
                 .map(|a| {
                     if *a == lang.entry {
                         entry.clone()
+                    } else if let (Some(c), true) = (&class, a == default_stem) {
+                        c.clone()
                     } else {
                         a.clone()
                     }

@@ -1,0 +1,3 @@
+procedure Main is
+begin
+   Put_Line (

@@ -1,0 +1,4 @@
+(let [name (read-line)]
+  (println (str "hello " name))
+  (binding [*out* *err*] (println "err"))
+  (System/exit 3))

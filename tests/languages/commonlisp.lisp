@@ -1,0 +1,5 @@
+(let ((name (read-line)))
+  (format t "hello ~a~%" name)
+  (format *error-output* "err~%")
+  (finish-output)
+  (sb-ext:exit :code 3))

@@ -1,0 +1,4 @@
+name = gets.not_nil!.chomp
+puts "hello #{name}"
+STDERR.puts "err"
+exit 3

@@ -1,0 +1,3 @@
+-module(main).
+-export([main/0]).
+main() -> io:format("x"

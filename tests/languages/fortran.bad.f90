@@ -1,0 +1,3 @@
+program main
+  print *, 
+end program main

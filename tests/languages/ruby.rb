@@ -1,0 +1,4 @@
+name = gets.chomp
+puts "hello #{name}"
+$stderr.puts "err"
+exit 3

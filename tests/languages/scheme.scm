@@ -1,0 +1,6 @@
+(use-modules (ice-9 rdelim))
+(define name (read-line))
+(display (string-append "hello " name))
+(newline)
+(display "err\n" (current-error-port))
+(exit 3)

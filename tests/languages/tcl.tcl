@@ -1,0 +1,4 @@
+gets stdin name
+puts "hello $name"
+puts stderr "err"
+exit 3
