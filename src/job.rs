@@ -59,3 +59,51 @@ pub struct Job {
     #[serde(default)]
     pub merge_stderr: bool,
 }
+
+/// `value` with every `/tmp` path in it (at its start, or after `=` or `:`, as in
+/// `--nimcache:/tmp/nimcache`) moved under `tmp`: for runs without a private /tmp of their own.
+pub fn move_tmp(value: &str, tmp: &std::path::Path) -> String {
+    let tmp = tmp.display().to_string();
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    let mut at_start = true;
+    while !rest.is_empty() {
+        if at_start && rest.starts_with("/tmp") {
+            let after = &rest[4..];
+            if after.is_empty() || after.starts_with('/') || after.starts_with(':') {
+                out.push_str(&tmp);
+                rest = after;
+                at_start = false;
+                continue;
+            }
+        }
+        let c = rest.chars().next().expect("not empty");
+        out.push(c);
+        at_start = c == '=' || c == ':';
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod move_tmp_tests {
+    use super::move_tmp;
+    use std::path::Path;
+
+    #[test]
+    fn tmp_paths_move_and_others_stay() {
+        let t = Path::new("/work/j/.tmp");
+        assert_eq!(move_tmp("/tmp", t), "/work/j/.tmp");
+        assert_eq!(move_tmp("/tmp/go-cache", t), "/work/j/.tmp/go-cache");
+        assert_eq!(
+            move_tmp("--nimcache:/tmp/nimcache", t),
+            "--nimcache:/work/j/.tmp/nimcache"
+        );
+        assert_eq!(
+            move_tmp("A=/tmp/x:/tmp/y", t),
+            "A=/work/j/.tmp/x:/work/j/.tmp/y"
+        );
+        assert_eq!(move_tmp("/tmpfoo", t), "/tmpfoo");
+        assert_eq!(move_tmp("/usr/tmp/x", t), "/usr/tmp/x");
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod kubernetes;
+pub mod languages;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -107,6 +107,10 @@ enum Cmd {
         /// `[kubernetes]` settings (e.g. `kubernetes.kubeconfig` from scripts/k8s).
         #[arg(long)]
         kubernetes: bool,
+        /// Each language's program in this directory (e.g. tests/languages) through a standby
+        /// pod against the bare toolchain on the host.
+        #[arg(long)]
+        languages: Option<PathBuf>,
     },
 }
 
@@ -283,6 +287,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             concurrency,
             kafka,
             kubernetes,
+            languages,
         } => {
             if kubernetes {
                 let report = kiln::bench::kubernetes::run(&s, runs).map_err(anyhow::Error::msg)?;
@@ -308,6 +313,25 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
                     .map_err(anyhow::Error::msg)?;
                 let backend = kiln::serve::local_backend(&s, &registry)?;
+                if let Some(dir) = &languages {
+                    // The warm caches `kiln serve` lays into pods (filled ones only).
+                    let backend = std::sync::Arc::new(backend);
+                    let root = s
+                        .warm_cache_dir
+                        .clone()
+                        .unwrap_or_else(kiln::warm::default_root);
+                    kiln::warm::start(
+                        std::sync::Arc::new(registry.clone()),
+                        root,
+                        backend.clone(),
+                        false,
+                    );
+                    let report = kiln::bench::languages::run(&*backend, &registry, dir, runs)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    println!("{report}");
+                    return Ok(0);
+                }
                 let figures = kiln::bench::engine(&backend, &registry, runs)
                     .await
                     .map_err(anyhow::Error::msg)?;

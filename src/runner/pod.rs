@@ -251,10 +251,11 @@ fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
         }
         let mut j = job.clone();
         for (_, v) in j.env.iter_mut() {
-            if let Some(rest) = v.strip_prefix("/tmp") {
-                if rest.is_empty() || rest.starts_with('/') {
-                    *v = format!("{}{rest}", tmp.display());
-                }
+            *v = crate::job::move_tmp(v, &tmp);
+        }
+        for stage in j.compile.iter_mut().chain(std::iter::once(&mut j.run)) {
+            for a in stage.argv.iter_mut() {
+                *a = crate::job::move_tmp(a, &tmp);
             }
         }
         moved = j;
