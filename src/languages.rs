@@ -141,11 +141,13 @@ impl Registry {
                 entries.push(entry);
             }
         }
+        let probes = ProbeCache::load();
         let resolved: Vec<(String, Result<Language, String>)> = std::thread::scope(|s| {
+            let probes = &probes;
             let handles: Vec<_> = entries
                 .iter()
                 .filter(|e| e.enabled)
-                .map(|e| (e.name.clone(), s.spawn(|| resolve(e))))
+                .map(|e| (e.name.clone(), s.spawn(move || resolve(e, probes))))
                 .collect();
             handles
                 .into_iter()
@@ -157,6 +159,7 @@ impl Registry {
                 })
                 .collect()
         });
+        probes.save();
         let mut registry = Registry::default();
         for (name, r) in resolved {
             match r {
@@ -263,7 +266,7 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
     Ok(file.language)
 }
 
-fn resolve(entry: &Entry) -> Result<Language, String> {
+fn resolve(entry: &Entry, probes: &ProbeCache) -> Result<Language, String> {
     let mut bins: BTreeMap<String, PathBuf> = BTreeMap::new();
     for name in &entry.binaries {
         bins.insert(name.clone(), find_real_binary(name, entry.scripts)?);
@@ -291,7 +294,7 @@ fn resolve(entry: &Entry) -> Result<Language, String> {
         }
         mounts.push(path.clone());
     }
-    let version_text = run_capture(&substitute(&entry.version, &bins, &entry.entry))?;
+    let version_text = probes.version(&substitute(&entry.version, &bins, &entry.entry))?;
     let version = extract_version(&version_text).ok_or_else(|| {
         format!(
             "no version number in the output of {:?}: {version_text:?}",
@@ -515,6 +518,94 @@ fn run_capture(argv: &[String]) -> Result<String, String> {
     Ok(text)
 }
 
+/// Version probes' outputs, kept on disk between starts (`~/.cache/kiln/probes.json`): a JVM
+/// language's probe costs a second of CPU, and every `kiln` process loads the registry. An entry
+/// is keyed by the probe's command line and the size and modification time of every file it
+/// names (the binaries, classpath jars), so an upgraded toolchain is probed again.
+struct ProbeCache {
+    path: Option<PathBuf>,
+    known: std::collections::HashMap<String, String>,
+    fresh: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl ProbeCache {
+    fn load() -> ProbeCache {
+        let path = std::env::var_os("KILN_PROBE_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let base = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                    })?;
+                Some(base.join("kiln").join("probes.json"))
+            })
+            .filter(|p| p.as_os_str() != "off");
+        let known = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        ProbeCache {
+            path,
+            known,
+            fresh: Default::default(),
+        }
+    }
+
+    fn key(argv: &[String]) -> String {
+        let mut key = argv.join("\u{1f}");
+        for token in argv {
+            for piece in token.split([':', ',', '=']) {
+                let piece = piece.trim_end_matches('*').trim_end_matches('/');
+                if !piece.starts_with('/') {
+                    continue;
+                }
+                if let Ok(m) = std::fs::metadata(piece) {
+                    let mtime = m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0);
+                    key.push_str(&format!("\u{1f}{piece}:{}:{mtime}", m.len()));
+                }
+            }
+        }
+        key
+    }
+
+    /// The probe's output, from the cache or by running it.
+    fn version(&self, argv: &[String]) -> Result<String, String> {
+        let key = ProbeCache::key(argv);
+        if let Some(text) = self.known.get(&key) {
+            return Ok(text.clone());
+        }
+        let text = run_capture(argv)?;
+        self.fresh.lock().unwrap().insert(key, text.clone());
+        Ok(text)
+    }
+
+    /// Writes what was probed this time beside what was known (atomically; best effort).
+    fn save(&self) {
+        let fresh = self.fresh.lock().unwrap();
+        let Some(path) = &self.path else { return };
+        if fresh.is_empty() {
+            return;
+        }
+        let mut all = self.known.clone();
+        all.extend(fresh.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let Some(dir) = path.parent() else { return };
+        let _ = std::fs::create_dir_all(dir);
+        let tmp = dir.join(format!(".probes-{}.json", std::process::id()));
+        if let Ok(bytes) = serde_json::to_vec(&all) {
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
+    }
+}
+
 /// The first `N.N[.N...]` in a tool's version output.
 fn extract_version(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
@@ -601,5 +692,32 @@ mod class_tests {
             None
         );
         assert_eq!(public_class("public abstract class G"), Some("G".into()));
+    }
+}
+
+#[cfg(test)]
+mod probe_cache_tests {
+    use super::ProbeCache;
+
+    #[test]
+    fn a_changed_toolchain_file_changes_the_key() {
+        let dir = std::env::temp_dir().join(format!("kiln-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jar = dir.join("tool.jar");
+        std::fs::write(&jar, b"one").unwrap();
+        let argv = vec![
+            "/bin/true".to_string(),
+            "-cp".into(),
+            format!("{}:/nonexistent", jar.display()),
+        ];
+        let before = ProbeCache::key(&argv);
+        assert_eq!(before, ProbeCache::key(&argv));
+        std::fs::write(&jar, b"two, longer").unwrap();
+        assert_ne!(
+            before,
+            ProbeCache::key(&argv),
+            "an upgraded jar is probed again"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

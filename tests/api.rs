@@ -100,12 +100,12 @@ fn batches_answer_each_submission_in_order() {
     let s = Server::start("batch", &[("KILN_MAX_BATCH", "3")]);
     let (code, r) = s.post(
         "/v1/submissions/batch",
-        &json!([py("print(1)"), {"language": "cobol", "source": "x"}, py("print(3)")]),
+        &json!([py("print(1)"), {"language": "brainfudge", "source": "x"}, py("print(3)")]),
     );
     assert_eq!(code, 202, "{r}");
     let items = r.as_array().unwrap();
     assert_eq!(items.len(), 3);
-    assert!(items[1]["error"].as_str().unwrap().contains("cobol"));
+    assert!(items[1]["error"].as_str().unwrap().contains("brainfudge"));
     let one = s.wait_result(items[0]["id"].as_str().unwrap(), Duration::from_secs(30));
     let three = s.wait_result(items[2]["id"].as_str().unwrap(), Duration::from_secs(30));
     assert_eq!(
@@ -139,7 +139,7 @@ fn bad_input_gets_a_clear_4xx() {
     let s = Server::start("bad", &[("KILN_MAX_BODY_BYTES", "100000")]);
     let cases: Vec<(Value, u16, &str)> = vec![
         (
-            json!({"language": "cobol", "source": "x"}),
+            json!({"language": "brainfudge", "source": "x"}),
             422,
             "available: python",
         ),

@@ -170,12 +170,7 @@ fn a_job_past_its_limit_is_time_limit_exceeded_and_its_pod_deleted() {
     assert_eq!(r["status"], "time_limit_exceeded", "{r}");
     assert_eq!(r["stdout"], "start\n");
     let id = r["id"].as_str().unwrap();
-    let pod = log
-        .lives()
-        .into_iter()
-        .find(|l| l.jobs.iter().any(|j| j.starts_with(id)))
-        .expect("a pod ran the job")
-        .name;
+    let pod = log.pod_of(id).expect("a pod ran the job");
     ns.wait_pods(
         "the pod that ran it deleted",
         Duration::from_secs(10),
@@ -208,12 +203,7 @@ fn a_hung_runner_is_stopped_by_the_watchdog_as_time_limit_exceeded() {
         "the watchdog waited for the runner"
     );
     let id = r["id"].as_str().unwrap();
-    let pod = log
-        .lives()
-        .into_iter()
-        .find(|l| l.jobs.iter().any(|j| j.starts_with(id)))
-        .expect("a pod was claimed for the job")
-        .name;
+    let pod = log.pod_of(id).expect("a pod was claimed for the job");
     ns.wait_pods(
         "the watchdog deleted the pod",
         Duration::from_secs(10),
@@ -274,12 +264,8 @@ fn a_pod_deleted_from_outside_mid_run_is_redelivered_and_finishes_once() {
     // The pod the first attempt claimed, deleted while the program sleeps.
     let until = Instant::now() + Duration::from_secs(30);
     let victim = loop {
-        if let Some(l) = log
-            .lives()
-            .into_iter()
-            .find(|l| l.jobs.iter().any(|j| j.starts_with(&id)))
-        {
-            break l.name;
+        if let Some(name) = log.pod_of(&id) {
+            break name;
         }
         assert!(Instant::now() < until, "no pod claimed the job");
         std::thread::sleep(Duration::from_millis(20));
@@ -365,14 +351,7 @@ fn a_job_for_a_language_no_pool_serves_is_rejected_and_pools_route_by_language()
         js["message"].as_str().unwrap().contains("no pod pool"),
         "{js}"
     );
-    let pool_of = |id: &str| {
-        let life = log
-            .lives()
-            .into_iter()
-            .find(|l| l.jobs.iter().any(|j| j.starts_with(id)))
-            .unwrap();
-        life.name
-    };
+    let pool_of = |id: &str| log.pod_of(id).expect("a pod ran it");
     assert!(pool_of(py["id"].as_str().unwrap()).starts_with("kiln-py-"));
     assert!(pool_of(c["id"].as_str().unwrap()).starts_with("kiln-native-"));
 }

@@ -525,13 +525,15 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
 
     // The floor: the same benign programs spawned bare, same concurrency (or rate), same run.
     let floor = if cli.target != TargetKind::Floor && !cli.no_floor && !floor_items.is_empty() {
+        // The target first: the run's clock starts with its ledger.
+        let floor_target = Arc::new(targets::Floor::new()?);
         let floor_ledger = Arc::new(Ledger::new(floor_items.clone(), cli.warmup));
         let floor_drive = Drive {
             quiet: cli.quiet,
             ..d
         };
         drive(
-            Arc::new(targets::Floor::new()?),
+            floor_target,
             floor_ledger.clone(),
             Mix::new(floor_items, cli.seed),
             &floor_drive,

@@ -109,9 +109,37 @@ impl Namespace {
         kubectl(&self.kubeconfig, &all)
     }
 
-    /// Runner pods now: name -> (instance label, claimed-by label, Ready).
+    /// Runner pods now: name -> (instance label, claimed-by label, Ready). A busy API server
+    /// that times a request out is asked again.
     pub fn runner_pods(&self) -> HashMap<String, (String, String, bool)> {
-        let text = self.kubectl(&["get", "pods", "-l", "kiln.dev/role=runner", "-o", "json"]);
+        let mut tries = 0;
+        let text = loop {
+            let out = Command::new(bin("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args([
+                    "-n",
+                    &self.name,
+                    "get",
+                    "pods",
+                    "-l",
+                    "kiln.dev/role=runner",
+                    "-o",
+                    "json",
+                ])
+                .output()
+                .expect("kubectl runs");
+            if out.status.success() {
+                break String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            tries += 1;
+            assert!(
+                tries < 10,
+                "kubectl get pods failed 10 times: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
         let v: serde_json::Value = serde_json::from_str(&text).expect("kubectl gives JSON");
         v["items"]
             .as_array()
@@ -169,8 +197,15 @@ impl Namespace {
             self.name,
             std::process::id()
         ));
+        // kwok's exec slows down on a loaded machine: the watchdog waits longer than in production
+        // unless the test is about the watchdog.
+        let grace = if extra.contains("watchdog_grace_ms") {
+            String::new()
+        } else {
+            "watchdog_grace_ms = 60000\n".to_string()
+        };
         let text = format!(
-            "pods = \"kubernetes\"\n{extra}\n[kubernetes]\nnamespace = \"{}\"\ninstance = \"{instance}\"\nkubeconfig = \"{}\"\nrunner_command = [\"{}\", \"exec\"]\nready_timeout_secs = 30\n{pools}\n",
+            "pods = \"kubernetes\"\n{grace}{extra}\n[kubernetes]\nnamespace = \"{}\"\ninstance = \"{instance}\"\nkubeconfig = \"{}\"\nrunner_command = [\"{}\", \"exec\"]\nready_timeout_secs = 30\n{pools}\n",
             self.name,
             self.kubeconfig.display(),
             env!("CARGO_BIN_EXE_kiln-runner"),
@@ -258,6 +293,14 @@ impl PodLog {
 
     pub fn lives(&self) -> Vec<PodLife> {
         self.lives.lock().unwrap().values().cloned().collect()
+    }
+
+    /// The name of a pod that was claimed for job `id`, if the watch has seen one.
+    pub fn pod_of(&self, id: &str) -> Option<String> {
+        self.lives()
+            .into_iter()
+            .find(|l| l.jobs.iter().any(|j| j.starts_with(&format!("{id}/"))))
+            .map(|l| l.name)
     }
 
     /// Every pod ran at most one job and was claimed by at most one scheduler; returns how many
