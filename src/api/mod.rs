@@ -2,6 +2,7 @@
 //! queue, and answered at once (202) or when their result is published (`?wait=true`).
 
 mod error;
+mod piston;
 mod sse;
 
 use std::sync::atomic::Ordering;
@@ -61,6 +62,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 /// Mounts every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    piston::routes(cfg);
     cfg.route("/v1/submissions", web::post().to(submit))
         .route("/v1/submissions/batch", web::post().to(submit_batch))
         .route("/v1/submissions/{id}", web::get().to(get_submission))
@@ -241,28 +243,53 @@ async fn submit(
     let env = accept(&state, sub)?;
     check_callback(&state, &env).await?;
     check_depth(&state, &[&env])?;
+    if !query.wait {
+        let id = env.id.clone();
+        let submitted = state.queue.submit(vec![env]).await?;
+        return Ok(match submitted.into_iter().next() {
+            Some(Submitted::Existing(SubmissionState::Done(r))) => {
+                HttpResponse::Ok().json(r.view())
+            }
+            Some(Submitted::Existing(SubmissionState::Running)) => {
+                HttpResponse::Accepted().json(json!({"id": id, "status": "running"}))
+            }
+            Some(Submitted::Existing(_)) => {
+                HttpResponse::Accepted().json(json!({"id": id, "status": "queued"}))
+            }
+            _ => {
+                state.wake();
+                HttpResponse::Accepted().json(json!({"id": id, "status": "queued"}))
+            }
+        });
+    }
+    Ok(match submit_and_wait(&state, env).await? {
+        Waited::Done(r) => HttpResponse::Ok().json(r.view()),
+        Waited::Pending(id, s) => HttpResponse::Accepted().json(state_json(&id, &s)),
+    })
+}
+
+/// What a submission came to within `max_wait_ms`.
+pub(crate) enum Waited {
+    Done(Arc<crate::result::RunResult>),
+    Pending(String, SubmissionState),
+}
+
+/// Submits an accepted envelope and waits (up to `max_wait_ms`) for its result.
+pub(crate) async fn submit_and_wait(state: &ApiState, env: Envelope) -> Result<Waited, ApiError> {
     let id = env.id.clone();
     let _span = tracing::info_span!("submission", id = %id).entered();
     // Subscribe before submitting, so the result cannot slip past between the two.
     let mut events = state.events.subscribe();
     let submitted = state.queue.submit(vec![env]).await?;
-    let existing = match submitted.into_iter().next() {
-        Some(Submitted::Existing(s)) => Some(s),
+    match submitted.into_iter().next() {
+        Some(Submitted::Existing(SubmissionState::Done(r))) => {
+            return Ok(Waited::Done(Arc::new(*r)))
+        }
+        Some(Submitted::Existing(_)) => {}
         _ => {
             tracing::debug!("accepted");
             state.wake();
-            None
         }
-    };
-    if let Some(SubmissionState::Done(r)) = &existing {
-        return Ok(HttpResponse::Ok().json(r.view()));
-    }
-    if !query.wait {
-        let status = match existing {
-            Some(SubmissionState::Running) => "running",
-            _ => "queued",
-        };
-        return Ok(HttpResponse::Accepted().json(json!({"id": id, "status": status})));
     }
     let wait = Duration::from_millis(state.settings.max_wait_ms);
     let finished = tokio::time::timeout(wait, async {
@@ -284,21 +311,19 @@ async fn submit(
         }
     })
     .await;
-    match finished {
-        Ok(Some(r)) => Ok(HttpResponse::Ok().json(r.view())),
-        _ => {
-            let s = state
-                .queue
-                .state(&id)
-                .ok()
-                .flatten()
-                .unwrap_or(SubmissionState::Queued);
-            match s {
-                SubmissionState::Done(r) => Ok(HttpResponse::Ok().json(r.view())),
-                other => Ok(HttpResponse::Accepted().json(state_json(&id, &other))),
-            }
-        }
-    }
+    Ok(match finished {
+        Ok(Some(r)) => Waited::Done(r),
+        _ => match state
+            .queue
+            .state(&id)
+            .ok()
+            .flatten()
+            .unwrap_or(SubmissionState::Queued)
+        {
+            SubmissionState::Done(r) => Waited::Done(Arc::new(*r)),
+            other => Waited::Pending(id, other),
+        },
+    })
 }
 
 async fn submit_batch(

@@ -1,0 +1,92 @@
+//! Piston's v2 API (`/api/v2/runtimes`, `/api/v2/execute`) served by a real `kiln serve`, in the
+//! shapes Piston's clients read.
+
+#[path = "common/server.rs"]
+mod server;
+
+use serde_json::json;
+use server::Server;
+
+#[test]
+fn piston_clients_get_piston_shapes() {
+    let s = Server::start("piston", &[]);
+
+    let (code, runtimes) = s.get("/api/v2/runtimes");
+    assert_eq!(code, 200);
+    let python = runtimes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["language"] == "python")
+        .expect("python is listed");
+    assert!(python["version"].as_str().unwrap().starts_with('3'));
+    assert!(python["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "py"));
+
+    // A run: stdout, stderr, their output, the exit code, Piston's status letter.
+    let (code, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "py", "version": "*", "files": [{"content": "import sys\nprint(input() * 2)\nprint('e', file=sys.stderr)\nsys.exit(2)"}], "stdin": "ab"}),
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["language"], "python");
+    assert_eq!(r["run"]["stdout"], "abab\n");
+    assert_eq!(r["run"]["stderr"], "e\n");
+    assert_eq!(r["run"]["output"], "abab\ne\n");
+    assert_eq!(r["run"]["code"], 2);
+    assert_eq!(r["run"]["status"], "RE");
+    assert!(r.get("compile").is_none(), "interpreted: no compile stage");
+
+    // A compiled language that does not compile: the compile stage says why, there is no run.
+    let (_, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "c", "version": "*", "files": [{"name": "x.c", "content": "int main( {"}]}),
+    );
+    assert_eq!(r["compile"]["code"], 1, "{r}");
+    assert!(
+        r["compile"]["output"].as_str().unwrap().contains("error"),
+        "{r}"
+    );
+    assert!(r.get("run").is_none(), "{r}");
+
+    // Piston's Java: any public class name, in a file of that name.
+    let (_, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "java", "version": "*", "files": [{"name": "HelloWorld.java", "content": "public class HelloWorld { public static void main(String[] a) { System.out.println(\"hi\"); } }"}]}),
+    );
+    assert_eq!(r["compile"]["code"], 0, "{r}");
+    assert_eq!(r["run"]["stdout"], "hi\n", "{r}");
+
+    // run_timeout is the wall limit: a sleeper ends as TO.
+    let (_, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "python", "version": "3", "files": [{"content": "import time\ntime.sleep(30)"}], "run_timeout": 500}),
+    );
+    assert_eq!(r["run"]["status"], "TO", "{r}");
+    assert_eq!(r["run"]["signal"], "SIGKILL", "{r}");
+
+    // Piston's 400s: unknown runtime, no files, malformed request.
+    let (code, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "python", "version": "2.7", "files": [{"content": "print 1"}]}),
+    );
+    assert_eq!(
+        (code, r["message"].as_str().unwrap()),
+        (400, "python-2.7 runtime is unknown")
+    );
+    let (code, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "python", "version": "*", "files": []}),
+    );
+    assert_eq!(code, 400);
+    assert!(r["message"].as_str().unwrap().contains("files"), "{r}");
+    let (code, r) = s.post("/api/v2/execute", &json!({"language": "python"}));
+    assert_eq!(code, 400);
+    assert!(
+        r["message"].as_str().unwrap().contains("invalid request"),
+        "{r}"
+    );
+}
