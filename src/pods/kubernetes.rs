@@ -525,7 +525,15 @@ impl Inner {
             }
             for (name, reason) in delete {
                 let me = self.clone();
-                tokio::spawn(async move { me.delete_pod(&name, reason).await });
+                // A standby pod is deleted only as the watch last saw it: if another scheduler
+                // claimed it since, its resourceVersion changed and the API server refuses (409).
+                let seen = (reason != "claimed_unused")
+                    .then(|| {
+                        let state = self.state.lock().unwrap();
+                        state.pods.get(&name).map(|v| v.resource_version.clone())
+                    })
+                    .flatten();
+                tokio::spawn(async move { me.delete_pod_as_seen(&name, reason, seen).await });
             }
         }
     }
@@ -653,10 +661,29 @@ impl Inner {
     }
 
     async fn delete_pod(&self, name: &str, reason: &'static str) {
-        let result = self
-            .pods
-            .delete(name, &DeleteParams::default().grace_period(0))
-            .await;
+        self.delete_pod_as_seen(name, reason, None).await
+    }
+
+    /// Deletes `name`; with `seen`, only if its resourceVersion is still that one (a pod claimed
+    /// meanwhile is left alone: 409).
+    async fn delete_pod_as_seen(&self, name: &str, reason: &'static str, seen: Option<String>) {
+        let mut params = DeleteParams::default().grace_period(0);
+        if seen.is_some() {
+            params.preconditions = Some(kube::api::Preconditions {
+                resource_version: seen,
+                uid: None,
+            });
+        }
+        let result = self.pods.delete(name, &params).await;
+        if matches!(&result, Err(kube::Error::Api(s)) if s.code == 409) {
+            self.count("delete", true);
+            tracing::debug!(
+                pod = name,
+                reason,
+                "left a pod that changed since it was seen"
+            );
+            return;
+        }
         let gone = match &result {
             Ok(_) => true,
             Err(kube::Error::Api(s)) => s.code == 404,
