@@ -458,21 +458,29 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 if let (Some(at), Some((kcfg, ns))) = (pod_at, &k8s) {
                     if now >= at {
-                        let standby = spawn::kubectl(
-                            kcfg,
-                            &[
-                                "get",
-                                "pods",
-                                "-n",
-                                ns,
-                                "-l",
-                                "kiln.dev/role=runner,!kiln.dev/claimed-by",
-                                "-o",
-                                "jsonpath={.items[0].metadata.name}",
-                            ],
-                        );
-                        let line = match standby {
-                            Ok(name) if !name.is_empty() => match spawn::kubectl(
+                        // A standby pod can be claimed (and deleted after its job) between
+                        // the listing and the deletion: try another one then.
+                        let mut line = "found no standby pod to delete".to_string();
+                        for _ in 0..10 {
+                            let standby = spawn::kubectl(
+                                kcfg,
+                                &[
+                                    "get",
+                                    "pods",
+                                    "-n",
+                                    ns,
+                                    "-l",
+                                    "kiln.dev/role=runner,!kiln.dev/claimed-by",
+                                    "-o",
+                                    "jsonpath={.items[0].metadata.name}",
+                                ],
+                            );
+                            let Ok(name) = standby else { continue };
+                            if name.is_empty() {
+                                std::thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                            let deleted = spawn::kubectl(
                                 kcfg,
                                 &[
                                     "delete",
@@ -483,12 +491,15 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                                     "--grace-period=0",
                                     "--wait=false",
                                 ],
-                            ) {
-                                Ok(_) => format!("deleted standby pod {name} from outside"),
-                                Err(e) => format!("deleting pod {name} failed: {e}"),
-                            },
-                            _ => "found no standby pod to delete".into(),
-                        };
+                            );
+                            match deleted {
+                                Ok(_) => {
+                                    line = format!("deleted standby pod {name} from outside");
+                                    break;
+                                }
+                                Err(e) => line = format!("deleting pod {name} failed: {e}"),
+                            }
+                        }
                         log.lock()
                             .unwrap()
                             .push(format!("t={:.1}s: {line}", start.elapsed().as_secs_f64()));
