@@ -290,12 +290,8 @@ impl KubeBackend {
             .enable_all()
             .build()?;
         // Started from inside the actor system's runtime: connect from another thread.
-        let handle = rt.handle().clone();
-        let connected =
-            std::thread::spawn(move || handle.block_on(Inner::connect(settings, metrics)))
-                .join()
-                .map_err(|_| anyhow::anyhow!("connecting to the API server panicked"))
-                .and_then(|r| r);
+        let connected = block_on_elsewhere(rt.handle(), Inner::connect(settings, metrics))
+            .unwrap_or_else(|| Err(anyhow::anyhow!("connecting to the API server panicked")));
         let inner = match connected {
             Ok(inner) => inner,
             Err(e) => {
@@ -312,20 +308,14 @@ impl KubeBackend {
     /// Runs `job` on a pod made for it (create, wait for Ready, exec, delete): the naive path
     /// `kiln bench --kubernetes` compares standby pods with.
     pub fn run_cold(&self, job: Job) -> Result<Outcome, PodError> {
-        let inner = self.inner.clone();
-        let handle = self.rt.handle().clone();
-        std::thread::spawn(move || handle.block_on(inner.run_cold(job)))
-            .join()
-            .unwrap_or_else(|_| Err(PodError::Lost("the cold run panicked".into())))
+        block_on_elsewhere(self.rt.handle(), self.inner.clone().run_cold(job))
+            .unwrap_or_else(|| Err(PodError::Lost("the cold run panicked".into())))
     }
 
     /// How long claiming `n` standby pods takes, `parallel` claims at a time.
     pub fn claim_many(&self, n: usize, parallel: usize) -> Result<Duration, String> {
-        let inner = self.inner.clone();
-        let handle = self.rt.handle().clone();
-        std::thread::spawn(move || handle.block_on(inner.claim_many(n, parallel)))
-            .join()
-            .unwrap_or_else(|_| Err("claiming panicked".into()))
+        block_on_elsewhere(self.rt.handle(), self.inner.clone().claim_many(n, parallel))
+            .unwrap_or_else(|| Err("claiming panicked".into()))
     }
 
     /// Requests this backend has sent to the API server so far.
@@ -373,6 +363,17 @@ impl KubeBackend {
 
 /// Two clients: one for requests, with short timeouts (an API server that went away mid-request
 /// must not hold a claim for minutes), and one for the watch and exec streams, which stay open.
+/// Runs `fut` to completion on the backend's runtime from a thread of its own: callers sit inside
+/// the actor system's runtime, where blocking on another runtime is not allowed. `None` if it
+/// panicked.
+fn block_on_elsewhere<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let handle = handle.clone();
+    std::thread::spawn(move || handle.block_on(fut)).join().ok()
+}
+
 async fn clients_for(settings: &KubeSettings) -> anyhow::Result<(Client, Client)> {
     let config = match &settings.kubeconfig {
         Some(path) => {
@@ -1357,26 +1358,21 @@ impl PodBackend for KubeBackend {
         self.inner.stopping.store(true, Ordering::Relaxed);
         self.inner.changed.notify_waiters();
         let inner = self.inner.clone();
-        let handle = self.rt.handle().clone();
-        // Called from inside the actor system's runtime: block on another thread.
-        let _ = std::thread::spawn(move || {
-            handle.block_on(async move {
-                for selector in [
-                    format!("{LABEL_ROLE}=runner,{LABEL_INSTANCE}={}", inner.instance),
-                    format!("{LABEL_ROLE}=runner,{LABEL_CLAIMED_BY}={}", inner.instance),
-                ] {
-                    let r = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        delete_matching(&inner.pods, &selector),
-                    )
-                    .await;
-                    if !matches!(r, Ok(Ok(_))) {
-                        tracing::warn!(selector, "could not remove this scheduler's runner pods at shutdown; their owner object's garbage collection or the next start removes them");
-                    }
+        let _ = block_on_elsewhere(self.rt.handle(), async move {
+            for selector in [
+                format!("{LABEL_ROLE}=runner,{LABEL_INSTANCE}={}", inner.instance),
+                format!("{LABEL_ROLE}=runner,{LABEL_CLAIMED_BY}={}", inner.instance),
+            ] {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    delete_matching(&inner.pods, &selector),
+                )
+                .await;
+                if !matches!(r, Ok(Ok(_))) {
+                    tracing::warn!(selector, "could not remove this scheduler's runner pods at shutdown; their owner object's garbage collection or the next start removes them");
                 }
-            })
-        })
-        .join();
+            }
+        });
     }
 }
 
