@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::result::ResultView;
 
 /// A network in CIDR form, e.g. `10.1.0.0/16` or `fd00::/8`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,9 +201,31 @@ impl Targets {
 /// Attempts per callback, and the wait before the second and third.
 const BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
 
-/// Sends `result` to `url` on a blocking thread; never blocks the caller. Every connection,
-/// redirects included, goes only to addresses `targets` allows.
-pub fn deliver(url: String, result: ResultView, metrics: Arc<Metrics>, targets: Arc<Targets>) {
+/// How a result is sent: Kiln's result POSTed, or Judge0's submission PUT.
+pub fn body_for(
+    result: &crate::result::RunResult,
+    format: crate::submission::CallbackFormat,
+) -> (&'static str, serde_json::Value) {
+    match format {
+        crate::submission::CallbackFormat::Kiln => (
+            "POST",
+            serde_json::to_value(result.view()).unwrap_or_default(),
+        ),
+        crate::submission::CallbackFormat::Judge0 => {
+            ("PUT", crate::judge0::callback_body(result))
+        }
+    }
+}
+
+/// Sends `body` to `url` (with `method`) on a blocking thread; never blocks the caller. Every
+/// connection, redirects included, goes only to addresses `targets` allows.
+pub fn deliver(
+    url: String,
+    id: String,
+    (method, body): (&'static str, serde_json::Value),
+    metrics: Arc<Metrics>,
+    targets: Arc<Targets>,
+) {
     tokio::task::spawn_blocking(move || {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(10))
@@ -215,7 +236,7 @@ pub fn deliver(url: String, result: ResultView, metrics: Arc<Metrics>, targets: 
             if attempt > 0 {
                 std::thread::sleep(BACKOFF[attempt - 1]);
             }
-            match agent.post(&url).send_json(&result) {
+            match agent.request(method, &url).send_json(&body) {
                 Ok(_) => {
                     metrics.callbacks.with_label_values(&["delivered"]).inc();
                     return;
@@ -227,7 +248,7 @@ pub fn deliver(url: String, result: ResultView, metrics: Arc<Metrics>, targets: 
             }
         }
         metrics.callbacks.with_label_values(&["failed"]).inc();
-        tracing::warn!(id = %result.id, %url, error = %last_error, "callback not delivered after 3 attempts; the result stays available through GET");
+        tracing::warn!(%id, %url, error = %last_error, "callback not delivered after 3 attempts; the result stays available through GET");
     });
 }
 

@@ -81,6 +81,17 @@ pub struct Settings {
     pub pods: String,
     /// Kubernetes mode: namespace, pools, pod template (`--pods kubernetes`).
     pub kubernetes: crate::pods::kubernetes::KubeSettings,
+    /// The APIs of other code runners that Kiln also speaks.
+    pub compat: CompatSettings,
+}
+
+/// Judge0's API is always under `/judge0`; these put it at the root as well.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompatSettings {
+    /// Serve Judge0's routes (`/submissions`, `/languages`, `/about`...) at the root too, so a
+    /// Judge0 client needs only the host changed.
+    pub judge0_at_root: bool,
 }
 
 impl Default for Settings {
@@ -121,6 +132,7 @@ impl Default for Settings {
             kafka: Default::default(),
             pods: "local".into(),
             kubernetes: Default::default(),
+            compat: Default::default(),
         }
     }
 }

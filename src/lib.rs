@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod job;
+pub mod judge0;
 pub mod languages;
 pub mod metrics;
 pub mod outcome;

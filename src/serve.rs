@@ -164,6 +164,7 @@ fn serve_http(
     state: ApiState,
     listen: &str,
 ) -> anyhow::Result<(SocketAddr, actix_web::dev::ServerHandle)> {
+    let judge0_at_root = state.settings.compat.judge0_at_root;
     let state = actix_web::web::Data::new(state);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -172,6 +173,11 @@ fn serve_http(
         actix_web::App::new()
             .app_data(state.clone())
             .configure(routes)
+            .configure(|cfg| {
+                if judge0_at_root {
+                    crate::api::judge0::endpoints(cfg);
+                }
+            })
     })
     .workers(workers)
     .disable_signals()

@@ -82,6 +82,132 @@ pub struct Submission {
     /// name; Piston's combined `output`).
     #[serde(default)]
     pub redirect_stderr_to_stdout: bool,
+    /// Extra options for the compiler, placed right after its name (Judge0's
+    /// `compiler_options`); only for languages whose compile command is the compiler itself.
+    #[serde(default)]
+    pub compiler_options: Vec<String>,
+    /// The shape of the callback: Kiln's result POSTed, or Judge0's submission PUT (set by the
+    /// Judge0-compatible API).
+    #[serde(default)]
+    pub callback_format: CallbackFormat,
+}
+
+/// A submission as bincode held it before `compiler_options` and `callback_format` (journals
+/// and Rust producers of that time): read as it was, the new fields at their defaults.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct FirstLayout {
+    schema_version: Option<u32>,
+    id: Option<String>,
+    language: String,
+    version: Option<String>,
+    files: Vec<SubmittedFile>,
+    source: Option<String>,
+    stdin: String,
+    args: Vec<String>,
+    expected_output: Option<String>,
+    limits: RequestedLimits,
+    callback_url: Option<String>,
+    redirect_stderr_to_stdout: bool,
+}
+
+impl From<FirstLayout> for Submission {
+    fn from(f: FirstLayout) -> Submission {
+        Submission {
+            schema_version: f.schema_version,
+            id: f.id,
+            language: f.language,
+            version: f.version,
+            files: f.files,
+            source: f.source,
+            stdin: f.stdin,
+            args: f.args,
+            expected_output: f.expected_output,
+            limits: f.limits,
+            callback_url: f.callback_url,
+            redirect_stderr_to_stdout: f.redirect_stderr_to_stdout,
+            ..Default::default()
+        }
+    }
+}
+
+/// Decodes `T` from bincode in the current layout, or else in the layout `Old` of before, so
+/// that what an earlier Kiln journaled (or an earlier producer sent) is still read.
+pub fn decode_bincode<T, Old>(b: &[u8]) -> Result<T, String>
+where
+    T: serde::de::DeserializeOwned,
+    Old: serde::de::DeserializeOwned + Into<T>,
+{
+    let config = bincode::config::standard();
+    match bincode::serde::decode_from_slice::<T, _>(b, config) {
+        Ok((v, used)) if used == b.len() => Ok(v),
+        first => match bincode::serde::decode_from_slice::<Old, _>(b, config) {
+            Ok((old, used)) if used == b.len() => Ok(old.into()),
+            _ => Err(match first {
+                Ok(_) => "trailing bytes after the value".to_string(),
+                Err(e) => e.to_string(),
+            }),
+        },
+    }
+}
+
+impl Submission {
+    /// A bincode submission, in the current layout or the first one.
+    pub fn from_bincode(b: &[u8]) -> Result<Submission, String> {
+        decode_bincode::<Submission, FirstLayout>(b)
+    }
+}
+
+/// An envelope as journaled before the submission's layout grew.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct FirstEnvelope {
+    id: String,
+    submission: FirstLayout,
+    created_at_ms: u64,
+}
+
+impl From<FirstEnvelope> for crate::queue::Envelope {
+    fn from(e: FirstEnvelope) -> crate::queue::Envelope {
+        crate::queue::Envelope {
+            id: e.id,
+            submission: e.submission.into(),
+            created_at_ms: e.created_at_ms,
+        }
+    }
+}
+
+/// How a result is sent to `callback_url`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackFormat {
+    /// Kiln's result, POSTed.
+    #[default]
+    Kiln,
+    /// Judge0's submission shape (fields base64), PUT, as Judge0 sends it.
+    Judge0,
+}
+
+/// At most this many compiler options, each at most `MAX_OPTION_BYTES`.
+const MAX_COMPILER_OPTIONS: usize = 32;
+const MAX_OPTION_BYTES: usize = 128;
+
+/// A compiler option is a flag: it starts with `-` and holds letters, digits and `_+=.,:/-`
+/// (so `-O2`, `-std=c++17`, `-Wall`, `-lm`), never a shell metacharacter or a path outside the
+/// work dir given on its own.
+fn check_compiler_option(o: &str) -> Result<(), String> {
+    let ok = o.starts_with('-')
+        && o.len() >= 2
+        && o.len() <= MAX_OPTION_BYTES
+        && o.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=.,:/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "compiler_options: {o:?} is not a flag: each starts with '-' and holds only letters, digits and _+=.,:/- (at most {MAX_OPTION_BYTES} bytes)"
+        ))
+    }
 }
 
 /// The server's defaults and maxima for every limit, plus size bounds on submissions.
@@ -275,6 +401,39 @@ impl Submission {
             argv: fill_limits(&swap_entry(argv), limits.memory_bytes),
             limits: raise(&policy.compile, &lang.compile_limits),
         });
+        let compile = match (compile, self.compiler_options.is_empty()) {
+            (c, true) => c,
+            (None, false) => {
+                return Err(Invalid(format!(
+                    "compiler_options: {} is not compiled",
+                    lang.name
+                )))
+            }
+            (Some(mut c), false) => {
+                let through_shell = c.argv.first().is_some_and(|a| {
+                    let base = a.rsplit('/').next().unwrap_or(a);
+                    matches!(base, "sh" | "bash" | "dash" | "env")
+                });
+                if through_shell {
+                    return Err(Invalid(format!(
+                        "compiler_options: {} compiles through a script, which takes no options",
+                        lang.name
+                    )));
+                }
+                if self.compiler_options.len() > MAX_COMPILER_OPTIONS {
+                    return Err(Invalid(format!(
+                        "compiler_options: {} options is over the maximum of {MAX_COMPILER_OPTIONS}",
+                        self.compiler_options.len()
+                    )));
+                }
+                for o in &self.compiler_options {
+                    check_compiler_option(o).map_err(Invalid)?;
+                }
+                c.argv
+                    .splice(1..1, self.compiler_options.iter().cloned());
+                Some(c)
+            }
+        };
         Ok(Job {
             id: id.to_string(),
             language: lang.name.clone(),
@@ -409,5 +568,60 @@ fn decode(content: &str, encoding: Encoding) -> Result<Vec<u8>, String> {
                 })
                 .collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    fn first() -> FirstLayout {
+        FirstLayout {
+            schema_version: Some(1),
+            id: Some("old-1".into()),
+            language: "python".into(),
+            version: None,
+            files: Vec::new(),
+            source: Some("print(1)".into()),
+            stdin: "in".into(),
+            args: vec!["a".into()],
+            expected_output: None,
+            limits: RequestedLimits::default(),
+            callback_url: Some("https://example.com/hook".into()),
+            redirect_stderr_to_stdout: true,
+        }
+    }
+
+    #[test]
+    fn bincode_of_the_first_layout_is_still_read() {
+        let c = bincode::config::standard();
+        let old = bincode::serde::encode_to_vec(first(), c).unwrap();
+        let s = Submission::from_bincode(&old).unwrap();
+        assert_eq!(s.id.as_deref(), Some("old-1"));
+        assert_eq!(s.source.as_deref(), Some("print(1)"));
+        assert!(s.redirect_stderr_to_stdout);
+        assert!(s.compiler_options.is_empty());
+        assert_eq!(s.callback_format, CallbackFormat::Kiln);
+
+        // A journaled envelope of that time, whose submission sits before created_at_ms.
+        let env = FirstEnvelope {
+            id: "old-1".into(),
+            submission: first(),
+            created_at_ms: 1_796_000_000_000,
+        };
+        let old = bincode::serde::encode_to_vec(&env, c).unwrap();
+        let e = crate::queue::Envelope::from_bincode(&old).unwrap();
+        assert_eq!(e.created_at_ms, 1_796_000_000_000);
+        assert_eq!(e.submission.stdin, "in");
+
+        // The current layout round-trips with its new fields.
+        let mut now: Submission = first().into();
+        now.compiler_options = vec!["-O2".into()];
+        now.callback_format = CallbackFormat::Judge0;
+        let bytes = bincode::serde::encode_to_vec(&now, c).unwrap();
+        let back = Submission::from_bincode(&bytes).unwrap();
+        assert_eq!(back.compiler_options, ["-O2"]);
+        assert_eq!(back.callback_format, CallbackFormat::Judge0);
+        assert!(Submission::from_bincode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use server::Server;
+use server::{catch_one_request, Server};
 
 fn py(source: &str) -> Value {
     json!({"language": "python", "source": source})
@@ -455,37 +455,6 @@ fn the_queue_is_bounded_in_bytes_too() {
         assert!(std::time::Instant::now() < until, "the queue never drained");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// A one-request HTTP server on loopback: returns what it received.
-fn catch_one_request() -> (String, std::thread::JoinHandle<String>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let handle = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut length = 0;
-        let mut request_line = String::new();
-        reader.read_line(&mut request_line).unwrap();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        (&stream)
-            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
-        format!("{}{}", request_line, String::from_utf8(body).unwrap())
-    });
-    (url, handle)
 }
 
 #[test]

@@ -88,7 +88,11 @@ impl Handler<Flushed> for ResultPublisher {
                     if let Some(url) = delivery.envelope.submission.callback_url.clone() {
                         crate::callback::deliver(
                             url,
-                            result.view(),
+                            result.id.clone(),
+                            crate::callback::body_for(
+                                &result,
+                                delivery.envelope.submission.callback_format,
+                            ),
                             self.shared.metrics.clone(),
                             self.shared.callbacks.clone(),
                         );

@@ -2,6 +2,7 @@
 //! queue, and answered at once (202) or when their result is published (`?wait=true`).
 
 mod error;
+pub mod judge0;
 mod piston;
 mod sse;
 
@@ -63,6 +64,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 /// Mounts every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     piston::routes(cfg);
+    cfg.service(web::scope("/judge0").configure(judge0::endpoints));
     cfg.route("/v1/submissions", web::post().to(submit))
         .route("/v1/submissions/batch", web::post().to(submit_batch))
         .route("/v1/submissions/{id}", web::get().to(get_submission))
@@ -94,11 +96,17 @@ fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
     let Some(token) = &state.settings.auth_token else {
         return Ok(());
     };
+    // `Authorization: Bearer <token>`, or Judge0's `X-Auth-Token: <token>` for its clients.
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            req.headers()
+                .get("X-Auth-Token")
+                .and_then(|v| v.to_str().ok())
+        });
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
         _ => Err(ApiError::Unauthorized),

@@ -312,7 +312,7 @@ impl EmbeddedQueue {
                 let (seq, id) = row.map_err(store_err)?;
                 let id = id.value().to_string();
                 let weight = match subs.get(id.as_str()).map_err(store_err)? {
-                    Some(raw) => decode::<Envelope>(raw.value())?.weight(),
+                    Some(raw) => Envelope::from_bincode(raw.value()).map_err(store_err)?.weight(),
                     None => 0,
                 };
                 memory.add(seq.value(), id, weight);
@@ -423,7 +423,7 @@ impl EmbeddedQueue {
             for (seq, id) in &batch {
                 match subs.get(id.as_str()).map_err(store_err)? {
                     Some(raw) => out.push(Delivery {
-                        envelope: decode(raw.value())?,
+                        envelope: Envelope::from_bincode(raw.value()).map_err(store_err)?,
                         token: *seq,
                         attempt: 1,
                     }),

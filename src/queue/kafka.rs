@@ -586,9 +586,7 @@ fn decode(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<(Submission
             )
         }
         BINCODE => (
-            bincode::serde::decode_from_slice(payload, bincode::config::standard())
-                .map(|(s, _)| s)
-                .map_err(|e| format!("malformed bincode: {e}"))?,
+            Submission::from_bincode(payload).map_err(|e| format!("malformed bincode: {e}"))?,
             true,
         ),
         other => {

@@ -22,6 +22,11 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// A journaled envelope, also one an earlier Kiln wrote (see `Submission::from_bincode`).
+    pub fn from_bincode(b: &[u8]) -> Result<Envelope, String> {
+        crate::submission::decode_bincode::<Envelope, crate::submission::FirstEnvelope>(b)
+    }
+
     /// Bytes the submission carries (sources, stdin, args): what a queue full of them costs.
     pub fn weight(&self) -> usize {
         let s = &self.submission;

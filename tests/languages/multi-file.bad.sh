@@ -1,0 +1,3 @@
+# A run script that does not parse.
+echo "unclosed
+if then fi (

@@ -1,0 +1,4 @@
+read -r name
+echo "hello $name"
+echo err >&2
+exit 3
