@@ -5,6 +5,8 @@
 
 #[path = "common/server.rs"]
 mod server;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -414,44 +416,10 @@ fn callbacks_are_put_as_judge0_sends_them() {
     assert_eq!(unb64(&v["stdout"]), b"called back\n", "Judge0 sends base64");
 }
 
-/// The official Python SDK (`judge0` on PyPI), in a venv of its own under ~/.cache/kiln.
-fn judge0_sdk() -> Option<std::path::PathBuf> {
-    let venv = dirs_cache().join("judge0-sdk-0.0.8");
-    let python = venv.join("bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "judge0==0.0.8"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if made {
-        return Some(python);
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    None
-}
-
-fn dirs_cache() -> std::path::PathBuf {
-    std::env::var_os("HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/root".into())
-        .join(".cache/kiln")
-}
-
 #[test]
 fn the_official_python_sdk_runs_its_examples_against_kiln() {
-    let Some(python) = judge0_sdk() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs the judge0 SDK from PyPI (python3 -m venv + pip install judge0==0.0.8 failed)"
-        );
-        eprintln!("skipped: the judge0 SDK could not be installed from PyPI");
+    let Some(python) = tools::pypi("judge0-sdk-0.0.8", "judge0==0.0.8") else {
+        tools::unavailable("the judge0 SDK from PyPI (python3 -m venv, pip install judge0==0.0.8)");
         return;
     };
     let s = Server::start("judge0-sdk", &[("KILN_AUTH_TOKEN", "sdk-token")]);

@@ -3,6 +3,8 @@
 
 #[path = "common/server.rs"]
 mod server;
+#[path = "common/tools.rs"]
+mod tools;
 
 use serde_json::json;
 use server::Server;
@@ -89,4 +91,47 @@ fn piston_clients_get_piston_shapes() {
         r["message"].as_str().unwrap().contains("invalid request"),
         "{r}"
     );
+}
+
+#[test]
+fn packages_list_what_is_installed_and_cannot_be_changed_through_the_api() {
+    let s = Server::start("piston-packages", &[]);
+    let (code, list) = s.get("/api/v2/packages");
+    assert_eq!(code, 200);
+    let python = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["language"] == "python")
+        .expect("python is listed");
+    assert_eq!(python["installed"], true);
+    assert!(python["language_version"].as_str().unwrap().starts_with('3'));
+    let (code, e) = s.post(
+        "/api/v2/packages",
+        &json!({"language": "python", "version": "3.12.0"}),
+    );
+    assert_eq!(code, 400);
+    assert!(e["message"].as_str().unwrap().contains("scripts/runtimes"), "{e}");
+}
+
+#[test]
+fn the_npm_piston_client_runs_its_readme_example_against_kiln() {
+    let Some(dir) = tools::npm("piston-client-test", &["piston-client@1.0.2"]) else {
+        tools::unavailable("piston-client from npm");
+        return;
+    };
+    let s = Server::start("piston-client", &[]);
+    let out = tools::node(&dir, "piston_client.mjs", &[("PISTON_URL", s.url(""))]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for part in [
+        "runtimes ok",
+        "readme example ok",
+        "compiled ok",
+        "config object ok",
+        "unknown language ok",
+    ] {
+        assert!(stdout.contains(part), "{part} missing:\n{stdout}\n{stderr}");
+    }
 }

@@ -65,6 +65,8 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub fn routes(cfg: &mut web::ServiceConfig) {
     piston::routes(cfg);
     cfg.service(web::scope("/judge0").configure(judge0::endpoints));
+    cfg.route("/", web::get().to(playground))
+        .route("/playground", web::get().to(playground));
     cfg.route("/v1/submissions", web::post().to(submit))
         .route("/v1/submissions/batch", web::post().to(submit_batch))
         .route("/v1/submissions/{id}", web::get().to(get_submission))
@@ -90,6 +92,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 struct WaitQuery {
     #[serde(default)]
     wait: bool,
+}
+
+/// The playground: one self-contained page (no CDN, no build step) that runs programs through
+/// `/v1/submissions` and shows the pool, queue and throughput from `/metrics`. The page itself is
+/// public; its requests carry the token typed into it.
+const PLAYGROUND: &str = include_str!("playground.html");
+
+async fn playground() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+        ))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(PLAYGROUND)
 }
 
 fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {

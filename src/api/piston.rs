@@ -12,7 +12,10 @@ use crate::submission::{RequestedLimits, Submission, SubmittedFile};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v2/runtimes", web::get().to(runtimes))
-        .route("/api/v2/execute", web::post().to(execute));
+        .route("/api/v2/execute", web::post().to(execute))
+        .route("/api/v2/packages", web::get().to(packages))
+        .route("/api/v2/packages", web::post().to(manage_packages))
+        .route("/api/v2/packages", web::delete().to(manage_packages));
 }
 
 /// Piston's error shape: 400 with `{"message"}`.
@@ -29,6 +32,30 @@ async fn runtimes(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRe
         .map(|l| json!({"language": l.name, "version": l.version, "aliases": l.aliases, "runtime": l.name}))
         .collect();
     Ok(HttpResponse::Ok().json(list))
+}
+
+/// Piston's package list: every language this host has is installed; the ones whose toolchain is
+/// missing are listed as not installed.
+async fn packages(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let installed = state.registry.available.iter().map(
+        |l| json!({"language": l.name, "language_version": l.version, "installed": true}),
+    );
+    let missing = state.registry.unavailable.iter().map(
+        |(name, _)| json!({"language": name, "language_version": null, "installed": false}),
+    );
+    Ok(HttpResponse::Ok().json(installed.chain(missing).collect::<Vec<Value>>()))
+}
+
+/// Installing and removing packages is the operator's, on the host: Piston's 400 saying so.
+async fn manage_packages(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    Ok(refuse(
+        "Kiln's toolchains are installed on the host with scripts/runtimes install <language>, not through the API",
+    ))
 }
 
 #[derive(Deserialize)]
