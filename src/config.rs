@@ -83,6 +83,11 @@ pub struct Settings {
     pub kubernetes: crate::pods::kubernetes::KubeSettings,
     /// The APIs of other code runners that Kiln also speaks.
     pub compat: CompatSettings,
+    /// Bytes of compiled programs kept by the compile cache (least recently used evicted first);
+    /// 0 turns the cache off.
+    pub compile_cache_bytes: u64,
+    /// Where the compile cache lives; `<data_dir>/compile-cache` when unset.
+    pub compile_cache_dir: Option<PathBuf>,
 }
 
 /// Judge0's API is always under `/judge0`; these put it at the root as well.
@@ -133,6 +138,8 @@ impl Default for Settings {
             pods: "local".into(),
             kubernetes: Default::default(),
             compat: Default::default(),
+            compile_cache_bytes: 1 << 30,
+            compile_cache_dir: None,
         }
     }
 }

@@ -58,6 +58,31 @@ pub struct Job {
     /// The program's stderr goes into stdout, interleaved as written.
     #[serde(default)]
     pub merge_stderr: bool,
+    /// A compile cache hit: what the compile step made, laid into the work dir instead of
+    /// compiling (the compile step is skipped).
+    #[serde(default)]
+    pub prebuilt: Option<Artifact>,
+    /// A compile cache miss: send back what the compile step made, for the cache.
+    #[serde(default)]
+    pub keep_artifact: bool,
+}
+
+/// What a compile step made: the files it added to (or changed in) the work dir, and the
+/// compiler's output.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Artifact {
+    pub files: Vec<JobFile>,
+    pub compile_output: Bytes,
+}
+
+impl Artifact {
+    pub fn bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| (f.name.len() + f.content.len()) as u64)
+            .sum::<u64>()
+            + self.compile_output.len() as u64
+    }
 }
 
 /// `value` with every `/tmp` path in it (at its start, or after `=` or `:`, as in

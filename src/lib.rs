@@ -9,6 +9,7 @@ pub mod api;
 pub mod bench;
 pub mod bytes;
 pub mod callback;
+pub mod compile_cache;
 pub mod cli;
 pub mod config;
 pub mod events;

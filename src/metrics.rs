@@ -22,6 +22,9 @@ pub struct Metrics {
     pub watchdog_kills: IntGauge,
     pub rejected_requests: IntCounterVec,
     pub callbacks: IntCounterVec,
+    /// Compile cache lookups by outcome (`hit`, `hit_failed`, `miss`) and evictions.
+    pub compile_cache: IntCounterVec,
+    pub compile_cache_bytes: IntGauge,
     /// Kafka mode: messages behind the newest, per partition of the submissions topic.
     pub kafka_lag: IntGaugeVec,
     pub kafka_paused_partitions: IntGauge,
@@ -134,6 +137,15 @@ impl Metrics {
                 &["reason"],
             ),
             watchdog_kills: gauge("kiln_watchdog_kills", "Runs killed by the timeout watchdog"),
+            compile_cache: counter(
+                "kiln_compile_cache_total",
+                "Compile cache events: hit (a build laid in), hit_failed (a compile error answered from the cache), miss, stored, eviction",
+                &["event"],
+            ),
+            compile_cache_bytes: gauge(
+                "kiln_compile_cache_bytes",
+                "Bytes of compiled artifacts in the compile cache",
+            ),
             callbacks: counter(
                 "kiln_callbacks_total",
                 "Result callbacks by outcome",

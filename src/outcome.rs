@@ -82,6 +82,10 @@ pub struct Outcome {
     /// of exec'd. Not part of the API's result; counted in the metrics.
     #[serde(default)]
     pub forked: bool,
+    /// What the compile step made, when the job asked for it (`keep_artifact`). Travels from a
+    /// pod beside the outcome (`RunnerReport::Built`), never in results.
+    #[serde(skip)]
+    pub artifact: Option<crate::job::Artifact>,
 }
 
 impl Outcome {
@@ -99,6 +103,7 @@ impl Outcome {
             memory_bytes: 0,
             message: Some(message.into()),
             forked: false,
+            artifact: None,
         }
     }
 }

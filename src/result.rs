@@ -137,6 +137,7 @@ impl ResultView {
                 memory_bytes: self.memory_bytes,
                 message: self.message.clone(),
                 forked: false,
+                artifact: None,
             },
             created_at_ms: ms(&self.created_at)?,
             finished_at_ms: ms(&self.finished_at)?,

@@ -107,7 +107,28 @@ pub fn shared_parts(
     } else {
         settings.effective_max_parallel_jobs()
     };
+    let compile_cache = if settings.compile_cache_bytes == 0 {
+        None
+    } else {
+        let dir = settings
+            .compile_cache_dir
+            .clone()
+            .unwrap_or_else(|| settings.data_dir.join("compile-cache"));
+        // Without its cache Kiln still runs every job, compiling each: say so and go on.
+        match crate::compile_cache::CompileCache::open(
+            &dir,
+            settings.compile_cache_bytes,
+            metrics.clone(),
+        ) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "the compile cache cannot be opened: every job compiles");
+                None
+            }
+        }
+    };
     Ok(Arc::new(Shared {
+        compile_cache,
         queue,
         backend,
         pools,

@@ -450,6 +450,8 @@ impl Submission {
                 .as_ref()
                 .map(|s| Bytes(s.as_bytes().to_vec())),
             merge_stderr: self.redirect_stderr_to_stdout,
+            prebuilt: None,
+            keep_artifact: false,
         })
     }
 

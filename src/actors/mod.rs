@@ -48,6 +48,8 @@ pub struct Shared {
     pub callbacks: Arc<crate::callback::Targets>,
     /// Standby pods ready now (for /readyz).
     pub standby: AtomicUsize,
+    /// Compiled programs by the hash of what decides them; None when turned off.
+    pub compile_cache: Option<Arc<crate::compile_cache::CompileCache>>,
 }
 
 impl Shared {

@@ -47,6 +47,8 @@ pub struct PodRunner {
     /// Bumped on restart, so a pod made for the previous life is not mistaken for this one's.
     generation: u64,
     current: Option<JobKey>,
+    /// The compile cache key of the running job, when its build is to be kept.
+    cache_key: Option<String>,
     failures: u32,
     rng: u64,
 }
@@ -58,6 +60,7 @@ impl PodRunner {
             id,
             pool,
             shared,
+            cache_key: None,
             peers,
             pod: None,
             generation: 0,
@@ -182,6 +185,46 @@ impl Handler<RunJob> for PodRunner {
                 panic!("injected pod runner panic (inject_panic_probability = {p})");
             }
             let key = msg.key;
+            let mut job = msg.job;
+            // The compile cache: a compile error answers at once, a build is laid in, a miss
+            // asks the pod for what the compile step makes.
+            this.cache_key = None;
+            if let Some(cache) = &this.shared.compile_cache {
+                let version = this
+                    .shared
+                    .registry
+                    .available
+                    .iter()
+                    .find(|l| l.name == job.language)
+                    .map(|l| l.version.as_str())
+                    .unwrap_or("");
+                if let Some(k) = crate::compile_cache::CompileCache::key(&job, version) {
+                    match cache.get(&k) {
+                        Some(crate::compile_cache::Cached::Built(a)) => job.prebuilt = Some(a),
+                        Some(failed) => {
+                            this.peers.dispatcher.do_send(JobDone {
+                                runner: this.id,
+                                key,
+                                result: Ok(failed.failed_outcome().expect("a failure")),
+                            });
+                            // The standby pod was not used: this runner is ready again (after
+                            // the JobDone, which the dispatcher reads first).
+                            if this.pod.is_some() {
+                                this.peers.dispatcher.do_send(RunnerReady {
+                                    runner: this.id,
+                                    pool: this.pool,
+                                    addr: ctx.address(),
+                                });
+                            }
+                            return;
+                        }
+                        None => {
+                            job.keep_artifact = true;
+                            this.cache_key = Some(k);
+                        }
+                    }
+                }
+            }
             let Some(pod) = this.pod.take() else {
                 this.peers.dispatcher.do_send(JobDone {
                     runner: this.id,
@@ -194,9 +237,8 @@ impl Handler<RunJob> for PodRunner {
                 runner: this.id,
                 standby: false,
             });
-            let limits = &msg.job.run.limits;
-            let compile_ms = msg
-                .job
+            let limits = &job.run.limits;
+            let compile_ms = job
                 .compile
                 .as_ref()
                 .map(|c| c.limits.wall_time_ms)
@@ -218,7 +260,7 @@ impl Handler<RunJob> for PodRunner {
             });
             this.current = Some(key.clone());
             let me = ctx.address();
-            let run = pod.run_watched(msg.job, started);
+            let run = pod.run_watched(job, started);
             actix::spawn(async move {
                 let result = match AssertUnwindSafe(run).catch_unwind().await {
                     Ok(r) => r,
@@ -242,10 +284,20 @@ impl Handler<Ran> for PodRunner {
                 return; // from before a restart; the dispatcher has already moved the job on
             }
             this.current = None;
+            let mut result = msg.result;
+            if let Ok(outcome) = &mut result {
+                let keep = crate::compile_cache::Cached::from_outcome(outcome);
+                if let (Some(cache), Some(k), Some(entry)) =
+                    (this.shared.compile_cache.clone(), this.cache_key.take(), keep)
+                {
+                    // Off the actors' thread: an entry can be megabytes.
+                    tokio::task::spawn_blocking(move || cache.put(&k, &entry));
+                }
+            }
             this.peers.dispatcher.do_send(JobDone {
                 runner: this.id,
                 key: msg.key,
-                result: msg.result,
+                result,
             });
             this.make_pod(ctx);
         });

@@ -1141,9 +1141,9 @@ impl Inner {
         let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
         let diagnostics = String::from_utf8_lossy(&diagnostics.lock().unwrap()).into_owned();
         self.tell_layers(&diagnostics);
-        match report {
-            Ok(RunnerReport::Finished(outcome)) => Ok(*outcome),
-            Ok(other) => Err(PodError::Lost(format!(
+        match report.map(RunnerReport::into_outcome) {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(other)) => Err(PodError::Lost(format!(
                 "the runner in pod {name} reported {other:?} instead of an outcome"
             ))),
             Err(e) => Err(PodError::Lost(format!(

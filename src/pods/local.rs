@@ -532,9 +532,9 @@ impl StandbyPod for LocalPod {
                     .write_all(&frame)
                     .await
                     .map_err(|e| PodError::Lost(format!("sending the job: {e}")))?;
-                match self.read_report().await {
-                    Ok(RunnerReport::Finished(outcome)) => Ok(*outcome),
-                    Ok(other) => Err(PodError::Lost(format!("unexpected report {other:?}"))),
+                match self.read_report().await.map(RunnerReport::into_outcome) {
+                    Ok(Ok(outcome)) => Ok(outcome),
+                    Ok(Err(other)) => Err(PodError::Lost(format!("unexpected report {other:?}"))),
                     Err(e) => Err(PodError::Lost(e)),
                 }
             }

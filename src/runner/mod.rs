@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path};
 
-use crate::job::{Job, Limits};
+use crate::job::{Job, JobFile, Limits};
 use crate::outcome::{Outcome, Status};
 use execute::{execute, Breach, Capture, Execution, Isolation};
 use zygote::Zygote;
@@ -50,8 +50,14 @@ pub fn run_job(
     ready: Option<Zygote>,
     forked: Option<(Zygote, &pyfork::ForkedCommand)>,
 ) -> Outcome {
-    if let Err(e) = write_files(job, work_dir, isolation.sandbox_user) {
+    if let Err(e) = write_files(&job.files, work_dir, isolation.sandbox_user) {
         return Outcome::failed(Status::Rejected, e);
+    }
+    // A compile cache hit: the compile step's outputs, as if it had just run.
+    if let Some(p) = &job.prebuilt {
+        if let Err(e) = write_files(&p.files, work_dir, isolation.sandbox_user) {
+            return Outcome::failed(Status::InternalError, format!("laying in the build: {e}"));
+        }
     }
     // A process forked from the fork server's interpreter runs the job when the job is exactly
     // that interpreter's command; the other zygote is dropped (killed) unused.
@@ -68,8 +74,13 @@ pub fn run_job(
         Some(z) => Ok(z),
         None => Zygote::fork(isolation),
     };
-    let mut compile_output = Vec::new();
-    if let Some(compile) = &job.compile {
+    let mut compile_output = job
+        .prebuilt
+        .as_ref()
+        .map(|p| p.compile_output.0.clone())
+        .unwrap_or_default();
+    let mut artifact = None;
+    if let Some(compile) = job.compile.as_ref().filter(|_| job.prebuilt.is_none()) {
         let mut limits = compile.limits.clone();
         limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
         let compiler = take(&mut next);
@@ -122,6 +133,13 @@ pub fn run_job(
             o.memory_bytes = run.memory_bytes;
             return o;
         }
+        // Taken before the run, which may change the work dir.
+        if job.keep_artifact {
+            artifact = collect_artifact(work_dir, &job.files).map(|files| crate::job::Artifact {
+                files,
+                compile_output: compile_output.clone().into(),
+            });
+        }
     }
     let run = match take(&mut next).and_then(|z| {
         execute(
@@ -168,7 +186,50 @@ pub fn run_job(
         memory_bytes: run.memory_bytes,
         message,
         forked,
+        artifact,
     }
+}
+
+/// Most a compile step's outputs may come to for the compile cache; a bigger build is not kept.
+const ARTIFACT_CAP: u64 = 64 << 20;
+const ARTIFACT_MAX_FILES: usize = 4096;
+
+/// The files in `work_dir` that the compile step made or changed (not the sources as given),
+/// relative paths, symlinks left out; None past `ARTIFACT_CAP` or `ARTIFACT_MAX_FILES`.
+fn collect_artifact(work_dir: &Path, sources: &[JobFile]) -> Option<Vec<JobFile>> {
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    let mut dirs = vec![work_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).ok()?.flatten() {
+            let kind = entry.file_type().ok()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let name = path.strip_prefix(work_dir).ok()?.to_str()?.to_string();
+            let content = fs::read(&path).ok()?;
+            if sources
+                .iter()
+                .any(|s| s.name == name && s.content.0 == content)
+            {
+                continue;
+            }
+            total += content.len() as u64;
+            if total > ARTIFACT_CAP || out.len() >= ARTIFACT_MAX_FILES {
+                return None;
+            }
+            out.push(JobFile {
+                name,
+                content: content.into(),
+            });
+        }
+    }
+    Some(out)
 }
 
 /// Tells apart the ways a run can end. OOM kills, time limits and a program's own SIGKILL all
@@ -303,8 +364,8 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn write_files(job: &Job, work_dir: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
-    for file in &job.files {
+fn write_files(files: &[JobFile], work_dir: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+    for file in files {
         check_file_name(&file.name)?;
         let path = work_dir.join(&file.name);
         if let Some(parent) = path.parent() {

@@ -83,7 +83,7 @@ pub fn serve_pod() -> i32 {
             format!("the job could not be decoded: {e}"),
         ),
     };
-    match write_frame(&mut output, &RunnerReport::Finished(Box::new(outcome))) {
+    match write_frame(&mut output, &RunnerReport::finished(outcome)) {
         Ok(()) => 0,
         Err(_) => 2,
     }
@@ -161,7 +161,7 @@ pub fn run_exec() -> i32 {
         ),
     };
     let mut out = io::stdout().lock();
-    match write_frame(&mut out, &RunnerReport::Finished(Box::new(outcome))) {
+    match write_frame(&mut out, &RunnerReport::finished(outcome)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("kiln-runner: writing the outcome: {e}");

@@ -20,6 +20,31 @@ pub enum RunnerReport {
     SetupFailed { step: String, error: String },
     /// The job ran (or could not); this is what happened.
     Finished(Box<Outcome>),
+    /// As `Finished`, with what the compile step made (the job asked to keep it).
+    Built(Box<Outcome>, crate::job::Artifact),
+}
+
+impl RunnerReport {
+    /// The report for a finished job: `Built` when it carries an artifact.
+    pub fn finished(mut outcome: Outcome) -> RunnerReport {
+        match outcome.artifact.take() {
+            Some(a) => RunnerReport::Built(Box::new(outcome), a),
+            None => RunnerReport::Finished(Box::new(outcome)),
+        }
+    }
+
+    /// The outcome of a finished job, its artifact back in it; None for the other reports.
+    pub fn into_outcome(self) -> Result<Outcome, RunnerReport> {
+        match self {
+            RunnerReport::Finished(o) => Ok(*o),
+            RunnerReport::Built(o, a) => {
+                let mut o = *o;
+                o.artifact = Some(a);
+                Ok(o)
+            }
+            other => Err(other),
+        }
+    }
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
