@@ -66,9 +66,9 @@ impl Cached {
 
     /// What to keep of a finished job that compiled: its artifact, or its compile failure when
     /// the compiler itself said no (not a limit, which another run might not meet).
-    pub fn from_outcome(outcome: &mut Outcome) -> Option<Cached> {
-        if let Some(a) = outcome.artifact.take() {
-            return Some(Cached::Built(a));
+    pub fn from_outcome(outcome: &Outcome) -> Option<Cached> {
+        if let Some(a) = &outcome.artifact {
+            return Some(Cached::Built(a.clone()));
         }
         let compiler_said_no = outcome.status == Status::CompileError
             && outcome

@@ -86,6 +86,76 @@ pub struct Outcome {
     /// pod beside the outcome (`RunnerReport::Built`), never in results.
     #[serde(skip)]
     pub artifact: Option<crate::job::Artifact>,
+    /// A test-case set's runs, in test order (empty for a submission without `tests`).
+    #[serde(default)]
+    pub tests: Vec<TestOutcome>,
+}
+
+/// One test's run in a test-case set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TestOutcome {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    pub cpu_time_ms: u64,
+    pub wall_time_ms: u64,
+    pub memory_bytes: u64,
+    pub message: Option<String>,
+}
+
+impl TestOutcome {
+    pub fn of(o: &Outcome) -> TestOutcome {
+        TestOutcome {
+            status: o.status,
+            exit_code: o.exit_code,
+            signal: o.signal,
+            stdout: o.stdout.clone(),
+            stderr: o.stderr.clone(),
+            cpu_time_ms: o.cpu_time_ms,
+            wall_time_ms: o.wall_time_ms,
+            memory_bytes: o.memory_bytes,
+            message: o.message.clone(),
+        }
+    }
+}
+
+/// An outcome as bincode held it before `tests` (journals and results topics of that time).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct FirstOutcome {
+    status: Status,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    stdout: Bytes,
+    stderr: Bytes,
+    compile_output: Bytes,
+    cpu_time_ms: u64,
+    wall_time_ms: u64,
+    memory_bytes: u64,
+    message: Option<String>,
+    forked: bool,
+}
+
+impl From<FirstOutcome> for Outcome {
+    fn from(f: FirstOutcome) -> Outcome {
+        Outcome {
+            status: f.status,
+            exit_code: f.exit_code,
+            signal: f.signal,
+            stdout: f.stdout,
+            stderr: f.stderr,
+            compile_output: f.compile_output,
+            cpu_time_ms: f.cpu_time_ms,
+            wall_time_ms: f.wall_time_ms,
+            memory_bytes: f.memory_bytes,
+            message: f.message,
+            forked: f.forked,
+            artifact: None,
+            tests: Vec::new(),
+        }
+    }
 }
 
 impl Outcome {
@@ -104,6 +174,7 @@ impl Outcome {
             message: Some(message.into()),
             forked: false,
             artifact: None,
+            tests: Vec::new(),
         }
     }
 }

@@ -19,6 +19,52 @@ pub struct RunResult {
     pub finished_at_ms: u64,
 }
 
+/// A result as bincode held it before test-case sets (see `crate::outcome::FirstOutcome`).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct FirstRunResult {
+    id: String,
+    language: String,
+    outcome: crate::outcome::FirstOutcome,
+    attempts: u32,
+    created_at_ms: u64,
+    finished_at_ms: u64,
+}
+
+impl From<FirstRunResult> for RunResult {
+    fn from(f: FirstRunResult) -> RunResult {
+        RunResult {
+            id: f.id,
+            language: f.language,
+            outcome: f.outcome.into(),
+            attempts: f.attempts,
+            created_at_ms: f.created_at_ms,
+            finished_at_ms: f.finished_at_ms,
+        }
+    }
+}
+
+impl RunResult {
+    /// A bincode result in the current layout or the one before test-case sets.
+    pub fn from_bincode(b: &[u8]) -> Result<RunResult, String> {
+        crate::submission::decode_bincode::<RunResult, FirstRunResult>(b)
+    }
+}
+
+/// One test of a test-case set as users see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TestView {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub cpu_time_ms: u64,
+    pub wall_time_ms: u64,
+    pub memory_bytes: u64,
+    pub message: Option<String>,
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -64,6 +110,9 @@ pub struct ResultView {
     pub finished_at: String,
     /// Judge0's status id for the same verdict, for clients moving from Judge0.
     pub judge0_status_id: u8,
+    /// A test-case set's runs in test order (`tests.N.stdout` in `base64_fields` when not UTF-8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestView>,
 }
 
 impl RunResult {
@@ -80,7 +129,24 @@ impl RunResult {
         let stdout = field("stdout", &o.stdout);
         let stderr = field("stderr", &o.stderr);
         let compile_output = field("compile_output", &o.compile_output);
+        let tests = o
+            .tests
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TestView {
+                status: t.status,
+                exit_code: t.exit_code,
+                signal: t.signal,
+                stdout: field(&format!("tests.{i}.stdout"), &t.stdout),
+                stderr: field(&format!("tests.{i}.stderr"), &t.stderr),
+                cpu_time_ms: t.cpu_time_ms,
+                wall_time_ms: t.wall_time_ms,
+                memory_bytes: t.memory_bytes,
+                message: t.message.clone(),
+            })
+            .collect();
         ResultView {
+            tests,
             id: self.id.clone(),
             status: o.status,
             language: self.language.clone(),
@@ -138,6 +204,24 @@ impl ResultView {
                 message: self.message.clone(),
                 forked: false,
                 artifact: None,
+                tests: self
+                    .tests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        Ok(crate::outcome::TestOutcome {
+                            status: t.status,
+                            exit_code: t.exit_code,
+                            signal: t.signal,
+                            stdout: bytes(&format!("tests.{i}.stdout"), t.stdout.clone())?,
+                            stderr: bytes(&format!("tests.{i}.stderr"), t.stderr.clone())?,
+                            cpu_time_ms: t.cpu_time_ms,
+                            wall_time_ms: t.wall_time_ms,
+                            memory_bytes: t.memory_bytes,
+                            message: t.message.clone(),
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
             },
             created_at_ms: ms(&self.created_at)?,
             finished_at_ms: ms(&self.finished_at)?,

@@ -90,6 +90,28 @@ pub struct Submission {
     /// Judge0-compatible API).
     #[serde(default)]
     pub callback_format: CallbackFormat,
+    /// A test-case set: compiled once, each test run in a fresh pod of its own; the result holds
+    /// every test's run in `tests`.
+    #[serde(default)]
+    pub tests: Vec<TestCase>,
+    /// With `tests`: stop at the first test that is not accepted (in test order).
+    #[serde(default)]
+    pub stop_on_first_failure: bool,
+}
+
+/// One test of a test-case set: its stdin and expected output, and optionally its own args and
+/// limits (else the submission's).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    #[serde(default)]
+    pub stdin: String,
+    #[serde(default)]
+    pub expected_output: Option<String>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Option<RequestedLimits>,
 }
 
 /// A submission as bincode held it before `compiler_options` and `callback_format` (journals
@@ -221,6 +243,21 @@ pub struct LimitPolicy {
     pub max_args: usize,
     /// Source files and stdin together, decoded.
     pub max_submission_bytes: usize,
+    /// Tests in one test-case set.
+    #[serde(default = "default_max_tests")]
+    pub max_tests: usize,
+    /// Bytes of test output (stdout and stderr of every test together) one result holds; past
+    /// it later tests' output is cut, and they say so.
+    #[serde(default = "default_max_tests_output")]
+    pub max_tests_output_bytes: usize,
+}
+
+fn default_max_tests() -> usize {
+    100
+}
+
+fn default_max_tests_output() -> usize {
+    16 << 20
 }
 
 impl Default for LimitPolicy {
@@ -262,6 +299,8 @@ impl Default for LimitPolicy {
             max_files: 64,
             max_args: 256,
             max_submission_bytes: 32 << 20,
+            max_tests: default_max_tests(),
+            max_tests_output_bytes: default_max_tests_output(),
         }
     }
 }
@@ -453,6 +492,46 @@ impl Submission {
             prebuilt: None,
             keep_artifact: false,
         })
+    }
+
+    /// A test-case set's jobs, one per test in test order: each is the submission with the
+    /// test's stdin, expected output, args and limits. Every test is checked now.
+    pub fn resolve_tests(
+        &self,
+        id: &str,
+        registry: &Registry,
+        policy: &LimitPolicy,
+    ) -> Result<Vec<Job>, Invalid> {
+        if self.tests.len() > policy.max_tests {
+            return Err(Invalid(format!(
+                "{} tests is over the maximum of {}",
+                self.tests.len(),
+                policy.max_tests
+            )));
+        }
+        let stdin_total: usize = self.tests.iter().map(|t| t.stdin.len()).sum();
+        if stdin_total > policy.max_submission_bytes {
+            return Err(Invalid(format!(
+                "the tests' stdin comes to {stdin_total} bytes, over the maximum of {}",
+                policy.max_submission_bytes
+            )));
+        }
+        self.tests
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let one = Submission {
+                    stdin: t.stdin.clone(),
+                    expected_output: t.expected_output.clone(),
+                    args: t.args.clone().unwrap_or_else(|| self.args.clone()),
+                    limits: t.limits.clone().unwrap_or_else(|| self.limits.clone()),
+                    tests: Vec::new(),
+                    ..self.clone()
+                };
+                one.resolve(id, registry, policy)
+                    .map_err(|e| Invalid(format!("tests[{i}]: {}", e.0)))
+            })
+            .collect()
     }
 
     /// The run limits: requested values, or defaults; each checked against the maximum.

@@ -306,6 +306,36 @@ impl Drop for PrivateBroker {
 }
 
 #[test]
+fn one_message_with_tests_gives_one_result_with_all_of_them() {
+    let Some(brokers) = broker() else { return };
+    let topics = Topics::create(&brokers, "sets", 2);
+    let _scheduler = Scheduler::start(&topics, &format!("{}-a", topics.prefix), &[]);
+    let p = topics.producer();
+    for id in ["set-0", "set-1"] {
+        let body = json!({"id": id, "language": "c",
+            "source": "#include <stdio.h>\nint main(void) { int x; scanf(\"%d\", &x); printf(\"%d\\n\", x + 1); return 0; }",
+            "tests": [{"stdin": "1", "expected_output": "2"}, {"stdin": "2", "expected_output": "3"}, {"stdin": "3", "expected_output": "5"}]});
+        topics.send(&p, id, &serde_json::to_vec(&body).unwrap(), None);
+    }
+    p.flush(Duration::from_secs(30)).expect("flushed");
+    let by_id = topics.results_by_id(2, Duration::from_secs(120));
+    for id in ["set-0", "set-1"] {
+        let results = &by_id[id];
+        assert_eq!(results.len(), 1, "{id}: one committed result");
+        let r = &results[0];
+        assert_eq!(r["status"], "wrong_answer", "{r}");
+        let statuses: Vec<&str> = r["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["accepted", "accepted", "wrong_answer"]);
+        assert_eq!(r["tests"][2]["stdout"], "4\n");
+    }
+}
+
+#[test]
 fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     if broker().is_none() {
         return;

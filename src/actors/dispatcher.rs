@@ -65,10 +65,52 @@ pub struct RunnerFailing {
 pub struct InFlight;
 
 struct Held {
-    delivery: Delivery,
+    work: Work,
     key: JobKey,
     language: String,
     pool: usize,
+}
+
+/// What a runner holds: a whole submission, or one test of a test-case set (the set keeps the
+/// delivery).
+enum Work {
+    Whole(Delivery),
+    Test { id: String, index: usize },
+}
+
+/// A test-case set in flight: its first test compiles (and runs), then every other test runs in a
+/// pod of its own with that build laid in, in parallel; one result holds them all.
+struct TestSet {
+    delivery: Delivery,
+    language: String,
+    pool: usize,
+    jobs: Vec<crate::job::Job>,
+    /// Tests not yet given to a runner, in test order.
+    pending: VecDeque<usize>,
+    results: Vec<Option<Outcome>>,
+    attempts: Vec<u32>,
+    running: usize,
+    /// The first test has come back (it compiled the program).
+    compiled: bool,
+    built: Option<crate::job::Artifact>,
+    compile_output: crate::bytes::Bytes,
+    stop_on_first_failure: bool,
+    /// The first test, in test order, known not to be accepted.
+    failed: Option<usize>,
+}
+
+impl TestSet {
+    /// The tests whose results the set waits for: all, or up to the first failure.
+    fn needed(&self) -> usize {
+        match (self.stop_on_first_failure, self.failed) {
+            (true, Some(f)) => f + 1,
+            _ => self.jobs.len(),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.running == 0 && self.results[..self.needed()].iter().all(Option::is_some)
+    }
 }
 
 /// Which pool a submitted language name goes to.
@@ -98,6 +140,9 @@ pub struct Dispatcher {
     routes: HashMap<String, Route>,
     /// (running, waiting) per pool as last told to the backend.
     demand: Vec<(usize, usize)>,
+    /// Test-case sets in flight by submission id, and the order they came in.
+    sets: HashMap<String, TestSet>,
+    set_order: VecDeque<String>,
 }
 
 impl Dispatcher {
@@ -113,6 +158,8 @@ impl Dispatcher {
             failing: HashMap::new(),
             routes: HashMap::new(),
             demand: Vec::new(),
+            sets: HashMap::new(),
+            set_order: VecDeque::new(),
         }
     }
 
@@ -171,6 +218,8 @@ impl Dispatcher {
         let Some(peers) = self.peers.clone() else {
             return;
         };
+        // Tests of sets in flight go first: their submissions are already running.
+        self.assign_tests();
         // Jobs whose pool has no idle runner now keep their place for the next round.
         let (mut blocked_retry, mut blocked) = (VecDeque::new(), VecDeque::new());
         while !self.idle.is_empty() && self.ledger.len() < self.shared.max_parallel_jobs {
@@ -210,6 +259,25 @@ impl Dispatcher {
             let env = &delivery.envelope;
             let _span =
                 info_span!("submission", id = %env.id, attempt = delivery.attempt).entered();
+            if !env.submission.tests.is_empty() {
+                let jobs = env.submission.resolve_tests(
+                    &env.id,
+                    &self.shared.registry,
+                    &self.shared.policy,
+                );
+                let language = env.submission.language.clone();
+                match (jobs, pool) {
+                    (Ok(jobs), Some(pool)) => self.start_set(delivery, language, pool, jobs),
+                    (Ok(_), None) => unreachable!("a known language has a route"),
+                    (Err(invalid), _) => self.publish(
+                        &peers,
+                        delivery,
+                        language,
+                        Outcome::failed(Status::Rejected, invalid.0),
+                    ),
+                }
+                continue;
+            }
             let job =
                 match env
                     .submission
@@ -231,6 +299,7 @@ impl Dispatcher {
             let key = JobKey {
                 id: env.id.clone(),
                 attempt: delivery.attempt,
+                test: None,
             };
             tracing::debug!(runner, pool, "dispatching");
             let _ = self.shared.events.send(Event {
@@ -245,13 +314,15 @@ impl Dispatcher {
             self.ledger.insert(
                 runner,
                 Held {
-                    delivery,
+                    work: Work::Whole(delivery),
                     key,
                     language,
                     pool,
                 },
             );
         }
+        // A set that came in this round starts now, if a runner is left.
+        self.assign_tests();
         while let Some(d) = blocked_retry.pop_back() {
             self.retry.push_front(d);
         }
@@ -300,7 +371,217 @@ impl Dispatcher {
         }
     }
 
+    fn start_set(
+        &mut self,
+        delivery: Delivery,
+        language: String,
+        pool: usize,
+        jobs: Vec<crate::job::Job>,
+    ) {
+        let n = jobs.len();
+        let id = delivery.envelope.id.clone();
+        // An interpreted language has nothing to build: every test may start at once. A
+        // compiled one's first test brings its build back for the others.
+        let mut jobs = jobs;
+        let compiled = jobs[0].compile.is_none();
+        jobs[0].keep_artifact = !compiled;
+        let set = TestSet {
+            stop_on_first_failure: delivery.envelope.submission.stop_on_first_failure,
+            delivery,
+            language,
+            pool,
+            jobs,
+            pending: (0..n).collect(),
+            results: vec![None; n],
+            attempts: vec![1; n],
+            running: 0,
+            compiled,
+            built: None,
+            compile_output: Default::default(),
+            failed: None,
+        };
+        let _ = self.shared.events.send(Event {
+            id: id.clone(),
+            kind: EventKind::Running,
+        });
+        self.set_order.push_back(id.clone());
+        self.sets.insert(id, set);
+    }
+
+    /// Gives idle runners the next tests of the sets in flight: a set's first test alone (it
+    /// compiles), then the rest as runners of its pool come free.
+    fn assign_tests(&mut self) {
+        for id in self.set_order.clone() {
+            loop {
+                if self.ledger.len() >= self.shared.max_parallel_jobs {
+                    return;
+                }
+                let Some(set) = self.sets.get_mut(&id) else {
+                    break;
+                };
+                if !set.compiled && set.running > 0 {
+                    break; // the build comes from the first test
+                }
+                let Some(&index) = set.pending.front() else {
+                    break;
+                };
+                if index >= set.needed() {
+                    set.pending.clear();
+                    break;
+                }
+                let Some(slot) = self.idle.iter().position(|(_, p, _)| *p == set.pool) else {
+                    break;
+                };
+                set.pending.pop_front();
+                set.running += 1;
+                let mut job = set.jobs[index].clone();
+                if let Some(built) = &set.built {
+                    job.prebuilt = Some(built.clone());
+                }
+                let key = JobKey {
+                    id: id.clone(),
+                    attempt: set.attempts[index],
+                    test: Some(index),
+                };
+                let (language, pool) = (set.language.clone(), set.pool);
+                let (runner, _, addr) = self.idle.remove(slot).expect("slot is in range");
+                addr.do_send(RunJob {
+                    job,
+                    key: key.clone(),
+                });
+                self.ledger.insert(
+                    runner,
+                    Held {
+                        work: Work::Test {
+                            id: id.clone(),
+                            index,
+                        },
+                        key,
+                        language,
+                        pool,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A test of set `id` came back (or was lost: `Err`, run again up to `max_attempts`).
+    fn test_done(&mut self, id: &str, index: usize, result: Result<Outcome, String>) {
+        let max_attempts = self.shared.max_attempts;
+        let Some(set) = self.sets.get_mut(id) else {
+            return;
+        };
+        set.running -= 1;
+        match result {
+            Ok(mut outcome) => {
+                if index == 0 && !set.compiled {
+                    set.compiled = true;
+                    set.built = outcome.artifact.take();
+                    set.compile_output = outcome.compile_output.clone();
+                    if outcome.status == Status::CompileError {
+                        // Nothing to run the other tests with: the compile error is the result.
+                        set.pending.clear();
+                        set.failed = Some(0);
+                        set.stop_on_first_failure = true;
+                    }
+                }
+                outcome.artifact = None;
+                if outcome.status != Status::Accepted {
+                    set.failed = Some(set.failed.map_or(index, |f| f.min(index)));
+                }
+                set.results[index] = Some(outcome);
+            }
+            Err(reason) => {
+                set.attempts[index] += 1;
+                if set.attempts[index] > max_attempts {
+                    let message = format!(
+                        "gave up after {max_attempts} attempts; the last one failed because {reason}"
+                    );
+                    set.results[index] = Some(Outcome::failed(Status::InternalError, message));
+                    set.failed = Some(set.failed.map_or(index, |f| f.min(index)));
+                } else {
+                    set.pending.push_front(index);
+                }
+            }
+        }
+        if set.complete() {
+            let set = self.sets.remove(id).expect("present");
+            self.set_order.retain(|s| s != id);
+            self.finish_set(set);
+        }
+    }
+
+    /// One result for a whole set: the first test that is not accepted (in test order) gives
+    /// the status and the top-level output, every test's run is in `tests`.
+    fn finish_set(&self, set: TestSet) {
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
+        let n = set.jobs.len();
+        let runs: Vec<Outcome> = set
+            .results
+            .into_iter()
+            .take(set.failed.map_or(n, |f| if set.stop_on_first_failure { f + 1 } else { n }))
+            .map(|r| r.expect("complete"))
+            .collect();
+        if runs.len() == 1 && runs[0].status == Status::CompileError {
+            let outcome = runs.into_iter().next().expect("one");
+            self.publish(&peers, set.delivery, set.language, outcome);
+            return;
+        }
+        let first_bad = runs.iter().position(|o| o.status != Status::Accepted);
+        let head = &runs[first_bad.unwrap_or(0)];
+        let mut tests: Vec<crate::outcome::TestOutcome> =
+            runs.iter().map(crate::outcome::TestOutcome::of).collect();
+        // The result stays bounded: past the budget, later tests' output is cut and says so.
+        let mut budget = self.shared.policy.max_tests_output_bytes;
+        for t in &mut tests {
+            let size = t.stdout.len() + t.stderr.len();
+            if size > budget {
+                let keep_out = t.stdout.len().min(budget);
+                t.stdout.0.truncate(keep_out);
+                t.stderr.0.truncate(budget - keep_out);
+                let note = format!(
+                    "output cut: a result holds at most {} bytes of test output (max_tests_output_bytes)",
+                    self.shared.policy.max_tests_output_bytes
+                );
+                t.message = Some(match t.message.take() {
+                    Some(m) => format!("{m}; {note}"),
+                    None => note,
+                });
+            }
+            budget -= t.stdout.len() + t.stderr.len();
+        }
+        let message = match first_bad {
+            Some(i) => format!(
+                "test {} of {n}{}: {}",
+                i + 1,
+                if runs.len() < n { " (stopped there)" } else { "" },
+                head.message.clone().unwrap_or_else(|| head.status.to_string())
+            ),
+            None => format!("all {n} tests accepted"),
+        };
+        let outcome = Outcome {
+            status: head.status,
+            exit_code: head.exit_code,
+            signal: head.signal,
+            stdout: tests[first_bad.unwrap_or(0)].stdout.clone(),
+            stderr: tests[first_bad.unwrap_or(0)].stderr.clone(),
+            compile_output: set.compile_output,
+            cpu_time_ms: runs.iter().map(|o| o.cpu_time_ms).max().unwrap_or(0),
+            wall_time_ms: runs.iter().map(|o| o.wall_time_ms).max().unwrap_or(0),
+            memory_bytes: runs.iter().map(|o| o.memory_bytes).max().unwrap_or(0),
+            message: Some(message),
+            forked: false,
+            artifact: None,
+            tests,
+        };
+        self.publish(&peers, set.delivery, set.language, outcome);
+    }
+
     fn publish(&self, peers: &Peers, delivery: Delivery, language: String, outcome: Outcome) {
+        let mut outcome = outcome;
+        outcome.artifact = None;
         let result = RunResult {
             id: delivery.envelope.id.clone(),
             language,
@@ -317,7 +598,14 @@ impl Dispatcher {
         let Some(peers) = self.peers.clone() else {
             return;
         };
-        let mut delivery = held.delivery;
+        let mut delivery = match held.work {
+            Work::Whole(d) => d,
+            Work::Test { id, index } => {
+                warn!(%id, test = index, %reason, "a test's run was lost");
+                self.test_done(&id, index, Err(reason));
+                return;
+            }
+        };
         warn!(id = %held.key.id, attempt = delivery.attempt, %reason, "a run was lost");
         self.shared
             .metrics
@@ -411,13 +699,22 @@ impl Handler<JobDone> for Dispatcher {
                 return; // a late report from a run that was already given up on
             }
             let held = this.ledger.remove(&msg.runner).expect("checked present");
-            match msg.result {
-                Ok(outcome) => {
+            match (held.work, msg.result) {
+                (Work::Test { id, index }, Ok(outcome)) => this.test_done(&id, index, Ok(outcome)),
+                (Work::Whole(delivery), Ok(outcome)) => {
                     if let Some(peers) = this.peers.clone() {
-                        this.publish(&peers, held.delivery, held.language, outcome);
+                        this.publish(&peers, delivery, held.language, outcome);
                     }
                 }
-                Err(e) => this.lost(held, e.to_string()),
+                (work, Err(e)) => this.lost(
+                    Held {
+                        work,
+                        key: held.key,
+                        language: held.language,
+                        pool: held.pool,
+                    },
+                    e.to_string(),
+                ),
             }
             this.assign();
         });
@@ -437,10 +734,15 @@ impl Handler<Overran> for Dispatcher {
                  watchdog's grace; its pod was deleted",
                 msg.after_ms
             );
-            if let Some(peers) = this.peers.clone() {
-                let mut outcome = Outcome::failed(Status::TimeLimitExceeded, message);
-                outcome.wall_time_ms = msg.after_ms;
-                this.publish(&peers, held.delivery, held.language, outcome);
+            let mut outcome = Outcome::failed(Status::TimeLimitExceeded, message);
+            outcome.wall_time_ms = msg.after_ms;
+            match held.work {
+                Work::Test { id, index } => this.test_done(&id, index, Ok(outcome)),
+                Work::Whole(delivery) => {
+                    if let Some(peers) = this.peers.clone() {
+                        this.publish(&peers, delivery, held.language, outcome);
+                    }
+                }
             }
             this.assign();
         });
@@ -460,6 +762,6 @@ impl Handler<RunnerFailing> for Dispatcher {
 impl Handler<InFlight> for Dispatcher {
     type Result = usize;
     fn handle(&mut self, _: InFlight, _: &mut Context<Self>) -> usize {
-        self.ledger.len() + self.retry.len() + self.waiting.len()
+        self.ledger.len() + self.retry.len() + self.waiting.len() + self.sets.len()
     }
 }

@@ -93,6 +93,8 @@ pub struct Connect(pub Peers);
 pub struct JobKey {
     pub id: String,
     pub attempt: u32,
+    /// Which test of a test-case set this run is (None: the whole submission).
+    pub test: Option<usize>,
 }
 
 /// Runs a handler body; a panic in it stops the actor so that its supervisor restarts it.

@@ -49,6 +49,8 @@ pub struct PodRunner {
     current: Option<JobKey>,
     /// The compile cache key of the running job, when its build is to be kept.
     cache_key: Option<String>,
+    /// The cached build laid into the running job.
+    laid_in: Option<crate::job::Artifact>,
     failures: u32,
     rng: u64,
 }
@@ -61,6 +63,7 @@ impl PodRunner {
             pool,
             shared,
             cache_key: None,
+            laid_in: None,
             peers,
             pod: None,
             generation: 0,
@@ -189,6 +192,7 @@ impl Handler<RunJob> for PodRunner {
             // The compile cache: a compile error answers at once, a build is laid in, a miss
             // asks the pod for what the compile step makes.
             this.cache_key = None;
+            this.laid_in = None;
             if let Some(cache) = &this.shared.compile_cache {
                 let version = this
                     .shared
@@ -198,9 +202,15 @@ impl Handler<RunJob> for PodRunner {
                     .find(|l| l.name == job.language)
                     .map(|l| l.version.as_str())
                     .unwrap_or("");
-                if let Some(k) = crate::compile_cache::CompileCache::key(&job, version) {
+                let key_of = (job.prebuilt.is_none()).then(|| crate::compile_cache::CompileCache::key(&job, version)).flatten();
+                if let Some(k) = key_of {
                     match cache.get(&k) {
-                        Some(crate::compile_cache::Cached::Built(a)) => job.prebuilt = Some(a),
+                        Some(crate::compile_cache::Cached::Built(a)) => {
+                            // Handed back with the outcome as if just built: a test-case set
+                            // lays it into its other tests.
+                            this.laid_in = Some(a.clone());
+                            job.prebuilt = Some(a);
+                        }
                         Some(failed) => {
                             this.peers.dispatcher.do_send(JobDone {
                                 runner: this.id,
@@ -285,11 +295,16 @@ impl Handler<Ran> for PodRunner {
             }
             this.current = None;
             let mut result = msg.result;
-            if let Ok(outcome) = &mut result {
-                let keep = crate::compile_cache::Cached::from_outcome(outcome);
-                if let (Some(cache), Some(k), Some(entry)) =
-                    (this.shared.compile_cache.clone(), this.cache_key.take(), keep)
-                {
+            if let (Ok(outcome), Some(a)) = (&mut result, this.laid_in.take()) {
+                outcome.artifact.get_or_insert(a);
+            }
+            if let Ok(outcome) = &result {
+                // The artifact stays in the outcome too: a test-case set lays it into its
+                // other tests' jobs.
+                let keep = this.cache_key.take().and_then(|k| {
+                    Some((k, crate::compile_cache::Cached::from_outcome(outcome)?))
+                });
+                if let (Some(cache), Some((k, entry))) = (this.shared.compile_cache.clone(), keep) {
                     // Off the actors' thread: an entry can be megabytes.
                     tokio::task::spawn_blocking(move || cache.put(&k, &entry));
                 }

@@ -182,6 +182,10 @@ fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     sub.resolve(&id, &state.registry, &state.policy)
         .map_err(|e| ApiError::Unprocessable(e.0))?;
+    if !sub.tests.is_empty() {
+        sub.resolve_tests(&id, &state.registry, &state.policy)
+            .map_err(|e| ApiError::Unprocessable(e.0))?;
+    }
     Ok(Envelope {
         id,
         submission: sub,

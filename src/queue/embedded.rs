@@ -274,12 +274,6 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, QueueError> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(store_err)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, QueueError> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(store_err)
-}
-
 impl EmbeddedQueue {
     /// Opens (or creates) the journal in `data_dir` and reloads every unfinished submission.
     pub fn open(data_dir: &Path, bounds: Bounds) -> Result<EmbeddedQueue, QueueError> {
@@ -495,7 +489,9 @@ fn state_in(
         let encoded = files
             .load(raw.value())
             .map_err(|e| QueueError::Store(format!("reading the result of {id}: {e}")))?;
-        return Ok(Some(SubmissionState::Done(Box::new(decode(&encoded)?))));
+        return Ok(Some(SubmissionState::Done(Box::new(
+            RunResult::from_bincode(&encoded).map_err(store_err)?,
+        ))));
     }
     if rx
         .open_table(SUBMISSIONS)

@@ -246,9 +246,7 @@ fn decode_result(m: &rdkafka::message::BorrowedMessage<'_>) -> Result<RunResult,
     });
     let payload = m.payload().unwrap_or_default();
     if bincode {
-        bincode::serde::decode_from_slice(payload, bincode::config::standard())
-            .map(|(r, _)| r)
-            .map_err(|e| format!("malformed bincode result: {e}"))
+        RunResult::from_bincode(payload).map_err(|e| format!("malformed bincode result: {e}"))
     } else {
         serde_json::from_slice::<ResultView>(payload)
             .map_err(|e| format!("malformed JSON result: {e}"))?

@@ -187,6 +187,7 @@ pub fn run_job(
         message,
         forked,
         artifact,
+        tests: Vec::new(),
     }
 }
 
