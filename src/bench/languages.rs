@@ -29,7 +29,7 @@ fn program(dir: &Path, language: &str) -> Option<String> {
 }
 
 /// The job bare on the host: its files in a fresh directory, compile, then run with its stdin.
-fn bare(job: &Job, dir: &Path) -> Result<Duration, String> {
+pub(crate) fn bare(job: &Job, dir: &Path) -> Result<Duration, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     for f in &job.files {

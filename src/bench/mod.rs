@@ -4,6 +4,7 @@
 pub mod kafka;
 pub mod kubernetes;
 pub mod languages;
+pub mod test_sets;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -293,33 +294,52 @@ pub fn http(
     runs: usize,
     concurrency: Option<usize>,
 ) -> Result<String, String> {
-    use std::io::BufRead;
-    let dir = std::env::temp_dir().join(format!("kiln-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(kiln)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        // Filling a warm cache in the background would take CPU from the measurement.
-        .env("KILN_WARM_CACHES", "false")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting kiln serve: {e}"))?;
-    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-    let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-    let addr = first
-        .strip_prefix("kiln listening on ")
-        .ok_or(format!("unexpected first line {first:?}"))?
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    let result = http_measure(&addr, runs, child.id(), concurrency);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let server = ServeChild::start(kiln)?;
+    http_measure(&server.addr, runs, server.child.id(), concurrency)
+}
+
+/// `kiln serve` as a child process on a port of its own and a fresh data dir, stopped (and its
+/// dir removed) when dropped.
+pub struct ServeChild {
+    pub addr: String,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl ServeChild {
+    pub fn start(kiln: &std::path::Path) -> Result<ServeChild, String> {
+        use std::io::BufRead;
+        let dir = std::env::temp_dir().join(format!("kiln-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut child = Command::new(kiln)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .env("RUST_LOG", "warn")
+            // Filling a warm cache in the background would take CPU from the measurement.
+            .env("KILN_WARM_CACHES", "false")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting kiln serve: {e}"))?;
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let addr = first
+            .strip_prefix("kiln listening on ")
+            .ok_or(format!("unexpected first line {first:?}"))?
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Ok(ServeChild { addr, child, dir })
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn http_measure(

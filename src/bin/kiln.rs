@@ -111,6 +111,10 @@ enum Cmd {
         /// pod against the bare toolchain on the host.
         #[arg(long)]
         languages: Option<PathBuf>,
+        /// A C++ solution judged on N tests (`--runs` = N): one submission with `tests`, N
+        /// submissions, and N bare compiles and runs on the host.
+        #[arg(long)]
+        test_sets: bool,
     },
 }
 
@@ -288,7 +292,15 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             kafka,
             kubernetes,
             languages,
+            test_sets,
         } => {
+            if test_sets {
+                let exe = std::env::current_exe().context("finding the kiln binary")?;
+                let report =
+                    kiln::bench::test_sets::run(&exe, runs, 3).map_err(anyhow::Error::msg)?;
+                println!("{report}");
+                return Ok(0);
+            }
             if kubernetes {
                 let report = kiln::bench::kubernetes::run(&s, runs).map_err(anyhow::Error::msg)?;
                 println!("{report}");
