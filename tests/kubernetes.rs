@@ -156,6 +156,63 @@ fn exec_round_trip_returns_the_runners_outcome() {
 }
 
 #[test]
+fn builds_and_test_sets_travel_in_job_frames_to_the_pods_that_run_them() {
+    let Some(kcfg) = cluster() else { return };
+    let ns = Namespace::new(&kcfg, "kiln-builds");
+    let log = PodLog::start(&ns);
+    let server = serve(&ns, "k8s-builds", "builds-0", POOL_OF_3, "");
+    let c = |stdin: &str| json!({"language": "c", "stdin": stdin,
+        "source": "#include <stdio.h>\nint main(void) { int x; scanf(\"%d\", &x); printf(\"%d\\n\", x * 3); return 0; }"});
+    let metric = |event: &str| {
+        let needle = format!("kiln_compile_cache_total{{event=\"{event}\"}} ");
+        server
+            .get_text("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&needle).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let (_, first) = server.post("/v1/submissions?wait=true", &c("2"));
+    assert_eq!(first["stdout"], "6\n", "{first}");
+    let until = Instant::now() + Duration::from_secs(20);
+    while metric("stored") != "1" {
+        assert!(Instant::now() < until, "the build was never stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A fresh pod runs the cached build: it came in the job frame, nothing compiled there.
+    let (_, second) = server.post("/v1/submissions?wait=true", &c("5"));
+    assert_eq!(second["stdout"], "15\n", "{second}");
+    assert_eq!(metric("hit"), "1");
+    assert_ne!(
+        log.pod_of(first["id"].as_str().unwrap()),
+        log.pod_of(second["id"].as_str().unwrap())
+    );
+
+    // A test-case set: one result, each test in a pod of its own.
+    let mut set = c("");
+    set["source"] = json!(set["source"].as_str().unwrap().replace("x * 3", "x * 4"));
+    set["tests"] = json!([{"stdin": "1", "expected_output": "4"}, {"stdin": "2", "expected_output": "8"},
+                          {"stdin": "3", "expected_output": "13"}, {"stdin": "4", "expected_output": "16"}]);
+    let (_, r) = server.post("/v1/submissions?wait=true", &set);
+    assert_eq!(r["status"], "wrong_answer", "{r}");
+    let statuses: Vec<&str> = r["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "accepted", "wrong_answer", "accepted"]);
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pods = log.jobs_by_id().get(r["id"].as_str().unwrap()).copied();
+        if pods == Some(4) {
+            break;
+        }
+        assert!(Instant::now() < until, "the set's tests ran in {pods:?} pods, not 4");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn a_job_past_its_limit_is_time_limit_exceeded_and_its_pod_deleted() {
     let Some(kcfg) = cluster() else { return };
     let ns = Namespace::new(&kcfg, "kiln-tle");
