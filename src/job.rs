@@ -65,6 +65,10 @@ pub struct Job {
     /// A compile cache miss: send back what the compile step made, for the cache.
     #[serde(default)]
     pub keep_artifact: bool,
+    /// An interactive session (`crate::sessions`): the run's stdin stays open for input frames
+    /// after the job frame, and its output is sent as it comes.
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 /// What a compile step made: the files it added to (or changed in) the work dir, and the

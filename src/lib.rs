@@ -25,5 +25,6 @@ pub mod runner;
 pub mod sandbox;
 pub mod scheduler;
 pub mod serve;
+pub mod sessions;
 pub mod submission;
 pub mod warm;

@@ -491,6 +491,7 @@ impl Submission {
             merge_stderr: self.redirect_stderr_to_stdout,
             prebuilt: None,
             keep_artifact: false,
+            interactive: false,
         })
     }
 

@@ -4,6 +4,7 @@
 mod error;
 pub mod judge0;
 mod piston;
+mod piston_ws;
 mod sse;
 
 use std::sync::atomic::Ordering;
@@ -64,6 +65,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 /// Mounts every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     piston::routes(cfg);
+    cfg.route("/api/v2/connect", web::get().to(piston_ws::connect));
     cfg.service(web::scope("/judge0").configure(judge0::endpoints));
     cfg.route("/", web::get().to(playground))
         .route("/playground", web::get().to(playground));

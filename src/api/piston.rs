@@ -67,7 +67,7 @@ struct PistonFile {
 }
 
 #[derive(Deserialize)]
-struct Execute {
+pub(super) struct Execute {
     language: String,
     #[serde(default)]
     version: Option<String>,
@@ -121,31 +121,26 @@ fn stage(
     })
 }
 
-async fn execute(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let body: Value = read_json(payload, state.settings.max_body_bytes).await?;
-    let ex: Execute = match serde_json::from_value(body) {
-        Ok(e) => e,
-        Err(e) => return Ok(refuse(format!("invalid request: {e}"))),
-    };
+/// A Piston request (execute, or a WebSocket's init) as a Kiln submission, with its language;
+/// Err is Piston's message for a request it refuses.
+pub(super) fn to_submission(
+    state: &ApiState,
+    ex: Execute,
+) -> Result<(Submission, crate::languages::Language), String> {
     // Piston asks for a version; "*" or a prefix of the one here is accepted.
     let version = ex.version.filter(|v| !v.is_empty() && v != "*");
     let lang = match state.registry.find(&ex.language, version.as_deref()) {
         Ok(l) => l,
         Err(_) => {
-            return Ok(refuse(format!(
+            return Err(format!(
                 "{}-{} runtime is unknown",
                 ex.language,
                 version.as_deref().unwrap_or("*")
-            )))
+            ))
         }
     };
     if ex.files.is_empty() {
-        return Ok(refuse("files is required as an array of at least one file"));
+        return Err("files is required as an array of at least one file".into());
     }
     let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
     let sub = Submission {
@@ -172,6 +167,24 @@ async fn execute(
         ..Default::default()
     };
     let _ = (ex.compile_timeout, ex.compile_memory_limit); // the compile step keeps Kiln's limits
+    Ok((sub, lang.clone()))
+}
+
+async fn execute(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let body: Value = read_json(payload, state.settings.max_body_bytes).await?;
+    let ex: Execute = match serde_json::from_value(body) {
+        Ok(e) => e,
+        Err(e) => return Ok(refuse(format!("invalid request: {e}"))),
+    };
+    let (sub, lang) = match to_submission(&state, ex) {
+        Ok(x) => x,
+        Err(m) => return Ok(refuse(m)),
+    };
     let env = match accept(&state, sub) {
         Ok(env) => env,
         Err(ApiError::BadRequest(m)) | Err(ApiError::Unprocessable(m)) => return Ok(refuse(m)),

@@ -444,6 +444,36 @@ impl LocalPod {
         }
     }
 
+    /// Sends a session's input to the runner, on a writer of its own (a dup of the job pipe), as
+    /// it comes; ends with the job.
+    fn relay_inputs(
+        &self,
+        mut inputs: tokio::sync::mpsc::UnboundedReceiver<crate::sessions::Input>,
+    ) -> Result<tokio::task::JoinHandle<()>, PodError> {
+        use std::os::fd::AsFd;
+        let fd = self
+            .to_runner
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| PodError::Lost(format!("duplicating the job pipe: {e}")))?;
+        let mut writer = pipe::Sender::from_owned_fd(fd)
+            .map_err(|e| PodError::Lost(format!("the job pipe's duplicate: {e}")))?;
+        Ok(tokio::spawn(async move {
+            while let Some(input) = inputs.recv().await {
+                let Ok(frame) = protocol::encode(&input) else {
+                    continue;
+                };
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            // The client is gone: the program's stdin ends.
+            if let Ok(frame) = protocol::encode(&crate::sessions::Input::CloseStdin) {
+                let _ = writer.write_all(&frame).await;
+            }
+        }))
+    }
+
     async fn read_report(&mut self) -> Result<RunnerReport, String> {
         let mut len = [0u8; 4];
         self.from_runner
@@ -527,16 +557,42 @@ impl StandbyPod for LocalPod {
                     }
                     _ => None,
                 };
+                // An interactive session for this submission: its input goes to the runner after
+                // the job frame, its output comes back in Output frames before the outcome.
+                let session = crate::sessions::take(&job.id);
+                let mut job = job;
+                job.interactive = session.is_some();
                 let frame = protocol::encode(&job).map_err(PodError::Lost)?;
                 self.to_runner
                     .write_all(&frame)
                     .await
                     .map_err(|e| PodError::Lost(format!("sending the job: {e}")))?;
-                match self.read_report().await.map(RunnerReport::into_outcome) {
-                    Ok(Ok(outcome)) => Ok(outcome),
-                    Ok(Err(other)) => Err(PodError::Lost(format!("unexpected report {other:?}"))),
-                    Err(e) => Err(PodError::Lost(e)),
+                let (outputs, relay) = match session {
+                    Some(ends) => (Some(ends.outputs), Some(self.relay_inputs(ends.inputs)?)),
+                    None => (None, None),
+                };
+                let outcome = loop {
+                    match self.read_report().await {
+                        Ok(RunnerReport::Output { stream, data }) => {
+                            if let Some(o) = &outputs {
+                                let _ = o.send((stream, data));
+                            }
+                        }
+                        Ok(report) => {
+                            break match report.into_outcome() {
+                                Ok(outcome) => Ok(outcome),
+                                Err(other) => {
+                                    Err(PodError::Lost(format!("unexpected report {other:?}")))
+                                }
+                            }
+                        }
+                        Err(e) => break Err(PodError::Lost(e)),
+                    }
+                };
+                if let Some(relay) = relay {
+                    relay.abort();
                 }
+                outcome
             }
             .await;
             // The outcome goes back now; tearing the pod down is nobody's latency.

@@ -61,6 +61,83 @@ const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs one command in `zygote` and watches it to the end. When it ends, every other process in
 /// the pod is killed except `keep` (the next stage's zygote).
+/// An interactive run's link to the host: input frames (`crate::sessions::Input`) arrive on the
+/// runner's stdin after the job frame, output goes out as `RunnerReport::Output` frames on its
+/// stdout as the program writes it.
+pub struct Live {
+    input: RawFd,
+    output: RawFd,
+    pending: Vec<u8>,
+    /// The host said stdin is done (or went away).
+    closed: bool,
+}
+
+impl Live {
+    /// On the runner's own stdin and stdout (read unbuffered, so no frame sits in a buffer).
+    pub fn stdio() -> io::Result<Live> {
+        set_nonblocking(0)?;
+        Ok(Live {
+            input: 0,
+            output: 1,
+            pending: Vec::new(),
+            closed: false,
+        })
+    }
+
+    fn send(&self, stream: u8, data: &[u8]) {
+        let report = super::protocol::RunnerReport::Output {
+            stream,
+            data: data.to_vec(),
+        };
+        if let Ok(frame) = super::protocol::encode(&report) {
+            let mut at = 0;
+            while at < frame.len() {
+                let n = unsafe {
+                    libc::write(self.output, frame[at..].as_ptr().cast(), frame.len() - at)
+                };
+                if n < 0 {
+                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return;
+                }
+                at += n as usize;
+            }
+        }
+    }
+
+    /// Reads what the host sent; returns the whole input frames in it.
+    fn receive(&mut self) -> Vec<crate::sessions::Input> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            let n = unsafe { libc::read(self.input, chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n == 0 {
+                self.closed = true; // the host is gone: no more input
+                break;
+            }
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            self.pending.extend_from_slice(&chunk[..n as usize]);
+        }
+        let mut out = Vec::new();
+        while self.pending.len() >= 4 {
+            let len = u32::from_le_bytes(self.pending[..4].try_into().expect("4 bytes")) as usize;
+            if self.pending.len() < 4 + len {
+                break;
+            }
+            if let Ok(input) = super::protocol::decode(&self.pending[4..4 + len]) {
+                out.push(input);
+            }
+            self.pending.drain(..4 + len);
+        }
+        out
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn execute(
     mut zygote: Zygote,
@@ -72,6 +149,7 @@ pub fn execute(
     capture: Capture,
     isolation: &Isolation,
     keep: Option<i32>,
+    live: Option<Live>,
 ) -> io::Result<Execution> {
     zygote.wait_ready()?;
     if let Some(cg) = &isolation.cgroup {
@@ -95,7 +173,7 @@ pub fn execute(
         user: isolation.sandbox_user,
         network: limits.network,
         merged: capture == Capture::Merged,
-        no_stdin: stdin.is_empty(),
+        no_stdin: stdin.is_empty() && live.is_none(),
     };
 
     let started = Instant::now();
@@ -105,9 +183,11 @@ pub fn execute(
     let [stdin_fd, out_read, err_read] = zygote.stdio.take().expect("stdio is taken once");
 
     let mut watch = Watch {
-        stdin: (!stdin.is_empty()).then_some(stdin_fd),
-        stdin_data: stdin,
+        stdin: (!stdin.is_empty() || live.is_some()).then_some(stdin_fd),
+        stdin_data: stdin.to_vec(),
         stdin_pos: 0,
+        pid,
+        live,
         streams: [
             Some(out_read),
             (capture == Capture::Separate).then_some(err_read),
@@ -179,17 +259,19 @@ pub fn execute(
 }
 
 /// The pipes of a running command and what has come through them.
-struct Watch<'a> {
+struct Watch {
     stdin: Option<OwnedFd>,
-    stdin_data: &'a [u8],
+    stdin_data: Vec<u8>,
     stdin_pos: usize,
+    pid: i32,
+    live: Option<Live>,
     streams: [Option<OwnedFd>; 2],
     buffers: [Vec<u8>; 2],
     cap: usize,
     breach: Option<Breach>,
 }
 
-impl Watch<'_> {
+impl Watch {
     /// Waits up to `wait` for something to happen; true when the program has exited.
     fn poll_once(&mut self, pidfd: &OwnedFd, wait: Duration) -> io::Result<bool> {
         let mut fds = vec![libc::pollfd {
@@ -204,10 +286,21 @@ impl Watch<'_> {
                 revents: 0,
             });
         }
+        // Stdin is watched only while there is something to write (an interactive run keeps
+        // it open, empty, between inputs).
         if let Some(s) = &self.stdin {
+            if self.stdin_pos < self.stdin_data.len() {
+                fds.push(libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                });
+            }
+        }
+        if let Some(live) = self.live.as_ref().filter(|l| !l.closed) {
             fds.push(libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLOUT,
+                fd: live.input,
+                events: libc::POLLIN,
                 revents: 0,
             });
         }
@@ -226,6 +319,9 @@ impl Watch<'_> {
                 Err(e)
             };
         }
+        if self.live.as_ref().is_some_and(|l| !l.closed) {
+            self.take_input();
+        }
         for i in 0..2 {
             if self.streams[i].is_some() {
                 self.read_stream(i);
@@ -235,6 +331,23 @@ impl Watch<'_> {
             self.feed_stdin();
         }
         Ok(fds[0].revents & libc::POLLIN != 0)
+    }
+
+    /// An interactive run's input: more stdin, its end, or a signal for the program.
+    fn take_input(&mut self) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        for input in live.receive() {
+            match input {
+                crate::sessions::Input::Stdin(data) => self.stdin_data.extend_from_slice(&data),
+                crate::sessions::Input::CloseStdin => live.closed = true,
+                crate::sessions::Input::Signal(sig) => unsafe {
+                    libc::kill(-self.pid, sig);
+                    libc::kill(self.pid, sig);
+                },
+            }
+        }
     }
 
     /// Reads what is available on one stream, keeping bytes up to the cap. Output past the cap
@@ -258,6 +371,9 @@ impl Watch<'_> {
             let room = self.cap.saturating_sub(buf.len());
             let n = n as usize;
             buf.extend_from_slice(&chunk[..n.min(room)]);
+            if let Some(live) = &self.live {
+                live.send(i as u8 + 1, &chunk[..n.min(room)]);
+            }
             if n > room {
                 self.breach.get_or_insert(Breach::Output);
                 self.streams[i] = None;
@@ -270,6 +386,9 @@ impl Watch<'_> {
         while let Some(fd) = &self.stdin {
             let rest = &self.stdin_data[self.stdin_pos..];
             if rest.is_empty() {
+                if self.live.as_ref().is_some_and(|l| !l.closed) {
+                    return; // more may come
+                }
                 self.stdin = None; // EOF for the program
                 return;
             }

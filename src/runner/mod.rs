@@ -98,6 +98,7 @@ pub fn run_job(
                 Capture::Merged,
                 isolation,
                 keep,
+                None,
             )
         }) {
             Ok(r) => r,
@@ -156,6 +157,12 @@ pub fn run_job(
             },
             isolation,
             None,
+            // Interactive: stdin frames from the host, output to it as it comes.
+            if job.interactive {
+                execute::Live::stdio().ok()
+            } else {
+                None
+            },
         )
     }) {
         Ok(r) => r,

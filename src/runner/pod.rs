@@ -18,9 +18,12 @@ use crate::sandbox::setup::{enter_pod, PodSetup, SetupError, WORK_DIR};
 /// Pod mode: build the pod from the host's `PodSetup`, report ready, run one job, report, exit.
 /// Exiting as pid 1 makes the kernel kill anything left in the pod.
 pub fn serve_pod() -> i32 {
-    let mut input = io::stdin().lock();
+    // Unbuffered: an interactive job's input frames follow the job frame, and the run reads them
+    // from fd 0 itself, so none may sit in a reader's buffer.
+    let mut input = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    let input = &mut *input;
     let mut output = io::stdout().lock();
-    let setup: PodSetup = match read_frame(&mut input) {
+    let setup: PodSetup = match read_frame(input) {
         Ok(Some(s)) => s,
         Ok(None) => return 0,
         Err(e) => {
@@ -72,7 +75,7 @@ pub fn serve_pod() -> i32 {
     if write_frame(&mut output, &RunnerReport::Ready).is_err() {
         return 2;
     }
-    let outcome = match read_frame::<Job>(&mut input) {
+    let outcome = match read_frame::<Job>(input) {
         Ok(Some(job)) => {
             let forked = forked.zip(setup.fork_server.as_ref());
             run_job(&job, Path::new(WORK_DIR), &isolation, Some(zygote), forked)

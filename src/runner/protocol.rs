@@ -22,6 +22,8 @@ pub enum RunnerReport {
     Finished(Box<Outcome>),
     /// As `Finished`, with what the compile step made (the job asked to keep it).
     Built(Box<Outcome>, crate::job::Artifact),
+    /// An interactive run's output as it was written (1 stdout, 2 stderr).
+    Output { stream: u8, data: Vec<u8> },
 }
 
 impl RunnerReport {

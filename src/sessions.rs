@@ -1,0 +1,59 @@
+//! Interactive sessions (Piston's `/api/v2/connect`): a job whose stdin is fed while it runs and
+//! whose output is streamed as it is written, found by its submission id. The WebSocket opens a
+//! session, then submits the job through the queue like any other; the local pod that gets the
+//! job takes the session's ends and relays frames between them and its runner.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// What the host sends a runner during an interactive run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Input {
+    Stdin(Vec<u8>),
+    CloseStdin,
+    Signal(i32),
+}
+
+/// Output as the program writes it: stream 1 is stdout, 2 stderr.
+pub type Chunk = (u8, Vec<u8>);
+
+/// The pod's ends of a session.
+pub struct PodEnds {
+    pub inputs: UnboundedReceiver<Input>,
+    pub outputs: UnboundedSender<Chunk>,
+}
+
+fn sessions() -> &'static Mutex<HashMap<String, PodEnds>> {
+    static SESSIONS: OnceLock<Mutex<HashMap<String, PodEnds>>> = OnceLock::new();
+    SESSIONS.get_or_init(Default::default)
+}
+
+/// Opens a session for submission `id`: the client's ends.
+pub fn open(id: &str) -> (UnboundedSender<Input>, UnboundedReceiver<Chunk>) {
+    let (input_tx, input_rx) = unbounded_channel();
+    let (output_tx, output_rx) = unbounded_channel();
+    sessions().lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id.to_string(),
+        PodEnds {
+            inputs: input_rx,
+            outputs: output_tx,
+        },
+    );
+    (input_tx, output_rx)
+}
+
+/// The pod's ends of `id`'s session, once (a rerun after a lost pod runs without them).
+pub fn take(id: &str) -> Option<PodEnds> {
+    sessions()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id)
+}
+
+/// Forgets a session no pod took.
+pub fn close(id: &str) {
+    take(id);
+}
