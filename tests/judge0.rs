@@ -309,6 +309,53 @@ fn bad_input_gets_judge0s_errors_and_runs_nothing() {
 }
 
 #[test]
+fn limits_in_judge0_units_hold_and_a_full_queue_is_judge0s_503() {
+    let s = Server::start("judge0-limits", &[]);
+    // wall_time_limit in seconds.
+    let r = run(&s, json!({"language_id": 71, "wall_time_limit": 0.5, "source_code": "import time\ntime.sleep(5)"}));
+    assert_eq!(status_of(&r), 5, "{r}");
+    assert!(r["wall_time"].as_str().unwrap().parse::<f64>().unwrap() < 3.0, "{r}");
+    // memory_limit in kilobytes: past it, Runtime Error (Other).
+    let r = run(
+        &s,
+        json!({"language_id": 71, "memory_limit": 65536,
+               "source_code": "hog = []\nwhile True:\n    hog.append(bytearray(8 << 20))"}),
+    );
+    assert_eq!(status_of(&r), 12, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("memory"), "{r}");
+    // max_processes_and_or_threads: a fork bomb stops at the pids limit.
+    let r = run(
+        &s,
+        json!({"language_id": 46, "max_processes_and_or_threads": 8,
+               "source_code": "for i in $(seq 1 40); do sleep 2 & done; wait; echo done"}),
+    );
+    assert!(r["stderr"].as_str().unwrap_or("").contains("fork"), "{r}");
+    // Accepted and within bounds, though Kiln does not need them.
+    let r = run(
+        &s,
+        json!({"language_id": 71, "source_code": "print('ok')", "stack_limit": 65536,
+               "number_of_runs": 3, "cpu_extra_time": 0.5,
+               "enable_per_process_and_thread_time_limit": true}),
+    );
+    assert_eq!(r["stdout"], "ok\n");
+    let (code, e) = s.post(
+        "/judge0/submissions",
+        &json!({"language_id": 71, "source_code": "x", "number_of_runs": 50, "cpu_extra_time": 9}),
+    );
+    assert_eq!(code, 422);
+    assert!(e.get("number_of_runs").is_some() && e.get("cpu_extra_time").is_some(), "{e}");
+
+    // A full queue: Judge0's 503.
+    let full = Server::start("judge0-full", &[("KILN_MAX_QUEUE_DEPTH", "0")]);
+    let (code, e) = full.post(
+        "/judge0/submissions",
+        &json!({"language_id": 71, "source_code": "print(1)"}),
+    );
+    assert_eq!(code, 503, "{e}");
+    assert_eq!(e, json!({"error": "queue is full"}));
+}
+
+#[test]
 fn batches_take_and_give_many_with_per_item_errors() {
     let s = Server::start("judge0-batch", &[]);
     let (code, r) = s.post(

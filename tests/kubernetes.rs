@@ -316,10 +316,11 @@ fn a_pod_deleted_from_outside_mid_run_is_redelivered_and_finishes_once() {
     let ns = Namespace::new(&kcfg, "kiln-deleted");
     let log = PodLog::start(&ns);
     let server = serve(&ns, "k8s-deleted", "deleted-0", POOL_OF_3, "");
-    let id = submit(
-        &server,
-        &python("import time\ntime.sleep(2)\nprint('done')", ""),
-    );
+    // The wall limit is generous: this test is about redelivery, and a loaded machine must not
+    // turn it into a time limit.
+    let mut job = python("import time\ntime.sleep(2)\nprint('done')", "");
+    job["limits"] = json!({"wall_time_ms": 60000});
+    let id = submit(&server, &job);
     // The pod the first attempt claimed, deleted while the program sleeps.
     let until = Instant::now() + Duration::from_secs(30);
     let victim = loop {
@@ -347,10 +348,9 @@ fn a_killed_scheduler_leaves_nothing_and_its_jobs_are_redone() {
     let mut server = serve(&ns, "k8s-kill", "kill-0", POOL_OF_3, "");
     let ids: Vec<String> = (0..6)
         .map(|i| {
-            submit(
-                &server,
-                &python(&format!("import time\ntime.sleep(1.5)\nprint({i})"), ""),
-            )
+            let mut job = python(&format!("import time\ntime.sleep(1.5)\nprint({i})"), "");
+            job["limits"] = json!({"wall_time_ms": 60000});
+            submit(&server, &job)
         })
         .collect();
     ns.wait_pods("jobs running", Duration::from_secs(30), |p| {

@@ -94,6 +94,25 @@ fn piston_clients_get_piston_shapes() {
 }
 
 #[test]
+fn run_limits_apply_and_a_program_past_them_is_stopped() {
+    let s = Server::start("piston-limits", &[]);
+    let (_, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "python", "version": "*", "files": [{"content": "while True: pass"}],
+                "run_cpu_time": 300, "run_timeout": 5000}),
+    );
+    assert_eq!(r["run"]["status"], "TO", "{r}");
+    assert!(r["run"]["cpu_time"].as_u64().unwrap() < 2000, "{r}");
+    let (_, r) = s.post(
+        "/api/v2/execute",
+        &json!({"language": "python", "version": "*", "files": [{"content": "import time\ntime.sleep(10)"}],
+                "run_timeout": 300, "compile_cpu_time": 1000, "compile_timeout": 1000}),
+    );
+    assert_eq!(r["run"]["status"], "TO", "{r}");
+    assert!(r["run"]["wall_time"].as_u64().unwrap() < 3000, "{r}");
+}
+
+#[test]
 fn packages_list_what_is_installed_and_cannot_be_changed_through_the_api() {
     let s = Server::start("piston-packages", &[]);
     let (code, list) = s.get("/api/v2/packages");

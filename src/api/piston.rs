@@ -84,6 +84,10 @@ pub(super) struct Execute {
     run_memory_limit: Option<i64>,
     #[serde(default)]
     compile_memory_limit: Option<i64>,
+    #[serde(default)]
+    run_cpu_time: Option<i64>,
+    #[serde(default)]
+    compile_cpu_time: Option<i64>,
 }
 
 /// Piston's status letters for a run that did not end normally.
@@ -162,11 +166,13 @@ pub(super) fn to_submission(
         limits: RequestedLimits {
             wall_time_ms: positive(ex.run_timeout),
             memory_bytes: positive(ex.run_memory_limit),
+            cpu_time_ms: positive(ex.run_cpu_time),
             ..Default::default()
         },
         ..Default::default()
     };
-    let _ = (ex.compile_timeout, ex.compile_memory_limit); // the compile step keeps Kiln's limits
+    // The compile step keeps Kiln's compile limits.
+    let _ = (ex.compile_timeout, ex.compile_memory_limit, ex.compile_cpu_time);
     Ok((sub, lang.clone()))
 }
 
