@@ -64,11 +64,17 @@ impl Cached {
         }
     }
 
-    /// What to keep of a finished job that compiled: its artifact, or its compile failure when
-    /// the compiler itself said no (not a limit, which another run might not meet).
-    pub fn from_outcome(outcome: &Outcome) -> Option<Cached> {
-        if let Some(a) = &outcome.artifact {
-            return Some(Cached::Built(a.clone()));
+    /// What to keep of a finished job that compiled: its artifact (taken from the outcome, or
+    /// copied when `leave` says the outcome still needs it), or its compile failure when the
+    /// compiler itself said no (not a limit, which another run might not meet).
+    pub fn from_outcome(outcome: &mut Outcome, leave: bool) -> Option<Cached> {
+        let artifact = if leave {
+            outcome.artifact.clone()
+        } else {
+            outcome.artifact.take()
+        };
+        if let Some(a) = artifact {
+            return Some(Cached::Built(a));
         }
         let compiler_said_no = outcome.status == Status::CompileError
             && outcome

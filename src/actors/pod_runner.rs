@@ -202,13 +202,19 @@ impl Handler<RunJob> for PodRunner {
                     .find(|l| l.name == job.language)
                     .map(|l| l.version.as_str())
                     .unwrap_or("");
-                let key_of = (job.prebuilt.is_none()).then(|| crate::compile_cache::CompileCache::key(&job, version)).flatten();
+                let key_of = job
+                    .prebuilt
+                    .is_none()
+                    .then(|| crate::compile_cache::CompileCache::key(&job, version))
+                    .flatten();
                 if let Some(k) = key_of {
                     match cache.get(&k) {
                         Some(crate::compile_cache::Cached::Built(a)) => {
-                            // Handed back with the outcome as if just built: a test-case set
-                            // lays it into its other tests.
-                            this.laid_in = Some(a.clone());
+                            // A test-case set's first test hands the build back with its
+                            // outcome, as if just built, for the set's other tests.
+                            if key.test.is_some() {
+                                this.laid_in = Some(a.clone());
+                            }
                             job.prebuilt = Some(a);
                         }
                         Some(failed) => {
@@ -298,11 +304,12 @@ impl Handler<Ran> for PodRunner {
             if let (Ok(outcome), Some(a)) = (&mut result, this.laid_in.take()) {
                 outcome.artifact.get_or_insert(a);
             }
-            if let Ok(outcome) = &result {
-                // The artifact stays in the outcome too: a test-case set lays it into its
-                // other tests' jobs.
+            if let Ok(outcome) = &mut result {
+                // Only a test-case set's first test needs its build back (for the set's other
+                // tests); otherwise the cache's copy is the only one.
+                let leave = msg.key.test.is_some();
                 let keep = this.cache_key.take().and_then(|k| {
-                    Some((k, crate::compile_cache::Cached::from_outcome(outcome)?))
+                    Some((k, crate::compile_cache::Cached::from_outcome(outcome, leave)?))
                 });
                 if let (Some(cache), Some((k, entry))) = (this.shared.compile_cache.clone(), keep) {
                     // Off the actors' thread: an entry can be megabytes.
