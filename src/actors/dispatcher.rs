@@ -307,19 +307,7 @@ impl Dispatcher {
                 kind: EventKind::Running,
             });
             let language = job.language.clone();
-            addr.do_send(RunJob {
-                job,
-                key: key.clone(),
-            });
-            self.ledger.insert(
-                runner,
-                Held {
-                    work: Work::Whole(delivery),
-                    key,
-                    language,
-                    pool,
-                },
-            );
+            self.give(runner, &addr, job, key, Work::Whole(delivery), language, pool);
         }
         // A set that came in this round starts now, if a runner is left.
         self.assign_tests();
@@ -369,6 +357,33 @@ impl Dispatcher {
             self.granted += want;
             peers.consumer.do_send(Credit(want));
         }
+    }
+
+    /// Sends `job` to `runner` and records in the ledger that the runner holds it.
+    #[allow(clippy::too_many_arguments)]
+    fn give(
+        &mut self,
+        runner: usize,
+        addr: &Addr<PodRunner>,
+        job: crate::job::Job,
+        key: JobKey,
+        work: Work,
+        language: String,
+        pool: usize,
+    ) {
+        addr.do_send(RunJob {
+            job,
+            key: key.clone(),
+        });
+        self.ledger.insert(
+            runner,
+            Held {
+                work,
+                key,
+                language,
+                pool,
+            },
+        );
     }
 
     fn start_set(
@@ -445,22 +460,11 @@ impl Dispatcher {
                 };
                 let (language, pool) = (set.language.clone(), set.pool);
                 let (runner, _, addr) = self.idle.remove(slot).expect("slot is in range");
-                addr.do_send(RunJob {
-                    job,
-                    key: key.clone(),
-                });
-                self.ledger.insert(
-                    runner,
-                    Held {
-                        work: Work::Test {
-                            id: id.clone(),
-                            index,
-                        },
-                        key,
-                        language,
-                        pool,
-                    },
-                );
+                let work = Work::Test {
+                    id: id.clone(),
+                    index,
+                };
+                self.give(runner, &addr, job, key, work, language, pool);
             }
         }
     }

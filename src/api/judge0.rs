@@ -392,31 +392,6 @@ fn standing(s: &SubmissionState) -> Option<Standing<'_>> {
     }
 }
 
-async fn read_body(payload: web::Payload, state: &ApiState) -> Result<Value, HttpResponse> {
-    let limit = state.settings.max_body_bytes;
-    let body = match payload.to_bytes_limited(limit).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            return Err(error(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                format!("reading the body failed: {e}"),
-            ))
-        }
-        Err(_) => {
-            return Err(error(
-                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over the limit of {limit} bytes"),
-            ))
-        }
-    };
-    serde_json::from_slice(&body).map_err(|e| {
-        error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            format!("malformed JSON: {e}"),
-        )
-    })
-}
-
 macro_rules! or_respond {
     ($e:expr) => {
         match $e {
@@ -435,7 +410,8 @@ async fn create(
     authorize(&req, &state)?;
     let base64 = flag(&q, "base64_encoded");
     let fields = or_respond!(fields_of(&q));
-    let body = or_respond!(read_body(payload, &state).await);
+    // The API's reader: its 400 and 413 are Judge0's `{"error"}` shape already.
+    let body: Value = super::read_json(payload, state.settings.max_body_bytes).await?;
     let sub = or_respond!(to_submission(&state, &body, base64).map_err(unprocessable));
     let env = match accept(&state, sub) {
         Ok(env) => env,
@@ -500,7 +476,8 @@ async fn create_batch(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let base64 = flag(&q, "base64_encoded");
-    let body = or_respond!(read_body(payload, &state).await);
+    // The API's reader: its 400 and 413 are Judge0's `{"error"}` shape already.
+    let body: Value = super::read_json(payload, state.settings.max_body_bytes).await?;
     let Some(items) = body.get("submissions").and_then(Value::as_array) else {
         return Ok(unprocessable(FieldErrors::from([(
             "submissions".to_string(),

@@ -76,6 +76,12 @@ fn signal_number(v: &Value) -> Option<i32> {
     })
 }
 
+/// A `data` frame of the program's output (stream 2 is stderr).
+fn data_frame(stream: u8, data: &[u8]) -> String {
+    let stream = if stream == 2 { "stderr" } else { "stdout" };
+    json!({"type": "data", "stream": stream, "data": String::from_utf8_lossy(data)}).to_string()
+}
+
 async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageStream) {
     let init = tokio::time::timeout(
         std::time::Duration::from_secs(1),
@@ -173,9 +179,7 @@ async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageS
                         in_run = true;
                         let _ = ws.text(json!({"type": "stage", "stage": "run"}).to_string()).await;
                     }
-                    let stream = if stream == 2 { "stderr" } else { "stdout" };
-                    let data = String::from_utf8_lossy(&data).into_owned();
-                    let _ = ws.text(json!({"type": "data", "stream": stream, "data": data}).to_string()).await;
+                    let _ = ws.text(data_frame(stream, &data)).await;
                 }
             }
             event = events.recv() => {
@@ -193,9 +197,7 @@ async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageS
                 };
                 // Output still in the channel goes first.
                 while let Ok((stream, data)) = outputs.try_recv() {
-                    let stream = if stream == 2 { "stderr" } else { "stdout" };
-                    let data = String::from_utf8_lossy(&data).into_owned();
-                    let _ = ws.text(json!({"type": "data", "stream": stream, "data": data}).to_string()).await;
+                    let _ = ws.text(data_frame(stream, &data)).await;
                 }
                 let o = &r.outcome;
                 if o.status == crate::outcome::Status::CompileError {
