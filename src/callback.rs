@@ -211,9 +211,7 @@ pub fn body_for(
             "POST",
             serde_json::to_value(result.view()).unwrap_or_default(),
         ),
-        crate::submission::CallbackFormat::Judge0 => {
-            ("PUT", crate::judge0::callback_body(result))
-        }
+        crate::submission::CallbackFormat::Judge0 => ("PUT", crate::judge0::callback_body(result)),
     }
 }
 

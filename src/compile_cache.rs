@@ -286,7 +286,10 @@ impl CompileCache {
             }
             index.total += size;
         }
-        self.metrics.compile_cache.with_label_values(&["stored"]).inc();
+        self.metrics
+            .compile_cache
+            .with_label_values(&["stored"])
+            .inc();
         self.evict();
     }
 
@@ -352,7 +355,10 @@ mod tests {
         std::fs::write(dir.join(format!("tmp-{}-1-0", key(4))), b"KILNCC01 half").unwrap();
         drop(c);
         let c = cache(&dir, 1 << 20);
-        assert!(!dir.join(format!("tmp-{}-1-0", key(4))).exists(), "leftover removed");
+        assert!(
+            !dir.join(format!("tmp-{}-1-0", key(4))).exists(),
+            "leftover removed"
+        );
         assert!(matches!(c.get(&key(1)), Some(Cached::Built(_))));
         assert!(c.get(&key(2)).is_none(), "a cut entry is not served");
         assert!(!p2.exists(), "and is removed");
@@ -368,7 +374,10 @@ mod tests {
         c.put(&key(2), &built(1000));
         assert!(c.get(&key(1)).is_some()); // 1 is now newer than 2
         c.put(&key(3), &built(1000));
-        assert!(c.get(&key(2)).is_none(), "the least recently used was evicted");
+        assert!(
+            c.get(&key(2)).is_none(),
+            "the least recently used was evicted"
+        );
         assert!(c.get(&key(1)).is_some() && c.get(&key(3)).is_some());
         assert!(c.index.lock().unwrap().total <= 3000);
         let _ = std::fs::remove_dir_all(&dir);

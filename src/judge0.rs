@@ -122,7 +122,12 @@ pub fn display_name(id: u32, l: &crate::languages::Language) -> String {
         .unwrap_or(&l.name);
     match name.find(" (") {
         Some(i) if name.ends_with(')') => {
-            format!("{} ({} {})", &name[..i], &name[i + 2..name.len() - 1], l.version)
+            format!(
+                "{} ({} {})",
+                &name[..i],
+                &name[i + 2..name.len() - 1],
+                l.version
+            )
         }
         _ => format!("{name} ({})", l.version),
     }
@@ -439,7 +444,11 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
 
 /// The files of a zip archive (stored or deflated entries; folders skipped), at most `limit`
 /// bytes unpacked in all and `max_files` files. Names lose a leading `./`.
-pub fn unzip(data: &[u8], limit: usize, max_files: usize) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub fn unzip(
+    data: &[u8],
+    limit: usize,
+    max_files: usize,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     let u16_at = |at: usize| -> Result<usize, String> {
         data.get(at..at + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
@@ -500,10 +509,16 @@ pub fn unzip(data: &[u8], limit: usize, max_files: usize) -> Result<Vec<(String,
             0 => raw.to_vec(),
             8 => miniz_oxide::inflate::decompress_to_vec_with_limit(raw, size)
                 .map_err(|e| format!("{name} does not inflate: {e:?}"))?,
-            m => return Err(format!("{name} uses compression method {m}; only stored and deflate are read")),
+            m => {
+                return Err(format!(
+                    "{name} uses compression method {m}; only stored and deflate are read"
+                ))
+            }
         };
         if content.len() != size {
-            return Err(format!("{name} unpacks to another size than the archive says"));
+            return Err(format!(
+                "{name} unpacks to another size than the archive says"
+            ));
         }
         let name = name.trim_start_matches("./").to_string();
         files.push((name, content));
@@ -547,7 +562,10 @@ mod tests {
             .collect();
         for (id, _, k) in LANGUAGES {
             if let Some(k) = k {
-                assert!(names.contains(k), "id {id} runs {k}, which is not in the registry");
+                assert!(
+                    names.contains(k),
+                    "id {id} runs {k}, which is not in the registry"
+                );
             }
         }
     }

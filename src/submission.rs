@@ -468,8 +468,7 @@ impl Submission {
                 for o in &self.compiler_options {
                     check_compiler_option(o).map_err(Invalid)?;
                 }
-                c.argv
-                    .splice(1..1, self.compiler_options.iter().cloned());
+                c.argv.splice(1..1, self.compiler_options.iter().cloned());
                 Some(c)
             }
         };

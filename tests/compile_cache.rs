@@ -26,7 +26,10 @@ fn events(s: &Server, event: &str) -> u64 {
 fn wait_events(s: &Server, event: &str, n: u64) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while events(s, event) < n {
-        assert!(std::time::Instant::now() < until, "{event} never reached {n}");
+        assert!(
+            std::time::Instant::now() < until,
+            "{event} never reached {n}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -49,7 +52,10 @@ fn run(s: &Server, body: Value) -> Value {
 fn one_program_submitted_ten_times_compiles_once() {
     let s = Server::start("cc-ten", &[]);
     for i in 0..10 {
-        let r = run(&s, json!({"language": "cpp", "source": CPP, "stdin": format!("n{i}")}));
+        let r = run(
+            &s,
+            json!({"language": "cpp", "source": CPP, "stdin": format!("n{i}")}),
+        );
         assert_eq!(r["status"], "accepted", "{r}");
         assert_eq!(r["stdout"], format!("hi n{i}\n"));
         wait_events(&s, "stored", 1);
@@ -114,12 +120,22 @@ fn entries_survive_a_kill_and_a_cut_entry_is_never_served() {
     std::fs::write(&leftover, &whole[..100]).unwrap();
 
     s.boot();
-    assert!(!leftover.exists(), "a half-written entry is removed at start");
+    assert!(
+        !leftover.exists(),
+        "a half-written entry is removed at start"
+    );
     let r1 = run(&s, c);
     let r2 = run(&s, cpp);
     assert_eq!(r1["stdout"], "from c\n");
-    assert_eq!(r2["stdout"], "hi x\n", "the cut entry was not served: compiled again");
-    assert_eq!(events(&s, "hit"), 1, "the whole entry was kept across the restart");
+    assert_eq!(
+        r2["stdout"], "hi x\n",
+        "the cut entry was not served: compiled again"
+    );
+    assert_eq!(
+        events(&s, "hit"),
+        1,
+        "the whole entry was kept across the restart"
+    );
     assert_eq!(events(&s, "miss"), 1, "the cut one was a miss");
     assert!(small.exists());
 }

@@ -69,7 +69,10 @@ fn judge0_endpoints_answer_in_judge0_shapes() {
     for prefix in ["/judge0", ""] {
         let (code, about) = get(&format!("{prefix}/about"), tok);
         assert_eq!(code, 200, "{prefix}: {about}");
-        assert_eq!(about["version"], "1.13.1", "clients pick their id table by it");
+        assert_eq!(
+            about["version"], "1.13.1",
+            "clients pick their id table by it"
+        );
     }
 
     let (_, langs) = get("/judge0/languages", tok);
@@ -85,11 +88,24 @@ fn judge0_endpoints_answer_in_judge0_shapes() {
     for id in [43, 44, 70, 83, 84, 87] {
         assert!(!ids.contains(&id), "id {id} has no toolchain yet is listed");
     }
-    let python = langs.as_array().unwrap().iter().find(|l| l["id"] == 71).unwrap();
-    assert!(python["name"].as_str().unwrap().starts_with("Python (3."), "{python}");
+    let python = langs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == 71)
+        .unwrap();
+    assert!(
+        python["name"].as_str().unwrap().starts_with("Python (3."),
+        "{python}"
+    );
 
     let (_, all) = get("/judge0/languages/all", tok);
-    let swift = all.as_array().unwrap().iter().find(|l| l["id"] == 83).unwrap();
+    let swift = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == 83)
+        .unwrap();
     assert_eq!(swift["is_archived"], true);
     let (code, c) = get("/judge0/languages/50", tok);
     assert_eq!(code, 200);
@@ -104,7 +120,10 @@ fn judge0_endpoints_answer_in_judge0_shapes() {
     let (_, statuses) = get("/judge0/statuses", tok);
     let statuses = statuses.as_array().unwrap();
     assert_eq!(statuses.len(), 14);
-    assert_eq!(statuses[6], json!({"id": 7, "description": "Runtime Error (SIGSEGV)"}));
+    assert_eq!(
+        statuses[6],
+        json!({"id": 7, "description": "Runtime Error (SIGSEGV)"})
+    );
 
     let (_, config) = get("/judge0/config_info", tok);
     for key in [
@@ -115,7 +134,10 @@ fn judge0_endpoints_answer_in_judge0_shapes() {
         "allow_enable_network",
         "use_docs_as_homepage",
     ] {
-        assert!(config.get(key).is_some(), "config_info lacks {key}: {config}");
+        assert!(
+            config.get(key).is_some(),
+            "config_info lacks {key}: {config}"
+        );
     }
     assert_eq!(config["enable_submission_delete"], false);
     let (_, workers) = get("/judge0/workers", tok);
@@ -166,7 +188,16 @@ fn statuses_fields_and_encodings_are_judge0s() {
     // Judge0's default fields when none are asked for.
     assert_eq!(
         keys(&r),
-        ["compile_output", "memory", "message", "status", "stderr", "stdout", "time", "token"]
+        [
+            "compile_output",
+            "memory",
+            "message",
+            "status",
+            "stderr",
+            "stdout",
+            "time",
+            "token"
+        ]
     );
     let (code, r) = s.post(
         "/judge0/submissions?wait=true&fields=stdout,exit_code",
@@ -201,7 +232,11 @@ fn statuses_fields_and_encodings_are_judge0s() {
     assert_eq!(status_of(&c("int *p = 0; *p = 1;")), 7, "SIGSEGV");
     assert_eq!(status_of(&c("printf(\"%d\", 10 / z);")), 9, "SIGFPE");
     assert_eq!(status_of(&c("abort();")), 10, "SIGABRT");
-    assert_eq!(status_of(&c("kill(getpid(), SIGUSR1); pause();")), 12, "Other");
+    assert_eq!(
+        status_of(&c("kill(getpid(), SIGUSR1); pause();")),
+        12,
+        "Other"
+    );
     let r = run(
         &s,
         json!({"language_id": 50, "max_file_size": 64,
@@ -211,7 +246,10 @@ fn statuses_fields_and_encodings_are_judge0s() {
     assert_eq!(r["exit_signal"], 25);
     let r = run(&s, json!({"language_id": 50, "source_code": "int main( {"}));
     assert_eq!(status_of(&r), 6, "{r}");
-    assert!(r["compile_output"].as_str().unwrap().contains("error"), "{r}");
+    assert!(
+        r["compile_output"].as_str().unwrap().contains("error"),
+        "{r}"
+    );
     let r = run(
         &s,
         json!({"language_id": 71, "cpu_time_limit": 0.5, "source_code": "while True: pass"}),
@@ -230,7 +268,13 @@ fn statuses_fields_and_encodings_are_judge0s() {
         &json!({"language_id": 50, "compiler_options": "-O2; rm -rf /", "source_code": "int main(){}"}),
     );
     assert_eq!(code, 422);
-    assert!(e["compiler_options"][0].as_str().unwrap().contains("not a flag"), "{e}");
+    assert!(
+        e["compiler_options"][0]
+            .as_str()
+            .unwrap()
+            .contains("not a flag"),
+        "{e}"
+    );
     let r = run(
         &s,
         json!({"language_id": 71, "redirect_stderr_to_stdout": true,
@@ -257,13 +301,19 @@ fn statuses_fields_and_encodings_are_judge0s() {
     }
     let (code, e) = s.get(&format!("/judge0/submissions/{token}"));
     assert_eq!(code, 400);
-    assert!(e["error"].as_str().unwrap().contains("base64_encoded=true"), "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("base64_encoded=true"),
+        "{e}"
+    );
 
     // Deletion is off, as in Judge0's default configuration; unknown tokens are 404.
     let resp = ureq::delete(&s.url(&format!("/judge0/submissions/{token}"))).call();
     match resp {
         Err(ureq::Error::Status(400, r)) => {
-            assert_eq!(r.into_json::<Value>().unwrap()["error"], "delete not allowed")
+            assert_eq!(
+                r.into_json::<Value>().unwrap()["error"],
+                "delete not allowed"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -285,24 +335,55 @@ fn bad_input_gets_judge0s_errors_and_runs_nothing() {
     let e = refused(json!({"language_id": 9999, "source_code": "x"}));
     assert_eq!(e["language_id"][0], "language with id 9999 doesn't exist");
     let e = refused(json!({"language_id": 83, "source_code": "print(1)"}));
-    assert!(e["language_id"][0].as_str().unwrap().contains("not available"), "{e}");
-    let e = refused(json!({"language_id": 71, "source_code": "x", "cpu_time_limit": 1000, "memory_limit": "lots", "max_processes_and_or_threads": 0}));
-    assert!(e["cpu_time_limit"][0].as_str().unwrap().starts_with("must be less than or equal to"), "{e}");
+    assert!(
+        e["language_id"][0]
+            .as_str()
+            .unwrap()
+            .contains("not available"),
+        "{e}"
+    );
+    let e = refused(
+        json!({"language_id": 71, "source_code": "x", "cpu_time_limit": 1000, "memory_limit": "lots", "max_processes_and_or_threads": 0}),
+    );
+    assert!(
+        e["cpu_time_limit"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("must be less than or equal to"),
+        "{e}"
+    );
     assert_eq!(e["memory_limit"][0], "is not a number");
-    assert_eq!(e["max_processes_and_or_threads"][0], "must be greater than or equal to 1");
+    assert_eq!(
+        e["max_processes_and_or_threads"][0],
+        "must be greater than or equal to 1"
+    );
     let e = refused(json!({"language_id": 71, "source_code": "x", "enable_network": true}));
-    assert!(e["enable_network"][0].as_str().unwrap().contains("not allowed"), "{e}");
-    let e = refused(json!({"language_id": 71, "source_code": "x", "command_line_arguments": "'unclosed"}));
+    assert!(
+        e["enable_network"][0]
+            .as_str()
+            .unwrap()
+            .contains("not allowed"),
+        "{e}"
+    );
+    let e = refused(
+        json!({"language_id": 71, "source_code": "x", "command_line_arguments": "'unclosed"}),
+    );
     assert!(e.get("command_line_arguments").is_some(), "{e}");
     let (code, e) = s.post(
         "/judge0/submissions?base64_encoded=true",
         &json!({"language_id": 71, "source_code": "***"}),
     );
     assert_eq!(code, 422);
-    assert!(e["source_code"][0].as_str().unwrap().contains("base64"), "{e}");
+    assert!(
+        e["source_code"][0].as_str().unwrap().contains("base64"),
+        "{e}"
+    );
     let (code, e) = s.post_raw("/judge0/submissions", b"{\"language_id\": 71,");
     assert_eq!(code, 400);
-    assert!(e["error"].as_str().unwrap().contains("malformed JSON"), "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("malformed JSON"),
+        "{e}"
+    );
     // Nothing of the above was queued.
     let (_, workers) = s.get("/judge0/workers");
     assert_eq!(workers[0]["size"], 0, "{workers}");
@@ -312,9 +393,15 @@ fn bad_input_gets_judge0s_errors_and_runs_nothing() {
 fn limits_in_judge0_units_hold_and_a_full_queue_is_judge0s_503() {
     let s = Server::start("judge0-limits", &[]);
     // wall_time_limit in seconds.
-    let r = run(&s, json!({"language_id": 71, "wall_time_limit": 0.5, "source_code": "import time\ntime.sleep(5)"}));
+    let r = run(
+        &s,
+        json!({"language_id": 71, "wall_time_limit": 0.5, "source_code": "import time\ntime.sleep(5)"}),
+    );
     assert_eq!(status_of(&r), 5, "{r}");
-    assert!(r["wall_time"].as_str().unwrap().parse::<f64>().unwrap() < 3.0, "{r}");
+    assert!(
+        r["wall_time"].as_str().unwrap().parse::<f64>().unwrap() < 3.0,
+        "{r}"
+    );
     // memory_limit in kilobytes: past it, Runtime Error (Other).
     let r = run(
         &s,
@@ -343,7 +430,10 @@ fn limits_in_judge0_units_hold_and_a_full_queue_is_judge0s_503() {
         &json!({"language_id": 71, "source_code": "x", "number_of_runs": 50, "cpu_extra_time": 9}),
     );
     assert_eq!(code, 422);
-    assert!(e.get("number_of_runs").is_some() && e.get("cpu_extra_time").is_some(), "{e}");
+    assert!(
+        e.get("number_of_runs").is_some() && e.get("cpu_extra_time").is_some(),
+        "{e}"
+    );
 
     // A full queue: Judge0's 503.
     let full = Server::start("judge0-full", &[("KILN_MAX_QUEUE_DEPTH", "0")]);
@@ -369,8 +459,17 @@ fn batches_take_and_give_many_with_per_item_errors() {
     assert_eq!(code, 201, "{r}");
     let items = r.as_array().unwrap();
     assert_eq!(items.len(), 3);
-    let (a, b) = (items[0]["token"].as_str().unwrap(), items[1]["token"].as_str().unwrap());
-    assert!(items[2]["language_id"][0].as_str().unwrap().contains("not available"), "{r}");
+    let (a, b) = (
+        items[0]["token"].as_str().unwrap(),
+        items[1]["token"].as_str().unwrap(),
+    );
+    assert!(
+        items[2]["language_id"][0]
+            .as_str()
+            .unwrap()
+            .contains("not available"),
+        "{r}"
+    );
     let until = Instant::now() + Duration::from_secs(60);
     let got = loop {
         let (code, v) = s.get(&format!(
@@ -391,7 +490,10 @@ fn batches_take_and_give_many_with_per_item_errors() {
     let too_many: Vec<Value> = (0..21)
         .map(|_| json!({"language_id": 46, "source_code": "true"}))
         .collect();
-    let (code, _) = s.post("/judge0/submissions/batch", &json!({"submissions": too_many}));
+    let (code, _) = s.post(
+        "/judge0/submissions/batch",
+        &json!({"submissions": too_many}),
+    );
     assert_eq!(code, 400);
 }
 
@@ -419,14 +521,20 @@ fn multi_file_programs_compile_and_run_from_their_archive() {
         ("compile", "gcc -O2 -o prog main.c"),
         ("run", "./prog"),
     ]);
-    let r = run(&s, json!({"language_id": 89, "additional_files": archive, "stdin": "kiln"}));
+    let r = run(
+        &s,
+        json!({"language_id": 89, "additional_files": archive, "stdin": "kiln"}),
+    );
     assert_eq!(status_of(&r), 3, "{r}");
     assert_eq!(r["stdout"], "hello kiln\n");
     // A compile script that fails is Judge0's Compilation Error.
     let broken = zip(&[("compile", "gcc -o prog missing.c"), ("run", "./prog")]);
     let r = run(&s, json!({"language_id": 89, "additional_files": broken}));
     assert_eq!(status_of(&r), 6, "{r}");
-    assert!(r["compile_output"].as_str().unwrap().contains("missing.c"), "{r}");
+    assert!(
+        r["compile_output"].as_str().unwrap().contains("missing.c"),
+        "{r}"
+    );
     // Additional files beside a single-file program, as Judge0 lays them in its work dir.
     let data = zip(&[("data.txt", "from the archive")]);
     let r = run(
@@ -439,7 +547,10 @@ fn multi_file_programs_compile_and_run_from_their_archive() {
         &json!({"language_id": 89, "additional_files": b64(b"not a zip")}),
     );
     assert_eq!(code, 422);
-    assert!(e["additional_files"][0].as_str().unwrap().contains("zip"), "{e}");
+    assert!(
+        e["additional_files"][0].as_str().unwrap().contains("zip"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -480,7 +591,13 @@ fn the_official_python_sdk_runs_its_examples_against_kiln() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for line in ["run ok", "test cases ok", "batch ok", "multi-file ok", "languages ok"] {
+    for line in [
+        "run ok",
+        "test cases ok",
+        "batch ok",
+        "multi-file ok",
+        "languages ok",
+    ] {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}\n{stderr}");
     }
 }

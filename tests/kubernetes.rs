@@ -161,8 +161,10 @@ fn builds_and_test_sets_travel_in_job_frames_to_the_pods_that_run_them() {
     let ns = Namespace::new(&kcfg, "kiln-builds");
     let log = PodLog::start(&ns);
     let server = serve(&ns, "k8s-builds", "builds-0", POOL_OF_3, "");
-    let c = |stdin: &str| json!({"language": "c", "stdin": stdin,
-        "source": "#include <stdio.h>\nint main(void) { int x; scanf(\"%d\", &x); printf(\"%d\\n\", x * 3); return 0; }"});
+    let c = |stdin: &str| {
+        json!({"language": "c", "stdin": stdin,
+        "source": "#include <stdio.h>\nint main(void) { int x; scanf(\"%d\", &x); printf(\"%d\\n\", x * 3); return 0; }"})
+    };
     let metric = |event: &str| {
         let needle = format!("kiln_compile_cache_total{{event=\"{event}\"}} ");
         server
@@ -200,14 +202,20 @@ fn builds_and_test_sets_travel_in_job_frames_to_the_pods_that_run_them() {
         .iter()
         .map(|t| t["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["accepted", "accepted", "wrong_answer", "accepted"]);
+    assert_eq!(
+        statuses,
+        ["accepted", "accepted", "wrong_answer", "accepted"]
+    );
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let pods = log.jobs_by_id().get(r["id"].as_str().unwrap()).copied();
         if pods == Some(4) {
             break;
         }
-        assert!(Instant::now() < until, "the set's tests ran in {pods:?} pods, not 4");
+        assert!(
+            Instant::now() < until,
+            "the set's tests ran in {pods:?} pods, not 4"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

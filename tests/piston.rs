@@ -124,13 +124,19 @@ fn packages_list_what_is_installed_and_cannot_be_changed_through_the_api() {
         .find(|p| p["language"] == "python")
         .expect("python is listed");
     assert_eq!(python["installed"], true);
-    assert!(python["language_version"].as_str().unwrap().starts_with('3'));
+    assert!(python["language_version"]
+        .as_str()
+        .unwrap()
+        .starts_with('3'));
     let (code, e) = s.post(
         "/api/v2/packages",
         &json!({"language": "python", "version": "3.12.0"}),
     );
     assert_eq!(code, 400);
-    assert!(e["message"].as_str().unwrap().contains("scripts/runtimes"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("scripts/runtimes"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -71,7 +71,10 @@ fn a_program_answers_each_line_before_the_next_is_sent() {
     assert_eq!(stage["stage"], "run");
     // Each answer arrives while the program still runs and waits for the next line.
     for word in ["hello", "kiln"] {
-        send(&mut ws, json!({"type": "data", "stream": "stdin", "data": format!("{word}\n")}));
+        send(
+            &mut ws,
+            json!({"type": "data", "stream": "stdin", "data": format!("{word}\n")}),
+        );
         let (data, _) = until(&mut ws, "data");
         assert_eq!(data["data"], format!("{}\n", word.to_uppercase()), "{data}");
         assert_eq!(data["stream"], "stdout");
@@ -83,7 +86,11 @@ fn a_program_answers_each_line_before_the_next_is_sent() {
     send(&mut ws, json!({"type": "signal", "signal": "SIGKILL"}));
     let (exit, _) = until(&mut ws, "exit");
     assert_eq!(exit["signal"], "SIGKILL", "{exit}");
-    assert_eq!(next(&mut ws).unwrap_err().0, 4999, "closed as Job Completed");
+    assert_eq!(
+        next(&mut ws).unwrap_err().0,
+        4999,
+        "closed as Job Completed"
+    );
 }
 
 #[test]
@@ -97,10 +104,16 @@ fn a_compiled_program_runs_interactively_after_its_compile_stage() {
     );
     let (stage, _) = until(&mut ws, "stage");
     assert_eq!(stage["stage"], "compile");
-    send(&mut ws, json!({"type": "data", "stream": "stdin", "data": "21\n"}));
+    send(
+        &mut ws,
+        json!({"type": "data", "stream": "stdin", "data": "21\n"}),
+    );
     let (data, _) = until(&mut ws, "data");
     assert_eq!(data["data"], "42\n");
-    send(&mut ws, json!({"type": "data", "stream": "stdin", "data": "0\n"}));
+    send(
+        &mut ws,
+        json!({"type": "data", "stream": "stdin", "data": "0\n"}),
+    );
     let (exit, _) = until(&mut ws, "exit");
     assert_eq!(exit["stage"], "run");
     assert_eq!(exit["code"], 3, "{exit}");
@@ -130,7 +143,10 @@ fn protocol_errors_close_with_pistons_codes() {
     let s = Server::start("piston-ws-errors", &[]);
     // Data before init.
     let mut ws = connect(&s);
-    send(&mut ws, json!({"type": "data", "stream": "stdin", "data": "x"}));
+    send(
+        &mut ws,
+        json!({"type": "data", "stream": "stdin", "data": "x"}),
+    );
     assert_eq!(next(&mut ws).unwrap_err().0, 4003);
     // No init within a second.
     let mut ws = connect(&s);
@@ -139,16 +155,28 @@ fn protocol_errors_close_with_pistons_codes() {
     assert!(t.elapsed() < Duration::from_secs(10));
     // An unknown runtime is an error message, then 4002.
     let mut ws = connect(&s);
-    send(&mut ws, json!({"type": "init", "language": "cobra", "version": "*", "files": [{"content": "x"}]}));
+    send(
+        &mut ws,
+        json!({"type": "init", "language": "cobra", "version": "*", "files": [{"content": "x"}]}),
+    );
     let e = next(&mut ws).unwrap();
     assert_eq!(e["type"], "error");
-    assert!(e["message"].as_str().unwrap().contains("cobra-* runtime is unknown"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("cobra-* runtime is unknown"),
+        "{e}"
+    );
     assert_eq!(next(&mut ws).unwrap_err().0, 4002);
     // Init twice, writing to stdout, a signal that is not one.
     let program = json!({"type": "init", "language": "python", "version": "*", "files": [{"content": "import time\ntime.sleep(30)"}]});
     for (second, code) in [
         (program.clone(), 4000),
-        (json!({"type": "data", "stream": "stdout", "data": "x"}), 4004),
+        (
+            json!({"type": "data", "stream": "stdout", "data": "x"}),
+            4004,
+        ),
         (json!({"type": "signal", "signal": "SIGNOPE"}), 4005),
     ] {
         let mut ws = connect(&s);

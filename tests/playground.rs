@@ -17,7 +17,10 @@ fn the_page_is_served_whole_with_nothing_from_elsewhere() {
     // The page itself needs no token; everything it loads is inline or from this server.
     let resp = ureq::get(&s.url("/")).call().expect("the page is public");
     assert!(resp.content_type().starts_with("text/html"));
-    let csp = resp.header("Content-Security-Policy").unwrap_or("").to_string();
+    let csp = resp
+        .header("Content-Security-Policy")
+        .unwrap_or("")
+        .to_string();
     assert!(csp.contains("default-src 'self'"), "{csp}");
     let html = resp.into_string().unwrap();
     assert!(html.contains("id=\"run-button\""));
@@ -58,7 +61,13 @@ fn the_playground_runs_programs_in_a_real_browser() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for part in ["python ok", "c ok", "curl ok", "compile error ok", "live ok"] {
+    for part in [
+        "python ok",
+        "c ok",
+        "curl ok",
+        "compile error ok",
+        "live ok",
+    ] {
         assert!(stdout.contains(part), "{part} missing:\n{stdout}\n{stderr}");
     }
     assert!(shots.join("playground.png").exists());

@@ -50,9 +50,15 @@ fn twenty() -> Vec<Value> {
 #[test]
 fn twenty_tests_compile_once_and_each_runs_in_a_pod_of_its_own() {
     let s = Server::start("sets-twenty", &[]);
-    let r = run(&s, json!({"language": "cpp", "source": SQUARE, "tests": twenty()}));
+    let r = run(
+        &s,
+        json!({"language": "cpp", "source": SQUARE, "tests": twenty()}),
+    );
     assert_eq!(r["status"], "wrong_answer", "{r}");
-    assert!(r["message"].as_str().unwrap().starts_with("test 7 of 20"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().starts_with("test 7 of 20"),
+        "{r}"
+    );
     let tests = r["tests"].as_array().unwrap();
     assert_eq!(tests.len(), 20);
     for (i, t) in tests.iter().enumerate() {
@@ -62,12 +68,22 @@ fn twenty_tests_compile_once_and_each_runs_in_a_pod_of_its_own() {
         // A pod that had run another test would have its mark in /tmp.
         assert_eq!(t["stdout"], format!("{}\n", n * n), "test {n}: {t}");
     }
-    assert_eq!(r["stdout"], "49\n", "the top level shows the first failing test");
+    assert_eq!(
+        r["stdout"], "49\n",
+        "the top level shows the first failing test"
+    );
     assert_eq!(metric(&s, "miss"), 1, "one compile for twenty tests");
-    assert_eq!(metric(&s, "hit"), 0, "the other tests had the build laid in");
+    assert_eq!(
+        metric(&s, "hit"),
+        0,
+        "the other tests had the build laid in"
+    );
 
     // The same set again: its compile comes from the cache.
-    let again = run(&s, json!({"language": "cpp", "source": SQUARE, "tests": twenty()}));
+    let again = run(
+        &s,
+        json!({"language": "cpp", "source": SQUARE, "tests": twenty()}),
+    );
     assert_eq!(again["tests"].as_array().unwrap().len(), 20);
     assert_eq!(metric(&s, "miss"), 1);
     assert_eq!(metric(&s, "hit"), 1);
@@ -86,11 +102,19 @@ fn stop_on_first_failure_stops_at_the_first_failing_test() {
     assert_eq!(tests.len(), 7, "{r}");
     assert_eq!(tests[6]["status"], "wrong_answer");
     assert!(tests[..6].iter().all(|t| t["status"] == "accepted"));
-    assert!(r["message"].as_str().unwrap().contains("stopped there"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("stopped there"),
+        "{r}"
+    );
 
     // All accepted: the result says so and holds every test.
-    let all: Vec<Value> = (1..=5).map(|i: i64| json!({"stdin": i.to_string(), "expected_output": (i * i).to_string()})).collect();
-    let r = run(&s, json!({"language": "cpp", "source": SQUARE, "tests": all, "stop_on_first_failure": true}));
+    let all: Vec<Value> = (1..=5)
+        .map(|i: i64| json!({"stdin": i.to_string(), "expected_output": (i * i).to_string()}))
+        .collect();
+    let r = run(
+        &s,
+        json!({"language": "cpp", "source": SQUARE, "tests": all, "stop_on_first_failure": true}),
+    );
     assert_eq!(r["status"], "accepted", "{r}");
     assert_eq!(r["message"], "all 5 tests accepted");
     assert_eq!(r["tests"].as_array().unwrap().len(), 5);
@@ -111,7 +135,10 @@ fn a_memory_bomb_in_one_test_does_not_touch_the_others() {
     assert_eq!(tests[2]["stdout"], "ok c\n");
     assert_eq!(tests[2]["status"], "accepted");
     assert_eq!(r["status"], "memory_limit_exceeded");
-    assert!(r["message"].as_str().unwrap().starts_with("test 2 of 3"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().starts_with("test 2 of 3"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -146,7 +173,10 @@ fn test_output_is_bounded_and_says_where_it_was_cut() {
     assert!(total <= 1000, "{total}");
     assert_eq!(tests[0]["stdout"].as_str().unwrap().len(), 400);
     assert!(tests[0]["message"].is_null());
-    assert!(tests[4]["message"].as_str().unwrap().contains("output cut"), "{r}");
+    assert!(
+        tests[4]["message"].as_str().unwrap().contains("output cut"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -158,13 +188,25 @@ fn bad_test_sets_are_refused_and_run_nothing() {
         &json!({"language": "python", "source": "print(1)", "tests": too_many}),
     );
     assert_eq!(code, 422);
-    assert!(e["error"].as_str().unwrap().contains("4 tests is over the maximum of 3"), "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("4 tests is over the maximum of 3"),
+        "{e}"
+    );
     let (code, e) = s.post(
         "/v1/submissions",
         &json!({"language": "python", "source": "print(1)", "tests": [{"stdin": "", "limits": {"wall_time_ms": 999999999}}]}),
     );
     assert_eq!(code, 422);
-    assert!(e["error"].as_str().unwrap().starts_with("tests[0]: limits.wall_time_ms"), "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("tests[0]: limits.wall_time_ms"),
+        "{e}"
+    );
     let (code, e) = s.post(
         "/v1/submissions",
         &json!({"language": "python", "source": "print(1)", "tests": [{"input": "x"}]}),

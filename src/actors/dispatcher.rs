@@ -307,7 +307,15 @@ impl Dispatcher {
                 kind: EventKind::Running,
             });
             let language = job.language.clone();
-            self.give(runner, &addr, job, key, Work::Whole(delivery), language, pool);
+            self.give(
+                runner,
+                &addr,
+                job,
+                key,
+                Work::Whole(delivery),
+                language,
+                pool,
+            );
         }
         // A set that came in this round starts now, if a runner is left.
         self.assign_tests();
@@ -525,7 +533,10 @@ impl Dispatcher {
         let runs: Vec<Outcome> = set
             .results
             .into_iter()
-            .take(set.failed.map_or(n, |f| if set.stop_on_first_failure { f + 1 } else { n }))
+            .take(
+                set.failed
+                    .map_or(n, |f| if set.stop_on_first_failure { f + 1 } else { n }),
+            )
             .map(|r| r.expect("complete"))
             .collect();
         if runs.len() == 1 && runs[0].status == Status::CompileError {
@@ -560,8 +571,14 @@ impl Dispatcher {
             Some(i) => format!(
                 "test {} of {n}{}: {}",
                 i + 1,
-                if runs.len() < n { " (stopped there)" } else { "" },
-                head.message.clone().unwrap_or_else(|| head.status.to_string())
+                if runs.len() < n {
+                    " (stopped there)"
+                } else {
+                    ""
+                },
+                head.message
+                    .clone()
+                    .unwrap_or_else(|| head.status.to_string())
             ),
             None => format!("all {n} tests accepted"),
         };

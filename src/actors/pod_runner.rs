@@ -309,7 +309,10 @@ impl Handler<Ran> for PodRunner {
                 // tests); otherwise the cache's copy is the only one.
                 let leave = msg.key.test.is_some();
                 let keep = this.cache_key.take().and_then(|k| {
-                    Some((k, crate::compile_cache::Cached::from_outcome(outcome, leave)?))
+                    Some((
+                        k,
+                        crate::compile_cache::Cached::from_outcome(outcome, leave)?,
+                    ))
                 });
                 if let (Some(cache), Some((k, entry))) = (this.shared.compile_cache.clone(), keep) {
                     // Off the actors' thread: an entry can be megabytes.

@@ -81,11 +81,7 @@ fn maxima(state: &ApiState) -> Maxima {
 const MAX_NUMBER_OF_RUNS: u64 = 20;
 
 /// Reads a Judge0 submission's JSON into a Kiln submission, or says what is wrong with each field.
-fn to_submission(
-    state: &ApiState,
-    body: &Value,
-    base64: bool,
-) -> Result<Submission, FieldErrors> {
+fn to_submission(state: &ApiState, body: &Value, base64: bool) -> Result<Submission, FieldErrors> {
     let mut errors = FieldErrors::new();
     let mut err = |field: &str, msg: String| errors.entry(field.into()).or_default().push(msg);
     let Some(obj) = body.as_object() else {
@@ -157,7 +153,10 @@ fn to_submission(
             None
         }
         Lookup::Unknown => {
-            err("language_id", format!("language with id {id} doesn't exist"));
+            err(
+                "language_id",
+                format!("language with id {id} doesn't exist"),
+            );
             None
         }
     });
@@ -166,19 +165,17 @@ fn to_submission(
     let mut files = Vec::new();
     let mut source_given = false;
     match text("source_code") {
-        Ok(Some(s)) if !(multi_file && obj.get("additional_files").is_some()) => {
-            match decode(s) {
-                Ok(bytes) => {
-                    source_given = !bytes.is_empty();
-                    files.push(SubmittedFile {
-                        name: None,
-                        content: base64::engine::general_purpose::STANDARD.encode(&bytes),
-                        encoding: crate::submission::Encoding::Base64,
-                    });
-                }
-                Err(e) => err("source_code", e),
+        Ok(Some(s)) if !(multi_file && obj.get("additional_files").is_some()) => match decode(s) {
+            Ok(bytes) => {
+                source_given = !bytes.is_empty();
+                files.push(SubmittedFile {
+                    name: None,
+                    content: base64::engine::general_purpose::STANDARD.encode(&bytes),
+                    encoding: crate::submission::Encoding::Base64,
+                });
             }
-        }
+            Err(e) => err("source_code", e),
+        },
         Ok(_) => {}
         Err(e) => err("source_code", e),
     }
@@ -193,13 +190,13 @@ fn to_submission(
                     state.policy.max_files,
                 ) {
                     Err(e) => err("additional_files", e),
-                    Ok(entries) => files.extend(entries.into_iter().map(|(name, content)| {
-                        SubmittedFile {
+                    Ok(entries) => {
+                        files.extend(entries.into_iter().map(|(name, content)| SubmittedFile {
                             name: Some(name),
                             content: base64::engine::general_purpose::STANDARD.encode(content),
                             encoding: crate::submission::Encoding::Base64,
-                        }
-                    })),
+                        }))
+                    }
                 },
             }
         }
@@ -367,7 +364,10 @@ fn refusal(e: ApiError) -> Result<HttpResponse, ApiError> {
             .find(|f| m.starts_with(*f))
             .map(|f| f.trim_start_matches("limits."))
             .unwrap_or("submission");
-            Ok(unprocessable(FieldErrors::from([(field.to_string(), vec![m])])))
+            Ok(unprocessable(FieldErrors::from([(
+                field.to_string(),
+                vec![m],
+            )])))
         }
         ApiError::QueueFull(_) => Ok(error(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -378,7 +378,13 @@ fn refusal(e: ApiError) -> Result<HttpResponse, ApiError> {
 }
 
 /// The JSON of a submission, or Judge0's 400 when output is not UTF-8 and base64 is off.
-fn render(state: &ApiState, token: &str, s: Standing<'_>, fields: &[&str], base64: bool) -> Result<Value, HttpResponse> {
+fn render(
+    state: &ApiState,
+    token: &str,
+    s: Standing<'_>,
+    fields: &[&str],
+    base64: bool,
+) -> Result<Value, HttpResponse> {
     j0::submission(token, s, fields, base64, &state.registry)
         .map_err(|m| error(actix_web::http::StatusCode::BAD_REQUEST, m))
 }
@@ -506,8 +512,10 @@ async fn create_batch(
         };
         answers.push(env);
     }
-    let good: Vec<crate::queue::Envelope> =
-        answers.iter().filter_map(|a| a.as_ref().ok().cloned()).collect();
+    let good: Vec<crate::queue::Envelope> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok().cloned())
+        .collect();
     if let Err(e) = check_depth(&state, &good.iter().collect::<Vec<_>>()) {
         return refusal(e);
     }
@@ -537,7 +545,12 @@ async fn get_batch(
     let base64 = flag(&q, "base64_encoded");
     let tokens: Vec<&str> = q
         .get("tokens")
-        .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).collect())
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     if tokens.is_empty() || tokens.len() > state.settings.max_batch {
         return Ok(error(
@@ -722,7 +735,10 @@ async fn system_info(
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':'])))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']))
+        })
         .unwrap_or("unknown");
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kb = meminfo

@@ -181,7 +181,7 @@ fn accept(state: &ApiState, sub: Submission) -> Result<Envelope, ApiError> {
     let id = sub
         .id
         .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     sub.resolve(&id, &state.registry, &state.policy)
         .map_err(|e| ApiError::Unprocessable(e.0))?;
     if !sub.tests.is_empty() {

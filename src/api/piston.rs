@@ -38,12 +38,15 @@ async fn runtimes(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRe
 /// missing are listed as not installed.
 async fn packages(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let installed = state.registry.available.iter().map(
-        |l| json!({"language": l.name, "language_version": l.version, "installed": true}),
-    );
-    let missing = state.registry.unavailable.iter().map(
-        |(name, _)| json!({"language": name, "language_version": null, "installed": false}),
-    );
+    let installed = state
+        .registry
+        .available
+        .iter()
+        .map(|l| json!({"language": l.name, "language_version": l.version, "installed": true}));
+    let missing =
+        state.registry.unavailable.iter().map(
+            |(name, _)| json!({"language": name, "language_version": null, "installed": false}),
+        );
     Ok(HttpResponse::Ok().json(installed.chain(missing).collect::<Vec<Value>>()))
 }
 
@@ -172,7 +175,11 @@ pub(super) fn to_submission(
         ..Default::default()
     };
     // The compile step keeps Kiln's compile limits.
-    let _ = (ex.compile_timeout, ex.compile_memory_limit, ex.compile_cpu_time);
+    let _ = (
+        ex.compile_timeout,
+        ex.compile_memory_limit,
+        ex.compile_cpu_time,
+    );
     Ok((sub, lang.clone()))
 }
 

@@ -109,7 +109,9 @@ async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageS
     let (mut sub, lang) = match started {
         Ok(x) => x,
         Err(m) => {
-            let _ = ws.text(json!({"type": "error", "message": m}).to_string()).await;
+            let _ = ws
+                .text(json!({"type": "error", "message": m}).to_string())
+                .await;
             return close(ws, NOTIFIED_ERROR, "Notified Error").await;
         }
     };
@@ -127,16 +129,22 @@ async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageS
     };
     if let Err(e) = submitted {
         crate::sessions::close(&id);
-        let _ = ws.text(json!({"type": "error", "message": e.to_string()}).to_string()).await;
+        let _ = ws
+            .text(json!({"type": "error", "message": e.to_string()}).to_string())
+            .await;
         return close(ws, NOTIFIED_ERROR, "Notified Error").await;
     }
     state.wake();
     let compiled = lang.compile.is_some();
     let _ = ws
-        .text(json!({"type": "runtime", "language": lang.name, "version": lang.version}).to_string())
+        .text(
+            json!({"type": "runtime", "language": lang.name, "version": lang.version}).to_string(),
+        )
         .await;
     let first_stage = if compiled { "compile" } else { "run" };
-    let _ = ws.text(json!({"type": "stage", "stage": first_stage}).to_string()).await;
+    let _ = ws
+        .text(json!({"type": "stage", "stage": first_stage}).to_string())
+        .await;
     let mut in_run = !compiled;
     let mut client_gone = false;
     loop {

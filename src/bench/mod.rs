@@ -4,6 +4,7 @@
 pub mod kafka;
 pub mod kubernetes;
 pub mod languages;
+pub mod queue;
 pub mod test_sets;
 
 use std::process::Command;
@@ -304,19 +305,33 @@ pub struct ServeChild {
     pub addr: String,
     child: std::process::Child,
     dir: std::path::PathBuf,
+    /// The dir outlives this server (another one is started on it later).
+    keep_dir: bool,
 }
 
 impl ServeChild {
     pub fn start(kiln: &std::path::Path) -> Result<ServeChild, String> {
-        use std::io::BufRead;
         let dir = std::env::temp_dir().join(format!("kiln-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let mut server = ServeChild::start_in(kiln, &dir, &[])?;
+        server.keep_dir = false;
+        Ok(server)
+    }
+
+    /// Starts on `dir` (kept when stopped) with `env` added to the defaults.
+    pub fn start_in(
+        kiln: &std::path::Path,
+        dir: &std::path::Path,
+        env: &[(&str, String)],
+    ) -> Result<ServeChild, String> {
+        use std::io::BufRead;
         let mut child = Command::new(kiln)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&dir)
+            .arg(dir)
             .env("RUST_LOG", "warn")
             // Filling a warm cache in the background would take CPU from the measurement.
             .env("KILN_WARM_CACHES", "false")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting kiln serve: {e}"))?;
@@ -327,7 +342,23 @@ impl ServeChild {
             .ok_or(format!("unexpected first line {first:?}"))?
             .to_string();
         std::thread::spawn(move || for _ in lines {});
-        Ok(ServeChild { addr, child, dir })
+        Ok(ServeChild {
+            addr,
+            child,
+            dir: dir.to_path_buf(),
+            keep_dir: true,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`: nothing of the server's own shutdown runs.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_dir = true;
     }
 }
 
@@ -338,7 +369,9 @@ impl Drop for ServeChild {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

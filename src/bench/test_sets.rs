@@ -51,7 +51,10 @@ fn in_parallel(
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     match errors.into_iter().next() {
         Some(e) => Err(e),

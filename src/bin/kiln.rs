@@ -115,6 +115,10 @@ enum Cmd {
         /// submissions, and N bare compiles and runs on the host.
         #[arg(long)]
         test_sets: bool,
+        /// The embedded queue with `--runs` submissions queued: accept rate, memory per queued
+        /// submission, and `/readyz` after `kill -9`.
+        #[arg(long)]
+        queue: bool,
     },
 }
 
@@ -293,7 +297,14 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             kubernetes,
             languages,
             test_sets,
+            queue,
         } => {
+            if queue {
+                let exe = std::env::current_exe().context("finding the kiln binary")?;
+                let report = kiln::bench::queue::run(&exe, runs).map_err(anyhow::Error::msg)?;
+                println!("{report}");
+                return Ok(0);
+            }
             if test_sets {
                 let exe = std::env::current_exe().context("finding the kiln binary")?;
                 let report =

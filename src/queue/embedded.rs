@@ -59,21 +59,36 @@ enum Write {
     ),
 }
 
-/// What is not on disk: the order of ready submissions and which ones pods hold now. Only ids:
-/// the submissions themselves (up to 32 MiB each) stay on disk until they are taken.
+/// What is not on disk: the order of ready submissions and which ones pods hold now. A ready
+/// submission is 16 bytes here, its journal sequence number and weight: its id and the
+/// submission itself (up to 32 MiB) stay on disk until it is taken, so a backlog of 100,000
+/// costs about 2 MB.
 struct Memory {
-    ready: VecDeque<(u64, String)>,
-    running: HashSet<String>,
-    /// Weight of every unfinished submission, and their sum (bounded by `max_queue_bytes`).
-    weights: HashMap<String, usize>,
+    ready: VecDeque<Ready>,
+    /// Taken from `ready`, being read from the journal (counted in the depth meanwhile).
+    taking: usize,
+    /// What pods hold now, by id: its sequence number and weight.
+    running: HashMap<String, Ready>,
+    /// Sum of the weights of every unfinished submission (bounded by `max_queue_bytes`).
     total_weight: usize,
 }
 
+/// A ready submission: its key in the PENDING table and its weight.
+#[derive(Clone, Copy, Debug)]
+struct Ready {
+    seq: u64,
+    weight: u32,
+}
+
 impl Memory {
-    fn add(&mut self, seq: u64, id: String, weight: usize) {
-        self.total_weight += weight;
-        self.weights.insert(id.clone(), weight);
-        self.ready.push_back((seq, id));
+    fn add(&mut self, seq: u64, weight: usize) {
+        let weight = u32::try_from(weight).unwrap_or(u32::MAX);
+        self.total_weight += weight as usize;
+        self.ready.push_back(Ready { seq, weight });
+    }
+
+    fn depth(&self) -> usize {
+        self.ready.len() + self.taking + self.running.len()
     }
 }
 
@@ -158,7 +173,7 @@ impl Store {
         if self.check_space(0).is_err() {
             return false;
         }
-        let reopened = Database::create(&self.path)
+        let reopened = open_database(&self.path)
             .map_err(store_err)
             .and_then(|db| create_tables(&db).map(|()| db));
         match reopened {
@@ -266,6 +281,18 @@ fn results_bytes(db: &Database) -> Result<u64, QueueError> {
     Ok(total)
 }
 
+/// redb's page cache. Its default (1 GiB) would keep every page the queue ever read or wrote in
+/// memory: with a backlog, the whole backlog. Submissions are read once, when taken, and the
+/// kernel's page cache serves those reads; a small cache keeps `kiln serve`'s memory independent
+/// of the backlog.
+const JOURNAL_CACHE_BYTES: usize = 4 << 20;
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(JOURNAL_CACHE_BYTES)
+        .create(path)
+}
+
 fn store_err(e: impl std::fmt::Display) -> QueueError {
     QueueError::Store(e.to_string())
 }
@@ -287,15 +314,15 @@ impl EmbeddedQueue {
                 QueueError::Store(format!("creating the data dir {}: {e}", data_dir.display()))
             })?;
         let path = data_dir.join("queue.redb");
-        let db = Database::create(&path)
+        let db = open_database(&path)
             .map_err(|e| QueueError::Store(format!("opening {}: {e}", path.display())))?;
         create_tables(&db)?;
         migrate_unsized_index(&db)?;
 
         let mut memory = Memory {
             ready: VecDeque::new(),
-            running: HashSet::new(),
-            weights: HashMap::new(),
+            taking: 0,
+            running: HashMap::new(),
             total_weight: 0,
         };
         {
@@ -304,12 +331,13 @@ impl EmbeddedQueue {
             let subs = rx.open_table(SUBMISSIONS).map_err(store_err)?;
             for row in pending.iter().map_err(store_err)? {
                 let (seq, id) = row.map_err(store_err)?;
-                let id = id.value().to_string();
-                let weight = match subs.get(id.as_str()).map_err(store_err)? {
-                    Some(raw) => Envelope::from_bincode(raw.value()).map_err(store_err)?.weight(),
+                let weight = match subs.get(id.value()).map_err(store_err)? {
+                    Some(raw) => Envelope::from_bincode(raw.value())
+                        .map_err(store_err)?
+                        .weight(),
                     None => 0,
                 };
-                memory.add(seq.value(), id, weight);
+                memory.add(seq.value(), weight);
             }
         }
         let kept = results_bytes(&db)?;
@@ -382,7 +410,7 @@ impl EmbeddedQueue {
                     self.memory
                         .lock()
                         .map_err(|_| QueueError::Closed)?
-                        .add(seq, id, weight);
+                        .add(seq, weight);
                     outcome.push(Submitted::Accepted);
                 }
                 None => {
@@ -394,49 +422,75 @@ impl EmbeddedQueue {
         Ok(outcome)
     }
 
-    /// Takes up to `max` ready submissions, reading them from the journal. When the journal
-    /// cannot be read they stay ready.
+    /// Takes up to `max` ready submissions, reading their ids and bodies from the journal. When
+    /// the journal cannot be read they stay ready.
     fn take_now(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let db = self.store.db()?;
-        let batch: Vec<(u64, String)> = {
+        let batch: Vec<Ready> = {
             let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
             let n = max.min(m.ready.len());
             let batch: Vec<_> = m.ready.drain(..n).collect();
-            for (_, id) in &batch {
-                m.running.insert(id.clone());
-            }
+            m.taking += batch.len();
             batch
         };
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let read = || -> Result<Vec<Delivery>, QueueError> {
+        let read = || -> Result<Vec<(Ready, Option<Envelope>)>, QueueError> {
             let rx = db.begin_read().map_err(store_err)?;
+            let pending = rx.open_table(PENDING).map_err(store_err)?;
             let subs = rx.open_table(SUBMISSIONS).map_err(store_err)?;
             let mut out = Vec::with_capacity(batch.len());
-            for (seq, id) in &batch {
-                match subs.get(id.as_str()).map_err(store_err)? {
-                    Some(raw) => out.push(Delivery {
-                        envelope: Envelope::from_bincode(raw.value()).map_err(store_err)?,
-                        token: *seq,
-                        attempt: 1,
-                    }),
+            for ready in &batch {
+                let envelope = match pending.get(ready.seq).map_err(store_err)? {
+                    Some(id) => match subs.get(id.value()).map_err(store_err)? {
+                        Some(raw) => Some(Envelope::from_bincode(raw.value()).map_err(store_err)?),
+                        None => {
+                            tracing::error!(
+                                id = id.value(),
+                                "a pending submission is missing from the journal"
+                            );
+                            None
+                        }
+                    },
                     None => {
-                        tracing::error!(%id, "a pending submission is missing from the journal")
+                        tracing::error!(
+                            seq = ready.seq,
+                            "a ready submission is missing from the journal"
+                        );
+                        None
                     }
-                }
+                };
+                out.push((*ready, envelope));
             }
             Ok(out)
         };
         let taken = read();
-        if taken.is_err() {
-            let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
-            for (seq, id) in batch.into_iter().rev() {
-                m.running.remove(&id);
-                m.ready.push_front((seq, id));
+        let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
+        m.taking -= batch.len();
+        match taken {
+            Ok(taken) => Ok(taken
+                .into_iter()
+                .filter_map(|(ready, envelope)| {
+                    let Some(envelope) = envelope else {
+                        m.total_weight -= ready.weight as usize;
+                        return None;
+                    };
+                    m.running.insert(envelope.id.clone(), ready);
+                    Some(Delivery {
+                        envelope,
+                        token: ready.seq,
+                        attempt: 1,
+                    })
+                })
+                .collect()),
+            Err(e) => {
+                for ready in batch.into_iter().rev() {
+                    m.ready.push_front(ready);
+                }
+                Err(e)
             }
         }
-        taken
     }
 
     /// Keeps results that were published elsewhere (Kafka mode's API reads them from the
@@ -509,7 +563,7 @@ fn state_in(
     }
     let running = memory
         .lock()
-        .map(|m| m.running.contains(id))
+        .map(|m| m.running.contains_key(id))
         .unwrap_or(false);
     Ok(Some(if running {
         SubmissionState::Running
@@ -570,9 +624,8 @@ impl Queue for EmbeddedQueue {
             wait.await.map_err(|_| QueueError::Closed)??;
             if let Ok(mut m) = memory.lock() {
                 for id in ids {
-                    m.running.remove(&id);
-                    if let Some(w) = m.weights.remove(&id) {
-                        m.total_weight -= w;
+                    if let Some(ready) = m.running.remove(&id) {
+                        m.total_weight -= ready.weight as usize;
                     }
                 }
             }
@@ -581,10 +634,7 @@ impl Queue for EmbeddedQueue {
     }
 
     fn depth(&self) -> usize {
-        self.memory
-            .lock()
-            .map(|m| m.ready.len() + m.running.len())
-            .unwrap_or(0)
+        self.memory.lock().map(|m| m.depth()).unwrap_or(0)
     }
 
     fn trouble(&self) -> Option<String> {
@@ -853,4 +903,110 @@ fn prune(db: &Database, retention: Duration, files: &ResultFiles) -> Result<u64,
         files.remove(&value);
     }
     Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Outcome, Status};
+    use crate::submission::Submission;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            retention: Duration::from_secs(3600),
+            max_results_bytes: 1 << 30,
+            min_free_bytes: 0,
+        }
+    }
+
+    fn envelope(id: &str, stdin: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            submission: Submission {
+                language: "python".into(),
+                source: Some("print(1)".into()),
+                stdin: stdin.into(),
+                ..Default::default()
+            },
+            created_at_ms: now_ms(),
+        }
+    }
+
+    fn result(id: &str) -> RunResult {
+        RunResult {
+            id: id.into(),
+            language: "python".into(),
+            outcome: Outcome::failed(Status::InternalError, "test"),
+            attempts: 1,
+            created_at_ms: 0,
+            finished_at_ms: now_ms(),
+        }
+    }
+
+    fn state(q: &EmbeddedQueue, id: &str) -> &'static str {
+        match q.state(id).unwrap() {
+            Some(SubmissionState::Queued) => "queued",
+            Some(SubmissionState::Running) => "running",
+            Some(SubmissionState::Done(_)) => "done",
+            Some(SubmissionState::Evicted { .. }) => "evicted",
+            None => "unknown",
+        }
+    }
+
+    /// Only sequence numbers and weights are kept for ready submissions: ids come back from the
+    /// journal when taken, in order, with depth, states and queued bytes right throughout and
+    /// after a reopen.
+    #[tokio::test]
+    async fn ready_submissions_are_taken_in_order_with_their_ids_read_from_the_journal() {
+        let dir = std::env::temp_dir().join(format!("kiln-embedded-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let q = EmbeddedQueue::open(&dir, bounds()).unwrap();
+        let envs: Vec<Envelope> = (0..5).map(|i| envelope(&format!("id-{i}"), "ab")).collect();
+        q.submit(envs.clone()).await.unwrap();
+        // A known id is not queued twice.
+        q.submit(vec![envelope("id-0", "ab")]).await.unwrap();
+        assert_eq!(Queue::depth(&q), 5);
+        assert_eq!(q.queued_bytes(), 5 * (8 + 2));
+
+        let taken = q.take_now(2).unwrap();
+        let ids: Vec<&str> = taken.iter().map(|d| d.envelope.id.as_str()).collect();
+        assert_eq!(ids, ["id-0", "id-1"]);
+        assert_eq!(taken[0].envelope.submission.stdin, "ab");
+        assert_eq!(state(&q, "id-0"), "running");
+        assert_eq!(state(&q, "id-2"), "queued");
+        assert_eq!(Queue::depth(&q), 5);
+
+        let first = taken.into_iter().next().unwrap();
+        Queue::complete(&q, vec![(first, result("id-0"))])
+            .await
+            .unwrap();
+        assert_eq!(state(&q, "id-0"), "done");
+        assert_eq!(Queue::depth(&q), 4);
+        assert_eq!(q.queued_bytes(), 4 * 10);
+        drop(q);
+
+        // After a restart the unfinished ones (the running one too) are ready again, in order.
+        // (The journal thread lets go of the file once it sees the queue gone.)
+        let mut reopened = EmbeddedQueue::open(&dir, bounds());
+        for _ in 0..50 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            reopened = EmbeddedQueue::open(&dir, bounds());
+        }
+        let q = reopened.unwrap();
+        assert_eq!(Queue::depth(&q), 4);
+        assert_eq!(q.queued_bytes(), 4 * 10);
+        let ids: Vec<String> = q
+            .take_now(10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.envelope.id)
+            .collect();
+        assert_eq!(ids, ["id-1", "id-2", "id-3", "id-4"]);
+        assert_eq!(state(&q, "id-4"), "running");
+        assert!(q.take_now(10).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

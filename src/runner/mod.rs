@@ -372,7 +372,11 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn write_files(files: &[JobFile], work_dir: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+fn write_files(
+    files: &[JobFile],
+    work_dir: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), String> {
     for file in files {
         check_file_name(&file.name)?;
         let path = work_dir.join(&file.name);

@@ -55,7 +55,11 @@ pub fn npm(dir: &str, packages: &[&str]) -> Option<PathBuf> {
         return Some(root);
     }
     std::fs::create_dir_all(&root).ok()?;
-    std::fs::write(root.join("package.json"), "{\"private\": true, \"type\": \"module\"}").ok()?;
+    std::fs::write(
+        root.join("package.json"),
+        "{\"private\": true, \"type\": \"module\"}",
+    )
+    .ok()?;
     let ok = Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--silent"])
         .args(packages)
@@ -71,7 +75,9 @@ pub fn npm(dir: &str, packages: &[&str]) -> Option<PathBuf> {
 
 /// Runs `script` (a tests/ file) with node from inside `dir`, so that its imports resolve there.
 pub fn node(dir: &std::path::Path, script: &str, env: &[(&str, String)]) -> std::process::Output {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
     let target = dir.join(script);
     std::fs::copy(&source, &target).expect("copy the script");
     let mut cmd = Command::new("node");
