@@ -32,6 +32,11 @@ pub struct Entry {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub binaries: Vec<String>,
+    /// Binaries at a fixed path instead of the ones found on PATH (`python3 =
+    /// "/opt/venv/bin/python3"`). Used as given, not followed through symlinks, so that a
+    /// virtualenv's interpreter stays in its virtualenv; its directory is made visible in pods.
+    #[serde(default)]
+    pub paths: BTreeMap<String, PathBuf>,
     /// The binaries may be scripts (Debian's `erl` and `ghc` are): found as they are, not
     /// skipped for being no ELF file.
     #[serde(default)]
@@ -268,10 +273,24 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
 
 fn resolve(entry: &Entry, probes: &ProbeCache) -> Result<Language, String> {
     let mut bins: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for name in &entry.binaries {
-        bins.insert(name.clone(), find_real_binary(name, entry.scripts)?);
-    }
     let mut mounts = Vec::new();
+    for name in &entry.binaries {
+        let path = match entry.paths.get(name) {
+            Some(given) => {
+                let real = std::fs::canonicalize(given)
+                    .map_err(|e| format!("{name} at {}: {e}", given.display()))?;
+                if !real.is_file() {
+                    return Err(format!("{name} at {} is not a file", given.display()));
+                }
+                if !SYSTEM_PREFIXES.iter().any(|p| real.starts_with(p)) {
+                    mounts.push(toolchain_root(&real));
+                }
+                given.clone()
+            }
+            None => find_real_binary(name, entry.scripts)?,
+        };
+        bins.insert(name.clone(), path);
+    }
     if let Some(cmd) = &entry.sysroot {
         let out = run_capture(&substitute(cmd, &bins, &entry.entry))?;
         let sysroot = PathBuf::from(out.trim());

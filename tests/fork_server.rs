@@ -96,6 +96,18 @@ async fn exits_exceptions_and_shutdown_behave_as_when_execd() {
         "import threading, time\ndef w():\n    time.sleep(0.2)\n    print('thread done')\nthreading.Thread(target=w).start()\nprint('main done')\n",
         // Killed by its own signal.
         "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n",
+        // What the end of a forked run keeps of the interpreter's teardown (finish.rs): a file
+        // object left unflushed in a global, globals in a reference cycle with finalizers, a
+        // daemon thread left running, SystemExit raised bare, an uncaught KeyboardInterrupt (the
+        // process ends by SIGINT), stdout closed by the program, output from atexit and
+        // finalizers in their order.
+        "out = open(1, 'w', closefd=False)\nout.write('left unflushed')\n",
+        "class N:\n    def __del__(self):\n        print('freed', self.name)\na, b = N(), N()\na.name, b.name = 'a', 'b'\na.other, b.other = b, a\n",
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(5,), daemon=True).start()\nprint('bye')\n",
+        "print('raising')\nraise SystemExit(5)\n",
+        "raise KeyboardInterrupt\n",
+        "import sys\nprint('before close')\nsys.stdout.close()\n",
+        "import atexit\natexit.register(print, 'registered first, runs last')\natexit.register(print, 'registered last, runs first')\nclass D:\n    def __del__(self):\n        print('del after atexit')\nd = D()\n",
         // Hash randomisation and the random module are per run in both.
         "import random\nprint(type(random.random()).__name__, type(hash('x')).__name__)\n",
     ];

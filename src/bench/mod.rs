@@ -1,6 +1,7 @@
 //! `kiln bench`: Kiln's costs side by side with the floor measured in the same run, as ratios,
 //! because shared machines are noisy and only ratios compare across runs.
 
+pub mod http;
 pub mod kafka;
 pub mod kubernetes;
 pub mod languages;
@@ -110,12 +111,9 @@ pub fn host_busy() -> Duration {
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
-    let busy: u64 = cpu
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, v)| v)
-        .sum();
+    // user, nice, system, irq, softirq: not idle or iowait, not steal (the hypervisor's), not
+    // guest (counted in user already).
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| cpu.get(i)).sum();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(busy * 1000 / hz)
 }
@@ -288,17 +286,6 @@ pub fn report_engine(f: &EngineFigures) -> String {
     )
 }
 
-/// The HTTP benchmark: starts `kiln serve` as a child process, then measures bare spawns and
-/// `POST /v1/submissions?wait=true`, sequentially and at concurrency = cores, interleaved.
-pub fn http(
-    kiln: &std::path::Path,
-    runs: usize,
-    concurrency: Option<usize>,
-) -> Result<String, String> {
-    let server = ServeChild::start(kiln)?;
-    http_measure(&server.addr, runs, server.child.id(), concurrency)
-}
-
 /// `kiln serve` as a child process on a port of its own and a fresh data dir, stopped (and its
 /// dir removed) when dropped.
 pub struct ServeChild {
@@ -310,10 +297,10 @@ pub struct ServeChild {
 }
 
 impl ServeChild {
-    pub fn start(kiln: &std::path::Path) -> Result<ServeChild, String> {
+    pub fn start(kiln: &std::path::Path, env: &[(&str, String)]) -> Result<ServeChild, String> {
         let dir = std::env::temp_dir().join(format!("kiln-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut server = ServeChild::start_in(kiln, &dir, &[])?;
+        let mut server = ServeChild::start_in(kiln, &dir, env)?;
         server.keep_dir = false;
         Ok(server)
     }
@@ -373,110 +360,6 @@ impl Drop for ServeChild {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn http_measure(
-    base: &str,
-    runs: usize,
-    server_pid: u32,
-    concurrency: Option<usize>,
-) -> Result<String, String> {
-    let registry = Registry::load(None)?;
-    let python = registry.find("python", None)?.run[0].clone();
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
-    let body = serde_json::json!({"language": "python", "source": "print(1)"});
-    let submit = |agent: &ureq::Agent| -> Result<Duration, String> {
-        let t = Instant::now();
-        let r: serde_json::Value = agent
-            .post(&format!("{base}/v1/submissions?wait=true"))
-            .send_json(body.clone())
-            .map_err(|e| e.to_string())?
-            .into_json()
-            .map_err(|e| e.to_string())?;
-        let took = t.elapsed();
-        if r["stdout"] != "1\n" {
-            return Err(format!("unexpected result {r}"));
-        }
-        Ok(took)
-    };
-    // Ready: the pool is warm.
-    for _ in 0..100 {
-        if agent.get(&format!("{base}/readyz")).call().is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let idle_rss = rss_of(server_pid);
-    for _ in 0..5 {
-        submit(&agent)?;
-    }
-    floor_python(&python, 5);
-
-    let mut floor = Vec::new();
-    let mut e2e = Vec::new();
-    for _ in 0..runs {
-        e2e.push(submit(&agent)?);
-        floor.push(floor_python(&python, 1).p50);
-    }
-    let (floor, e2e) = (Summary::of(floor), Summary::of(e2e));
-
-    // `cores` names the concurrency: the number of cores unless asked otherwise.
-    let cores = concurrency.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
-    let per_thread = runs.max(cores) / cores;
-    let total = per_thread * cores;
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..cores {
-            let python = python.clone();
-            s.spawn(move || floor_python(&python, per_thread));
-        }
-    });
-    let floor_tput = total as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let errors: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cores)
-            .map(|_| {
-                let agent = agent.clone();
-                let submit = &submit;
-                s.spawn(move || {
-                    (0..per_thread)
-                        .map(|_| submit(&agent))
-                        .filter_map(|r| r.err())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    if let Some(e) = errors.first() {
-        return Err(e.clone());
-    }
-    let kiln_tput = total as f64 / t.elapsed().as_secs_f64();
-
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    Ok(format!(
-        "| measurement | n | p50 | p99 | p50 ratio to floor |\n|---|---|---|---|---|\n\
-         | floor: bare `python3 -c 'print(1)'` | {} | {} | {} | 1.00 |\n\
-         | `POST /v1/submissions?wait=true` (`print(1)`), sequential | {} | {} | {} | {:.2} |\n\n\
-         | at concurrency {cores} | runs | throughput | ratio to floor |\n|---|---|---|---|\n\
-         | floor: bare spawns | {total} | {floor_tput:.1}/s | 1.00 |\n\
-         | Kiln over HTTP | {total} | {kiln_tput:.1}/s | {:.2} |\n\n\
-         `kiln serve` idle RSS (before any job, pool warm): {:.1} MB (the standby pods are separate processes).\n",
-        floor.n, ms(floor.p50), ms(floor.p99),
-        e2e.n, ms(e2e.p50), ms(e2e.p99), ratio(e2e.p50, floor.p50),
-        kiln_tput / floor_tput,
-        idle_rss as f64 / 1e6,
-    ))
 }
 
 pub(crate) fn rss_of(pid: u32) -> u64 {

@@ -63,7 +63,7 @@ fn in_parallel(
 }
 
 pub fn run(kiln: &std::path::Path, tests: usize, rounds: usize) -> Result<String, String> {
-    let server = ServeChild::start(kiln)?;
+    let server = ServeChild::start(kiln, &[])?;
     let base = server.addr.clone();
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(300))

@@ -100,6 +100,10 @@ enum Cmd {
         /// Requests in flight for the HTTP throughput measurement (default: one per core).
         #[arg(long)]
         concurrency: Option<usize>,
+        /// With --http: Python from a virtualenv whose site start-up imports a few packages,
+        /// for Kiln and the floor alike.
+        #[arg(long)]
+        site_imports: bool,
         /// Measure Kiln over Kafka on these brokers (e.g. 127.0.0.1:9092 from scripts/kafka).
         #[arg(long)]
         kafka: Option<String>,
@@ -293,6 +297,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             runs,
             http,
             concurrency,
+            site_imports,
             kafka,
             kubernetes,
             languages,
@@ -326,8 +331,12 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             }
             if http {
                 let exe = std::env::current_exe().context("finding the kiln binary")?;
-                let report =
-                    kiln::bench::http(&exe, runs, concurrency).map_err(anyhow::Error::msg)?;
+                let options = kiln::bench::http::Options {
+                    runs,
+                    concurrency,
+                    site_imports,
+                };
+                let report = kiln::bench::http::run(&exe, &options).map_err(anyhow::Error::msg)?;
                 println!("{report}");
                 return Ok(0);
             }

@@ -18,7 +18,10 @@
 //!   landlock, seccomp). Then, instead of exec'ing, it closes every other descriptor and returns
 //!   from the init function by raising ImportError; usercustomize removes its traces and the
 //!   interpreter runs the pod's /work/main.py as the command it was started with would.
+//! - when the program ends, the interpreter's teardown is replaced by the part of it a program
+//!   can observe (finish.rs): the server's start-up state is not freed page by page.
 
+mod finish;
 mod launch;
 mod python;
 mod server;

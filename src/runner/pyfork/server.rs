@@ -247,6 +247,7 @@ unsafe fn program(server: &Server, procs: Vec<OwnedFd>, child: ChildEnds) {
         Ok(f) => f,
         Err(e) => fail(&status, "building the seccomp filter", e),
     };
+    super::finish::install();
     if let Err(e) = lock_down(&spec, filter, &stdio) {
         fail(&status, "locking down the program's process", &e);
     }
