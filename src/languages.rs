@@ -690,6 +690,33 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_binary_path_is_used_as_given_and_made_visible() {
+        let dir = std::env::temp_dir().join(format!("kiln-pinned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let real = find_real_binary("python3", false).unwrap();
+        std::os::unix::fs::symlink(&real, dir.join("bin/python3")).unwrap();
+        let pinned = dir.join("bin/python3");
+        let text = format!(
+            "[[language]]\nname = \"py-pinned\"\nbinaries = [\"python3\"]\n\
+             paths = {{ python3 = \"{}\" }}\n\
+             version = [\"{{python3}}\", \"-c\", \"import platform; print(platform.python_version())\"]\n\
+             entry = \"main.py\"\nrun = [\"{{python3}}\", \"{{entry}}\"]\n",
+            pinned.display()
+        );
+        let entries = parse(&text).unwrap();
+        let lang = resolve(&entries[0], &ProbeCache::load()).unwrap();
+        // Not followed to the interpreter it links to: a virtualenv stays one.
+        assert_eq!(lang.run[0], pinned.display().to_string());
+        assert!(lang.mounts.contains(&dir), "{:?}", lang.mounts);
+        // A pinned path that is not there says so.
+        let missing = text.replace("bin/python3", "bin/nothing");
+        let err = resolve(&parse(&missing).unwrap()[0], &ProbeCache::load()).unwrap_err();
+        assert!(err.contains("bin/nothing"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn shims_are_not_chosen() {
         let reg = Registry::load(None).unwrap();
         let py = reg.find("py", None).unwrap();

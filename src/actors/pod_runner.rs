@@ -188,12 +188,10 @@ impl Handler<RunJob> for PodRunner {
                 panic!("injected pod runner panic (inject_panic_probability = {p})");
             }
             let key = msg.key;
-            let mut job = msg.job;
-            // The compile cache: a compile error answers at once, a build is laid in, a miss
-            // asks the pod for what the compile step makes.
+            let job = msg.job;
             this.cache_key = None;
             this.laid_in = None;
-            if let Some(cache) = &this.shared.compile_cache {
+            let cache_key = this.shared.compile_cache.as_ref().and_then(|_| {
                 let version = this
                     .shared
                     .registry
@@ -202,42 +200,86 @@ impl Handler<RunJob> for PodRunner {
                     .find(|l| l.name == job.language)
                     .map(|l| l.version.as_str())
                     .unwrap_or("");
-                let key_of = job
-                    .prebuilt
+                job.prebuilt
                     .is_none()
                     .then(|| crate::compile_cache::CompileCache::key(&job, version))
-                    .flatten();
-                if let Some(k) = key_of {
-                    match cache.get(&k) {
-                        Some(crate::compile_cache::Cached::Built(a)) => {
-                            // A test-case set's first test hands the build back with its
-                            // outcome, as if just built, for the set's other tests.
-                            if key.test.is_some() {
-                                this.laid_in = Some(a.clone());
+                    .flatten()
+            });
+            match (this.shared.compile_cache.clone(), cache_key) {
+                (Some(cache), Some(k)) => {
+                    // The entry (megabytes for a JVM build) is read off the actors' thread; the
+                    // job is this runner's meanwhile, so a restart hands it back.
+                    this.current = Some(key.clone());
+                    let generation = this.generation;
+                    let lookup = tokio::task::spawn_blocking(move || {
+                        let cached = cache.get(&k);
+                        (k, cached)
+                    });
+                    ctx.spawn(actix::fut::wrap_future(lookup).map(
+                        move |looked_up, this: &mut PodRunner, ctx| {
+                            if this.generation != generation || this.current.as_ref() != Some(&key)
+                            {
+                                return;
                             }
-                            job.prebuilt = Some(a);
+                            this.current = None;
+                            let (k, cached) = match looked_up {
+                                Ok(found) => found,
+                                Err(_) => return this.start(key, job, None, ctx),
+                            };
+                            this.start(key, job, Some((k, cached)), ctx)
+                        },
+                    ));
+                }
+                _ => this.start(key, job, None, ctx),
+            }
+        });
+    }
+}
+
+impl PodRunner {
+    /// Runs `job` on this runner's standby pod, after its compile-cache lookup (`cached`: the
+    /// key and what the cache holds for it; `None` when the cache is off or the job has no
+    /// build to cache): a compile error answers at once, a build is laid in, a miss asks the
+    /// pod for what the compile step makes.
+    fn start(
+        &mut self,
+        key: JobKey,
+        mut job: Job,
+        cached: Option<(String, Option<crate::compile_cache::Cached>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let this = self;
+        {
+            if let Some((k, cached)) = cached {
+                match cached {
+                    Some(crate::compile_cache::Cached::Built(a)) => {
+                        // A test-case set's first test hands the build back with its
+                        // outcome, as if just built, for the set's other tests.
+                        if key.test.is_some() {
+                            this.laid_in = Some(a.clone());
                         }
-                        Some(failed) => {
-                            this.peers.dispatcher.do_send(JobDone {
+                        job.prebuilt = Some(a);
+                    }
+                    Some(failed) => {
+                        this.peers.dispatcher.do_send(JobDone {
+                            runner: this.id,
+                            key,
+                            result: Ok(failed.failed_outcome().expect("a failure")),
+                        });
+                        // The standby pod was not used: this runner is ready again (after
+                        // the JobDone, which the dispatcher reads first).
+                        if this.pod.is_some() {
+                            this.peers.dispatcher.do_send(RunnerReady {
                                 runner: this.id,
-                                key,
-                                result: Ok(failed.failed_outcome().expect("a failure")),
+                                pool: this.pool,
+                                addr: ctx.address(),
                             });
-                            // The standby pod was not used: this runner is ready again (after
-                            // the JobDone, which the dispatcher reads first).
-                            if this.pod.is_some() {
-                                this.peers.dispatcher.do_send(RunnerReady {
-                                    runner: this.id,
-                                    pool: this.pool,
-                                    addr: ctx.address(),
-                                });
-                            }
-                            return;
                         }
-                        None => {
-                            job.keep_artifact = true;
-                            this.cache_key = Some(k);
-                        }
+                        return;
+                    }
+                    None => {
+                        job.keep_artifact = true;
+                        this.cache_key = Some(k);
                     }
                 }
             }
@@ -284,7 +326,7 @@ impl Handler<RunJob> for PodRunner {
                 };
                 me.do_send(Ran { key, result });
             });
-        });
+        }
     }
 }
 

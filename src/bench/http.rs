@@ -147,16 +147,34 @@ fn languages_file(interpreter: &Path, dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Jobs done, wall time, host CPU and the benchmark's own CPU over one throughput run.
+/// Rounds of floor and Kiln, alternating, at each number in flight.
+const ROUNDS: usize = 4;
+
+/// Jobs done, wall time, host CPU and the benchmark's own CPU over throughput runs; for Kiln,
+/// the CPU of its process tree by part.
+#[derive(Default)]
 struct Load {
     jobs: usize,
     wall: Duration,
     host: Duration,
     client: Duration,
-    tree: Option<(TreeCpu, TreeCpu)>,
+    tree: Option<TreeCpu>,
 }
 
 impl Load {
+    fn add(&mut self, other: Load) {
+        self.jobs += other.jobs;
+        self.wall += other.wall;
+        self.host += other.host;
+        self.client += other.client;
+        if let Some(t) = other.tree {
+            let mine = self.tree.get_or_insert_with(TreeCpu::default);
+            mine.serve += t.serve;
+            mine.pods += t.pods;
+            mine.fork_server += t.fork_server;
+        }
+    }
+
     fn per_s(&self) -> f64 {
         self.jobs as f64 / self.wall.as_secs_f64()
     }
@@ -200,7 +218,16 @@ fn measure_load(
         wall,
         host: host_busy().saturating_sub(before.0),
         client: self_cpu().saturating_sub(before.1),
-        tree: tree.and_then(|(r, f)| before.2.map(|b| (b, tree_cpu(r, f)))),
+        tree: tree.and_then(|(r, f)| {
+            before.2.map(|b| {
+                let a = tree_cpu(r, f);
+                TreeCpu {
+                    serve: a.serve.saturating_sub(b.serve),
+                    pods: a.pods.saturating_sub(b.pods),
+                    fork_server: a.fork_server.saturating_sub(b.fork_server),
+                }
+            })
+        }),
     })
 }
 
@@ -291,15 +318,23 @@ fn measure(server: &ServeChild, python: &str, o: &Options) -> Result<(String, St
     let mut at_cores = None;
     let mut breakdown = None;
     for &c in &levels {
-        let per_thread = o.runs.max(c) / c;
-        let f = measure_load(c, per_thread, None, || {
-            floor_python(python, 1);
-            Ok(())
-        })?;
+        // Floor and Kiln alternate in rounds, so that the shared machine's ups and downs fall
+        // on both alike.
+        let per_thread = (o.runs.max(c * ROUNDS) / c / ROUNDS).max(1);
         program_cpu.store(0, std::sync::atomic::Ordering::Relaxed);
-        let k = measure_load(c, per_thread, Some((server.pid(), fork_server)), || {
-            submit(&agent).map(|_| ())
-        })?;
+        let (mut f, mut k) = (Load::default(), Load::default());
+        for _ in 0..ROUNDS {
+            f.add(measure_load(c, per_thread, None, || {
+                floor_python(python, 1);
+                Ok(())
+            })?);
+            k.add(measure_load(
+                c,
+                per_thread,
+                Some((server.pid(), fork_server)),
+                || submit(&agent).map(|_| ()),
+            )?);
+        }
         let program = Duration::from_millis(program_cpu.load(std::sync::atomic::Ordering::Relaxed))
             / k.jobs as u32;
         rows += &format!(
@@ -352,11 +387,11 @@ fn measure(server: &ServeChild, python: &str, o: &Options) -> Result<(String, St
         idle_rss as f64 / 1e6
     );
     if let Some((c, k, f, program)) = breakdown {
-        if let Some((before, after)) = k.tree {
+        if let Some(tree) = k.tree {
             let n = k.jobs as u32;
-            let serve = after.serve.saturating_sub(before.serve) / n;
-            let pods = after.pods.saturating_sub(before.pods) / n;
-            let fork = after.fork_server.saturating_sub(before.fork_server) / n;
+            let serve = tree.serve / n;
+            let pods = tree.pods / n;
+            let fork = tree.fork_server / n;
             let total = k.cpu_per_job();
             let rest = total.saturating_sub(serve + pods + fork);
             let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64();
