@@ -81,6 +81,36 @@ impl LocalSettings {
     }
 }
 
+/// The last 32 jobs, one bit each: which ones the fork server could serve (`forked`) and which
+/// ones it could not (`execd`); all set at start. Pods ask the server for a process only while
+/// some recent job could use it, and fork the runner's own zygote only while some recent job
+/// needed that: a workload of one kind does not pay for the other kind's process in every pod.
+pub struct JobHistory {
+    forked: std::sync::atomic::AtomicU32,
+    execd: std::sync::atomic::AtomicU32,
+}
+
+impl Default for JobHistory {
+    fn default() -> JobHistory {
+        JobHistory {
+            forked: std::sync::atomic::AtomicU32::new(u32::MAX),
+            execd: std::sync::atomic::AtomicU32::new(u32::MAX),
+        }
+    }
+}
+
+impl JobHistory {
+    fn record(&self, forkable: bool) {
+        let push = |bits: &std::sync::atomic::AtomicU32, bit: bool| {
+            let _ = bits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some((h << 1) | u32::from(bit))
+            });
+        };
+        push(&self.forked, forkable);
+        push(&self.execd, !forkable);
+    }
+}
+
 /// Makes local standby pods.
 pub struct LocalBackend {
     settings: LocalSettings,
@@ -96,10 +126,8 @@ pub struct LocalBackend {
     overlays: std::sync::RwLock<Vec<(PathBuf, PathBuf)>>,
     /// The Python fork server, or why there is none; `None` when none was asked for.
     fork_server: Option<Result<ForkServer, String>>,
-    /// Which of the last 32 jobs the fork server could have served, one bit each (all set at
-    /// start). Pods ask the server for a process only while some recent job could use it: a
-    /// workload without Python does not pay for forks it never uses.
-    forkable_history: Arc<std::sync::atomic::AtomicU32>,
+    /// Which of the last 32 jobs the fork server could have served, and which it could not.
+    forkable_history: Arc<JobHistory>,
     /// Cores running jobs are pinned to, when this host has the cpuset controller.
     cores: Option<Arc<Cores>>,
 }
@@ -177,7 +205,7 @@ impl LocalBackend {
             shared_netns,
             overlays: Default::default(),
             fork_server: None,
-            forkable_history: Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX)),
+            forkable_history: Arc::new(JobHistory::default()),
         };
         backend.fork_server = backend
             .settings
@@ -253,6 +281,7 @@ impl LocalBackend {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             fork_server: None,
+            local_zygote: true,
         }
     }
 }
@@ -349,7 +378,7 @@ impl PodBackend for LocalBackend {
             }
         };
         let mut setup = self.setup_for(cgroup.clone());
-        let wanted = self.forkable_history.load(Ordering::Relaxed) != 0;
+        let wanted = self.forkable_history.forked.load(Ordering::Relaxed) != 0;
         let fork_conn = self
             .running_fork_server()
             .filter(|_| wanted)
@@ -358,6 +387,10 @@ impl PodBackend for LocalBackend {
                 setup.fork_server = Some(server.spec.command.clone());
                 Some(conn)
             });
+        // With a forked process coming, the runner's own is made only while some recent job
+        // needed one (a job that needs one and finds none forks it then).
+        setup.local_zygote =
+            fork_conn.is_none() || self.forkable_history.execd.load(Ordering::Relaxed) != 0;
         let net = match (&self.shared_netns, self.settings.network) {
             (_, true) => Network::Host,
             (Some(ns), false) => Network::Join(ns.clone()),
@@ -417,7 +450,7 @@ pub struct LocalPod {
     reaped: Arc<Mutex<bool>>,
     live: LivePods,
     /// The fork server's command and the backend's history of jobs it could serve.
-    forkable: Option<(ForkedCommand, Arc<std::sync::atomic::AtomicU32>)>,
+    forkable: Option<(ForkedCommand, Arc<JobHistory>)>,
     /// The host's cores, to pin this pod to its share of them while its job runs.
     cores: Option<Arc<Cores>>,
 }
@@ -534,10 +567,7 @@ impl StandbyPod for LocalPod {
 
     fn run(mut self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
         if let Some((command, history)) = &self.forkable {
-            let bit = u32::from(command.serves(&job.run.argv, &job.env, job.compile.is_some()));
-            let _ = history.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                Some((h << 1) | bit)
-            });
+            history.record(command.serves(&job.run.argv, &job.env, job.compile.is_some()));
         }
         Box::pin(async move {
             let result = async {

@@ -47,14 +47,19 @@ pub fn serve_pod() -> i32 {
     let built = build(&setup).and_then(|isolation| {
         // Asked first: the server's process moves into the cgroup while the local one is made.
         let forked = fork_conn.and_then(|conn| Zygote::from_fork_server(&conn, &isolation).ok());
-        let mut zygote = Zygote::fork(&isolation).map_err(|e| SetupError {
-            step: "fork the program's process".into(),
-            error: e.to_string(),
-        })?;
-        zygote.wait_ready().map_err(|e| SetupError {
-            step: "move the program's process into the cgroup".into(),
-            error: e.to_string(),
-        })?;
+        let zygote = if setup.local_zygote || forked.is_none() {
+            let mut zygote = Zygote::fork(&isolation).map_err(|e| SetupError {
+                step: "fork the program's process".into(),
+                error: e.to_string(),
+            })?;
+            zygote.wait_ready().map_err(|e| SetupError {
+                step: "move the program's process into the cgroup".into(),
+                error: e.to_string(),
+            })?;
+            Some(zygote)
+        } else {
+            None
+        };
         // A fork server that fails only costs the pod its head start.
         let forked = forked.and_then(|mut z| z.wait_ready().ok().map(|()| z));
         Ok((isolation, zygote, forked))
@@ -78,7 +83,7 @@ pub fn serve_pod() -> i32 {
     let outcome = match read_frame::<Job>(input) {
         Ok(Some(job)) => {
             let forked = forked.zip(setup.fork_server.as_ref());
-            run_job(&job, Path::new(WORK_DIR), &isolation, Some(zygote), forked)
+            run_job(&job, Path::new(WORK_DIR), &isolation, zygote, forked)
         }
         Ok(None) => return 0, // the host retired this pod unused
         Err(e) => Outcome::failed(
