@@ -107,6 +107,8 @@ async fn exits_exceptions_and_shutdown_behave_as_when_execd() {
         "print('raising')\nraise SystemExit(5)\n",
         "raise KeyboardInterrupt\n",
         "import sys\nprint('before close')\nsys.stdout.close()\n",
+        // A module the program imported itself is freed at its end, with what it holds.
+        "import fractions\nclass D:\n    def __del__(self):\n        print('held by an imported module, freed')\nfractions.held = D()\n",
         "import atexit\natexit.register(print, 'registered first, runs last')\natexit.register(print, 'registered last, runs first')\nclass D:\n    def __del__(self):\n        print('del after atexit')\nd = D()\n",
         // Hash randomisation and the random module are per run in both.
         "import random\nprint(type(random.random()).__name__, type(hash('x')).__name__)\n",

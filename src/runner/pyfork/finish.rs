@@ -34,6 +34,10 @@ def _finish():
     atexit._run_exitfuncs()
     main = sys.modules.pop('__main__', None)
     del main
+    # The program's own imports go too, newest first; what the server had loaded stays.
+    for name in reversed(list(sys.modules)):
+        if name not in preloaded:
+            sys.modules.pop(name, None)
     import gc
     gc.collect()
     for name in ('stdout', 'stderr'):
@@ -68,6 +72,14 @@ struct Api {
 }
 
 static API: OnceLock<Api> = OnceLock::new();
+/// `FINISH` compiled once, in the server: every program's process inherits it.
+static CODE: std::sync::atomic::AtomicPtr<c_void> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+/// The globals `FINISH` runs in, made in the server: `preloaded` names the modules the server
+/// had loaded (left standing at a program's end; the program's own imports are freed).
+static GLOBALS: std::sync::atomic::AtomicPtr<c_void> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+const SNAPSHOT: &CStr = c"import sys\npreloaded = frozenset(sys.modules)\ndel sys\n";
 
 unsafe fn sym<T>(name: &CStr) -> Option<T> {
     let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
@@ -92,14 +104,9 @@ unsafe fn find() -> Option<Api> {
 extern "C" fn kiln_finalize() -> c_int {
     let Some(api) = API.get() else { return 0 };
     unsafe {
-        let globals = (api.dict_new)();
-        if globals.is_null() {
-            return -1;
-        }
-        (api.dict_set)(globals, c"__builtins__".as_ptr(), (api.builtins)());
-        let code = (api.compile)(FINISH.as_ptr(), c"<kiln>".as_ptr(), FILE_INPUT);
-        if code.is_null() {
-            (api.print)();
+        let globals = GLOBALS.load(std::sync::atomic::Ordering::Relaxed);
+        let code = CODE.load(std::sync::atomic::Ordering::Relaxed);
+        if code.is_null() || globals.is_null() {
             return -1;
         }
         let done = (api.eval)(code, globals, globals);
@@ -110,33 +117,60 @@ extern "C" fn kiln_finalize() -> c_int {
             return -1;
         }
         (api.decref)(done);
-        (api.decref)(code);
         let status = (api.dict_get)(globals, c"status".as_ptr());
         let status = if status.is_null() {
             0
         } else {
             (api.as_long)(status) as c_int
         };
-        // The globals are left to the exit: freeing them would only cost time.
         status
     }
 }
 
+/// In the server, once: finds the C API and compiles the finish. Without them programs keep
+/// the full teardown.
+///
+/// # Safety
+/// With the GIL held.
+pub(super) unsafe fn prepare() {
+    let Some(api) = find() else { return };
+    let globals = (api.dict_new)();
+    if globals.is_null() {
+        return;
+    }
+    (api.dict_set)(globals, c"__builtins__".as_ptr(), (api.builtins)());
+    let snapshot = (api.compile)(SNAPSHOT.as_ptr(), c"<kiln>".as_ptr(), FILE_INPUT);
+    let code = (api.compile)(FINISH.as_ptr(), c"<kiln>".as_ptr(), FILE_INPUT);
+    if snapshot.is_null() || code.is_null() {
+        (api.print)();
+        return;
+    }
+    let done = (api.eval)(snapshot, globals, globals);
+    if done.is_null() {
+        (api.print)();
+        return;
+    }
+    (api.decref)(done);
+    (api.decref)(snapshot);
+    GLOBALS.store(globals, std::sync::atomic::Ordering::Relaxed);
+    CODE.store(code, std::sync::atomic::Ordering::Relaxed);
+    let _ = API.set(api);
+}
+
 /// Points `Py_FinalizeEx` at `kiln_finalize` in this process. False (and nothing changed) when
-/// the interpreter lacks what is needed or the code cannot be patched.
+/// the server could not prepare the finish or the code cannot be patched.
 ///
 /// # Safety
 /// In the program's process, single-threaded, before the program runs.
 pub(super) unsafe fn install() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        let Some(api) = find() else { return false };
+        if API.get().is_none() || GLOBALS.load(std::sync::atomic::Ordering::Relaxed).is_null() {
+            return false;
+        }
         let Some(target): Option<*mut u8> = sym(c"Py_FinalizeEx") else {
             return false;
         };
-        if API.set(api).is_err() {
-            return false;
-        }
         // movabs rax, kiln_finalize; jmp rax
         let mut jump = [0u8; 12];
         jump[0] = 0x48;

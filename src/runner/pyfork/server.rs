@@ -49,6 +49,7 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
         python,
         argv: own_argv,
     };
+    super::finish::prepare();
     let ready = format!("{READY_LINE}\n");
     libc::write(1, ready.as_ptr().cast(), ready.len());
     serve(&server);
