@@ -281,3 +281,20 @@ async fn a_fork_server_that_cannot_start_says_why_and_runs_are_execd() {
     assert_eq!(o.stdout.0, b"exec is fine\n", "{o:?}");
     assert!(!o.forked, "{o:?}");
 }
+
+#[tokio::test]
+async fn a_forked_run_ends_without_freeing_the_servers_start_up_state() {
+    // The one difference docs/languages.md names: an object a program hangs on a module the
+    // server had loaded is finalized at exit by an exec'd interpreter's teardown, and not in a
+    // forked run, whose end leaves the server's state (shared, copy-on-write) alone.
+    let (forking, plain) = (backend(true), backend(false));
+    let program = "import os\nclass D:\n    def __del__(self):\n        print('finalized')\nos.held = D()\nprint('end')\n";
+    let (forked, execd) = tokio::join!(
+        run_on(&forking, source("python", program)),
+        run_on(&plain, source("python", program))
+    );
+    assert!(forked.forked, "{forked:?}");
+    assert_eq!(execd.stdout.0, b"end\nfinalized\n", "{execd:?}");
+    assert_eq!(forked.stdout.0, b"end\n", "{forked:?}");
+    assert_eq!(forked.exit_code, Some(0), "{forked:?}");
+}

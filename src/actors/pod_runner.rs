@@ -222,11 +222,11 @@ impl Handler<RunJob> for PodRunner {
                                 return;
                             }
                             this.current = None;
-                            let (k, cached) = match looked_up {
-                                Ok(found) => found,
-                                Err(_) => return this.start(key, job, None, ctx),
-                            };
-                            this.start(key, job, Some((k, cached)), ctx)
+                            // A lookup that panicked runs the job without the cache.
+                            let cached = looked_up.ok();
+                            guard(this, ctx, "pod_runner", |this, ctx| {
+                                this.start(key, job, cached, ctx)
+                            });
                         },
                     ));
                 }
@@ -248,85 +248,81 @@ impl PodRunner {
         cached: Option<(String, Option<crate::compile_cache::Cached>)>,
         ctx: &mut Context<Self>,
     ) {
-        let this = self;
-        {
-            if let Some((k, cached)) = cached {
-                match cached {
-                    Some(crate::compile_cache::Cached::Built(a)) => {
-                        // A test-case set's first test hands the build back with its
-                        // outcome, as if just built, for the set's other tests.
-                        if key.test.is_some() {
-                            this.laid_in = Some(a.clone());
-                        }
-                        job.prebuilt = Some(a);
+        if let Some((k, cached)) = cached {
+            match cached {
+                Some(crate::compile_cache::Cached::Built(a)) => {
+                    // A test-case set's first test hands the build back with its
+                    // outcome, as if just built, for the set's other tests.
+                    if key.test.is_some() {
+                        self.laid_in = Some(a.clone());
                     }
-                    Some(failed) => {
-                        this.peers.dispatcher.do_send(JobDone {
-                            runner: this.id,
-                            key,
-                            result: Ok(failed.failed_outcome().expect("a failure")),
+                    job.prebuilt = Some(a);
+                }
+                Some(failed) => {
+                    self.peers.dispatcher.do_send(JobDone {
+                        runner: self.id,
+                        key,
+                        result: Ok(failed.failed_outcome().expect("a failure")),
+                    });
+                    // The standby pod was not used: this runner is ready again (after
+                    // the JobDone, which the dispatcher reads first).
+                    if self.pod.is_some() {
+                        self.peers.dispatcher.do_send(RunnerReady {
+                            runner: self.id,
+                            pool: self.pool,
+                            addr: ctx.address(),
                         });
-                        // The standby pod was not used: this runner is ready again (after
-                        // the JobDone, which the dispatcher reads first).
-                        if this.pod.is_some() {
-                            this.peers.dispatcher.do_send(RunnerReady {
-                                runner: this.id,
-                                pool: this.pool,
-                                addr: ctx.address(),
-                            });
-                        }
-                        return;
                     }
-                    None => {
-                        job.keep_artifact = true;
-                        this.cache_key = Some(k);
-                    }
+                    return;
+                }
+                None => {
+                    job.keep_artifact = true;
+                    self.cache_key = Some(k);
                 }
             }
-            let Some(pod) = this.pod.take() else {
-                this.peers.dispatcher.do_send(JobDone {
-                    runner: this.id,
-                    key,
-                    result: Err(PodError::Lost("the runner had no standby pod".into())),
-                });
-                return;
-            };
-            this.peers.pool.do_send(PodStatus {
-                runner: this.id,
-                standby: false,
-            });
-            let limits = &job.run.limits;
-            let compile_ms = job
-                .compile
-                .as_ref()
-                .map(|c| c.limits.wall_time_ms)
-                .unwrap_or(0);
-            let budget = Duration::from_millis(
-                limits.wall_time_ms + compile_ms + this.shared.watchdog_grace_ms,
-            );
-            let (watchdog, runner, killer) = (this.peers.watchdog.clone(), this.id, pod.killer());
-            let watched = key.clone();
-            let started = Box::new(move || {
-                let now = Instant::now();
-                watchdog.do_send(Watch {
-                    runner,
-                    key: watched,
-                    killer,
-                    deadline: now + budget,
-                    started: now,
-                });
-            });
-            this.current = Some(key.clone());
-            let me = ctx.address();
-            let run = pod.run_watched(job, started);
-            actix::spawn(async move {
-                let result = match AssertUnwindSafe(run).catch_unwind().await {
-                    Ok(r) => r,
-                    Err(_) => Err(PodError::Lost("running the pod panicked".into())),
-                };
-                me.do_send(Ran { key, result });
-            });
         }
+        let Some(pod) = self.pod.take() else {
+            self.peers.dispatcher.do_send(JobDone {
+                runner: self.id,
+                key,
+                result: Err(PodError::Lost("the runner had no standby pod".into())),
+            });
+            return;
+        };
+        self.peers.pool.do_send(PodStatus {
+            runner: self.id,
+            standby: false,
+        });
+        let limits = &job.run.limits;
+        let compile_ms = job
+            .compile
+            .as_ref()
+            .map(|c| c.limits.wall_time_ms)
+            .unwrap_or(0);
+        let budget =
+            Duration::from_millis(limits.wall_time_ms + compile_ms + self.shared.watchdog_grace_ms);
+        let (watchdog, runner, killer) = (self.peers.watchdog.clone(), self.id, pod.killer());
+        let watched = key.clone();
+        let started = Box::new(move || {
+            let now = Instant::now();
+            watchdog.do_send(Watch {
+                runner,
+                key: watched,
+                killer,
+                deadline: now + budget,
+                started: now,
+            });
+        });
+        self.current = Some(key.clone());
+        let me = ctx.address();
+        let run = pod.run_watched(job, started);
+        actix::spawn(async move {
+            let result = match AssertUnwindSafe(run).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => Err(PodError::Lost("running the pod panicked".into())),
+            };
+            me.do_send(Ran { key, result });
+        });
     }
 }
 

@@ -71,14 +71,21 @@ struct Api {
     decref: unsafe extern "C" fn(*mut c_void),
 }
 
-static API: OnceLock<Api> = OnceLock::new();
-/// `FINISH` compiled once, in the server: every program's process inherits it.
-static CODE: std::sync::atomic::AtomicPtr<c_void> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
-/// The globals `FINISH` runs in, made in the server: `preloaded` names the modules the server
-/// had loaded (left standing at a program's end; the program's own imports are freed).
-static GLOBALS: std::sync::atomic::AtomicPtr<c_void> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+/// What the server prepares once and every program's process inherits: the C API, `FINISH`
+/// compiled, and the globals it runs in, where `preloaded` names the modules the server had
+/// loaded (left standing at a program's end; the program's own imports are freed).
+struct Prepared {
+    api: Api,
+    code: *mut c_void,
+    globals: *mut c_void,
+}
+
+// Python objects, only ever touched with the GIL held.
+unsafe impl Send for Prepared {}
+unsafe impl Sync for Prepared {}
+
+static PREPARED: OnceLock<Prepared> = OnceLock::new();
+
 const SNAPSHOT: &CStr = c"import sys\npreloaded = frozenset(sys.modules)\ndel sys\n";
 
 unsafe fn sym<T>(name: &CStr) -> Option<T> {
@@ -102,13 +109,11 @@ unsafe fn find() -> Option<Api> {
 
 /// In place of `Py_FinalizeEx`, with the GIL held, once.
 extern "C" fn kiln_finalize() -> c_int {
-    let Some(api) = API.get() else { return 0 };
+    let Some(Prepared { api, code, globals }) = PREPARED.get() else {
+        return -1;
+    };
+    let (code, globals) = (*code, *globals);
     unsafe {
-        let globals = GLOBALS.load(std::sync::atomic::Ordering::Relaxed);
-        let code = CODE.load(std::sync::atomic::Ordering::Relaxed);
-        if code.is_null() || globals.is_null() {
-            return -1;
-        }
         let done = (api.eval)(code, globals, globals);
         if done.is_null() {
             // An exception out of an atexit handler is printed by atexit itself; this is only
@@ -118,12 +123,11 @@ extern "C" fn kiln_finalize() -> c_int {
         }
         (api.decref)(done);
         let status = (api.dict_get)(globals, c"status".as_ptr());
-        let status = if status.is_null() {
+        if status.is_null() {
             0
         } else {
             (api.as_long)(status) as c_int
-        };
-        status
+        }
     }
 }
 
@@ -152,9 +156,7 @@ pub(super) unsafe fn prepare() {
     }
     (api.decref)(done);
     (api.decref)(snapshot);
-    GLOBALS.store(globals, std::sync::atomic::Ordering::Relaxed);
-    CODE.store(code, std::sync::atomic::Ordering::Relaxed);
-    let _ = API.set(api);
+    let _ = PREPARED.set(Prepared { api, code, globals });
 }
 
 /// Points `Py_FinalizeEx` at `kiln_finalize` in this process. False (and nothing changed) when
@@ -165,7 +167,7 @@ pub(super) unsafe fn prepare() {
 pub(super) unsafe fn install() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if API.get().is_none() || GLOBALS.load(std::sync::atomic::Ordering::Relaxed).is_null() {
+        if PREPARED.get().is_none() {
             return false;
         }
         let Some(target): Option<*mut u8> = sym(c"Py_FinalizeEx") else {
