@@ -284,12 +284,7 @@ fn measure(server: &ServeChild, python: &str, o: &Options) -> Result<(String, St
         );
         Ok(took)
     };
-    for _ in 0..100 {
-        if agent.get(&format!("{base}/readyz")).call().is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_ready(Instant::now())?;
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_of(server.pid());
     let fork_server = fork_server_of(server.pid());

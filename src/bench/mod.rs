@@ -341,6 +341,20 @@ impl ServeChild {
         self.child.id()
     }
 
+    /// Waits for `/readyz` to answer 200 (the pool is warm); how long that took from `since`.
+    pub fn wait_ready(&self, since: Instant) -> Result<Duration, String> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
+        while since.elapsed() < Duration::from_secs(60) {
+            if agent.get(&format!("{}/readyz", self.addr)).call().is_ok() {
+                return Ok(since.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err("kiln serve was not ready within 60 s".into())
+    }
+
     /// `kill -9`: nothing of the server's own shutdown runs.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

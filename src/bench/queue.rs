@@ -35,18 +35,6 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-/// Waits for `/readyz` to answer 200; how long that took from `since`.
-fn ready(addr: &str, since: Instant) -> Result<Duration, String> {
-    let agent = agent();
-    while since.elapsed() < Duration::from_secs(60) {
-        if agent.get(&format!("{addr}/readyz")).call().is_ok() {
-            return Ok(since.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Err("kiln serve was not ready within 60 s".into())
-}
-
 fn metric(addr: &str, name: &str) -> Result<f64, String> {
     let text = agent()
         .get(&format!("{addr}/metrics"))
@@ -75,7 +63,7 @@ fn settled_rss(pid: u32) -> u64 {
 
 fn measure(kiln: &std::path::Path, dir: &std::path::Path, count: usize) -> Result<String, String> {
     let server = ServeChild::start_in(kiln, dir, &env(count))?;
-    ready(&server.addr, Instant::now())?;
+    server.wait_ready(Instant::now())?;
     let idle = settled_rss(server.pid());
 
     let sub = json!({
@@ -129,7 +117,7 @@ fn measure(kiln: &std::path::Path, dir: &std::path::Path, count: usize) -> Resul
     server.kill9();
     let t = Instant::now();
     let server = ServeChild::start_in(kiln, dir, &env(count))?;
-    let readyz = ready(&server.addr, t)?;
+    let readyz = server.wait_ready(t)?;
     let restarted = settled_rss(server.pid());
     let depth_after = metric(&server.addr, "kiln_queue_depth")? as usize;
     // Every id is still known and unfinished (none had time to finish: they sleep 50 s).

@@ -68,12 +68,7 @@ pub fn run(kiln: &std::path::Path, tests: usize, rounds: usize) -> Result<String
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(300))
         .build();
-    for _ in 0..200 {
-        if agent.get(&format!("{base}/readyz")).call().is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_ready(Instant::now())?;
     let registry = Registry::load(None)?;
     let post = |body: Value| -> Result<Value, String> {
         agent
