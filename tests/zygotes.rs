@@ -1,6 +1,7 @@
-//! Which processes a standby pod holds ready: the runner's own zygote and the fork server's
-//! interpreter, each only while recent jobs use it. Alone in its own test binary, so that every
-//! pod runner under this process is one of this test's.
+//! Which processes a standby pod holds ready: the runner's own zygotes (one per step of a
+//! compiled language) and the fork server's interpreter, each only while recent jobs use it.
+//! Alone in its own test binary, so that every pod runner under this process is one of this
+//! test's.
 
 mod common;
 
@@ -61,7 +62,7 @@ fn standby_pod_children() -> Vec<String> {
 }
 
 #[tokio::test]
-async fn pods_hold_the_runners_own_process_only_while_jobs_need_it() {
+async fn pods_hold_the_processes_recent_jobs_needed() {
     let backend = common::backend_with_fork_server(true);
     assert!(
         backend.fork_server_pid().is_some(),
@@ -69,9 +70,13 @@ async fn pods_hold_the_runners_own_process_only_while_jobs_need_it() {
         backend.describe()
     );
 
-    // At first a pod holds both: the forked interpreter and the runner's own zygote.
+    // At first a pod holds all: the forked interpreter and the runner's own zygotes, one for
+    // each step of a compiled language.
     let pod = backend.create(0).await.expect("standby pod");
-    assert_eq!(standby_pod_children(), ["kiln-runner", "python"]);
+    assert_eq!(
+        standby_pod_children(),
+        ["kiln-runner", "kiln-runner", "python"]
+    );
     pod.destroy().await;
 
     // After 32 jobs in a row that were all forked, pods hold only the forked interpreter.
@@ -84,13 +89,31 @@ async fn pods_hold_the_runners_own_process_only_while_jobs_need_it() {
     assert_eq!(standby_pod_children(), ["python"]);
     pod.destroy().await;
 
-    // A job that needs the runner's own process still runs on such a pod (it is forked then),
-    // compiled or not...
+    // A job that needs the runner's own processes still runs on such a pod (they are forked
+    // then), compiled or not...
     let c = "#include <stdio.h>\nint main(void) { puts(\"from c\"); return 3; }\n";
     let o = run_on(&backend, source("c", c)).await;
     assert_eq!(o.stdout.0, b"from c\n", "{o:?}");
     assert_eq!(o.exit_code, Some(3), "{o:?}");
-    // ...and the pods after it hold both again.
+    // ...and the pods after it hold all again.
+    let pod = backend.create(0).await.expect("standby pod");
+    assert_eq!(
+        standby_pod_children(),
+        ["kiln-runner", "kiln-runner", "python"]
+    );
+    pod.destroy().await;
+
+    // After 32 jobs without a compile step (Python and shell), one zygote of the runner's.
+    for i in 0..32 {
+        let (language, code) = if i % 2 == 0 {
+            ("python", format!("print({i})"))
+        } else {
+            ("bash", format!("echo {i}"))
+        };
+        let o = run_on(&backend, source(language, &code)).await;
+        assert_eq!(o.stdout.0, format!("{i}\n").as_bytes(), "{o:?}");
+        assert_eq!(o.forked, language == "python", "{o:?}");
+    }
     let pod = backend.create(0).await.expect("standby pod");
     assert_eq!(standby_pod_children(), ["kiln-runner", "python"]);
     pod.destroy().await;

@@ -81,13 +81,16 @@ impl LocalSettings {
     }
 }
 
-/// The last 32 jobs, one bit each: which ones the fork server could serve (`forked`) and which
-/// ones it could not (`execd`); all set at start. Pods ask the server for a process only while
-/// some recent job could use it, and fork the runner's own zygote only while some recent job
-/// needed that: a workload of one kind does not pay for the other kind's process in every pod.
+/// The last 32 jobs, one bit each: which ones the fork server could serve (`forked`), which
+/// ones it could not (`execd`) and which ones had a compile step (`compiled`); all set at start.
+/// Pods ask the server for a process only while some recent job could use it, fork the runner's
+/// own zygote only while some recent job needed that, and a second one for the run step only
+/// while some recent job compiled: a workload of one kind does not pay for the other kind's
+/// processes in every pod.
 pub struct JobHistory {
     forked: std::sync::atomic::AtomicU32,
     execd: std::sync::atomic::AtomicU32,
+    compiled: std::sync::atomic::AtomicU32,
 }
 
 impl Default for JobHistory {
@@ -95,12 +98,13 @@ impl Default for JobHistory {
         JobHistory {
             forked: std::sync::atomic::AtomicU32::new(u32::MAX),
             execd: std::sync::atomic::AtomicU32::new(u32::MAX),
+            compiled: std::sync::atomic::AtomicU32::new(u32::MAX),
         }
     }
 }
 
 impl JobHistory {
-    fn record(&self, forkable: bool) {
+    fn record(&self, forkable: bool, compiled: bool) {
         let push = |bits: &std::sync::atomic::AtomicU32, bit: bool| {
             let _ = bits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
                 Some((h << 1) | u32::from(bit))
@@ -108,6 +112,11 @@ impl JobHistory {
         };
         push(&self.forked, forkable);
         push(&self.execd, !forkable);
+        push(&self.compiled, compiled);
+    }
+
+    fn recent(bits: &std::sync::atomic::AtomicU32) -> bool {
+        bits.load(Ordering::Relaxed) != 0
     }
 }
 
@@ -126,8 +135,8 @@ pub struct LocalBackend {
     overlays: std::sync::RwLock<Vec<(PathBuf, PathBuf)>>,
     /// The Python fork server, or why there is none; `None` when none was asked for.
     fork_server: Option<Result<ForkServer, String>>,
-    /// Which of the last 32 jobs the fork server could have served, and which it could not.
-    forkable_history: Arc<JobHistory>,
+    /// What the last 32 jobs needed, to give standby pods the processes likely used.
+    job_history: Arc<JobHistory>,
     /// Cores running jobs are pinned to, when this host has the cpuset controller.
     cores: Option<Arc<Cores>>,
 }
@@ -205,7 +214,7 @@ impl LocalBackend {
             shared_netns,
             overlays: Default::default(),
             fork_server: None,
-            forkable_history: Arc::new(JobHistory::default()),
+            job_history: Arc::new(JobHistory::default()),
         };
         backend.fork_server = backend
             .settings
@@ -281,7 +290,7 @@ impl LocalBackend {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             fork_server: None,
-            local_zygote: true,
+            local_zygotes: 1,
         }
     }
 }
@@ -378,7 +387,8 @@ impl PodBackend for LocalBackend {
             }
         };
         let mut setup = self.setup_for(cgroup.clone());
-        let wanted = self.forkable_history.forked.load(Ordering::Relaxed) != 0;
+        let history = &self.job_history;
+        let wanted = JobHistory::recent(&history.forked);
         let fork_conn = self
             .running_fork_server()
             .filter(|_| wanted)
@@ -388,9 +398,14 @@ impl PodBackend for LocalBackend {
                 Some(conn)
             });
         // With a forked process coming, the runner's own is made only while some recent job
-        // needed one (a job that needs one and finds none forks it then).
-        setup.local_zygote =
-            fork_conn.is_none() || self.forkable_history.execd.load(Ordering::Relaxed) != 0;
+        // needed one (a job that needs one and finds none forks it then); a second one for the
+        // run step while some recent job compiled.
+        let own = fork_conn.is_none() || JobHistory::recent(&history.execd);
+        setup.local_zygotes = match (own, JobHistory::recent(&history.compiled)) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
         let net = match (&self.shared_netns, self.settings.network) {
             (_, true) => Network::Host,
             (Some(ns), false) => Network::Join(ns.clone()),
@@ -399,9 +414,8 @@ impl PodBackend for LocalBackend {
         let runner = self.settings.runner.clone();
         let rootless = self.rootless;
         let live = self.live.clone();
-        let forkable = self
-            .running_fork_server()
-            .map(|s| (s.spec.command.clone(), self.forkable_history.clone()));
+        let forkable = self.running_fork_server().map(|s| s.spec.command.clone());
+        let history = self.job_history.clone();
         let cores = self.cores.clone().filter(|_| cgroup.is_some());
         Box::pin(async move {
             let spawned = spawn_in_namespaces(&runner, rootless, &net, fork_conn).map_err(|e| {
@@ -425,6 +439,7 @@ impl PodBackend for LocalBackend {
                 reaped: Arc::new(Mutex::new(false)),
                 live,
                 forkable,
+                history,
                 cores,
             };
             match pod.handshake(&setup).await {
@@ -449,8 +464,10 @@ pub struct LocalPod {
     /// a `PodKiller` must no longer signal it.
     reaped: Arc<Mutex<bool>>,
     live: LivePods,
-    /// The fork server's command and the backend's history of jobs it could serve.
-    forkable: Option<(ForkedCommand, Arc<JobHistory>)>,
+    /// The fork server's command.
+    forkable: Option<ForkedCommand>,
+    /// The backend's history of recent jobs.
+    history: Arc<JobHistory>,
     /// The host's cores, to pin this pod to its share of them while its job runs.
     cores: Option<Arc<Cores>>,
 }
@@ -566,9 +583,9 @@ impl StandbyPod for LocalPod {
     }
 
     fn run(mut self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
-        if let Some((command, history)) = &self.forkable {
-            history.record(command.serves(&job.run.argv, &job.env, job.compile.is_some()));
-        }
+        let forkable = self.forkable.as_ref().is_some_and(|c| c.serves(&job));
+        self.history
+            .record(forkable, job.compile.is_some() && job.prebuilt.is_none());
         Box::pin(async move {
             let result = async {
                 // Held until the outcome is back: these cores count this job as theirs.

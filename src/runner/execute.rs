@@ -60,7 +60,9 @@ pub enum Capture {
 const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs one command in `zygote` and watches it to the end. When it ends, every other process in
-/// the pod is killed except `keep` (the next stage's zygote).
+/// the pod is killed except `keep` (the next stage's zygote). `discard`, processes the job does
+/// not use, are killed once the command runs: their exit overlaps the command instead of
+/// delaying its start.
 /// An interactive run's link to the host: input frames (`crate::sessions::Input`) arrive on the
 /// runner's stdin after the job frame, output goes out as `RunnerReport::Output` frames on its
 /// stdout as the program writes it.
@@ -149,6 +151,7 @@ pub fn execute(
     capture: Capture,
     isolation: &Isolation,
     keep: Option<i32>,
+    discard: Vec<Zygote>,
     live: Option<Live>,
 ) -> io::Result<Execution> {
     zygote.wait_ready()?;
@@ -178,6 +181,7 @@ pub fn execute(
 
     let started = Instant::now();
     zygote.launch(&spec)?;
+    drop(discard);
     let pid = zygote.pid;
     let pidfd = pidfd_open(pid)?;
     let [stdin_fd, out_read, err_read] = zygote.stdio.take().expect("stdio is taken once");
@@ -457,39 +461,62 @@ fn end_process_tree(pid: i32, isolation: &Isolation, keep: Option<i32>) {
     }
 }
 
-/// As pid 1 of the pod: kills every process but itself and `keep`, until none is left running
-/// (a process forked during one pass is caught by the next).
+/// As pid 1 of the pod: kills every process but itself and `keep`, until none is left (a
+/// process forked during one pass is caught by the next), and waits until they are all dead,
+/// so that the next stage starts in a pod holding only its own process. Each is killed once: a
+/// process with SIGKILL pending can neither run nor fork again, it only has to finish exiting.
 fn kill_all_but(keep: i32) {
+    // (pid, start time): a pid alone could be reused by a process forked after the kill.
+    let mut killed: Vec<(i32, u64)> = Vec::new();
     for _ in 0..1000 {
-        let mut killed = false;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if pid == 1 || pid == keep {
-                continue;
-            }
-            // Zombies are already dead; they are reaped after the stage.
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            if stat
-                .rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                == Some("Z")
-            {
+        let mut more = false;
+        for (pid, state, started) in pod_processes() {
+            if pid == keep || state == 'Z' || killed.contains(&(pid, started)) {
                 continue;
             }
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed = true;
+            killed.push((pid, started));
+            more = true;
         }
-        if !killed {
-            return;
+        if !more {
+            break;
         }
     }
+    // Zombies are dead: they are reaped after the stage.
+    for _ in 0..100_000 {
+        let dying = pod_processes()
+            .into_iter()
+            .any(|(pid, state, started)| state != 'Z' && killed.contains(&(pid, started)));
+        if !dying {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+/// (pid, state, start time) of every process in the pod but pid 1.
+fn pod_processes() -> Vec<(i32, char, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == 1 {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // gone
+        };
+        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let started = fields.nth(18).and_then(|t| t.parse().ok()).unwrap_or(0);
+        out.push((pid, state, started));
+    }
+    out
 }
 
 fn reap_orphans() {

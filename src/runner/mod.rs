@@ -41,13 +41,14 @@ pub fn main(args: &[String]) -> i32 {
 /// Compiler output kept per job; diagnostics past this are not useful to anyone.
 const COMPILE_OUTPUT_CAP: u64 = 64 * 1024;
 
-/// Runs a job in `work_dir` and says what happened. `ready` is a zygote forked while the pod was
-/// on standby. Never panics on the job's content: every failure becomes an outcome with a message.
+/// Runs a job in `work_dir` and says what happened. `ready` are zygotes forked while the pod was
+/// on standby (one per step at most). Never panics on the job's content: every failure becomes
+/// an outcome with a message.
 pub fn run_job(
     job: &Job,
     work_dir: &Path,
     isolation: &Isolation,
-    ready: Option<Zygote>,
+    ready: Vec<Zygote>,
     forked: Option<(Zygote, &pyfork::ForkedCommand)>,
 ) -> Outcome {
     if let Err(e) = write_files(&job.files, work_dir, isolation.sandbox_user) {
@@ -59,21 +60,35 @@ pub fn run_job(
             return Outcome::failed(Status::InternalError, format!("laying in the build: {e}"));
         }
     }
+    let compiles = job.compile.is_some() && job.prebuilt.is_none();
     // A process forked from the fork server's interpreter runs the job when the job is exactly
-    // that interpreter's command; the other zygote is dropped (killed) unused.
-    let (ready, forked) = match forked {
-        Some((z, command)) if command.serves(&job.run.argv, &job.env, job.compile.is_some()) => {
-            drop(ready);
-            (Some(z), true)
+    // that interpreter's command. Processes the job does not use are killed once the compile
+    // step runs (a fork server's process takes milliseconds to exit: not on the job's path).
+    // Without a compile step the runner's own are ended before the program starts (their
+    // memory must not count as the program's), and a fork server's is left waiting until the
+    // program's tree ends (its exit must not count as the program's CPU time).
+    let (mut ready, forked, mut unused) = match forked {
+        Some((z, command)) if command.serves(job) => (vec![z], true, ready),
+        other => (ready, false, other.into_iter().map(|(z, _)| z).collect()),
+    };
+    // A step takes a process locked down for its network setting, else forks one.
+    let take = |ready: &mut Vec<Zygote>, network: bool| -> io::Result<Zygote> {
+        match ready.iter().position(|z| z.offline != network) {
+            Some(i) => Ok(ready.remove(i)),
+            None => Zygote::fork(isolation, network),
         }
-        _ => (ready, false),
     };
-    // The next stage's process, forked ahead so that its cgroup move is not on the job's path.
-    let mut next = ready;
-    let take = |next: &mut Option<Zygote>| match next.take() {
-        Some(z) => Ok(z),
-        None => Zygote::fork(isolation),
-    };
+    let mut _idle = Vec::new();
+    if !compiles {
+        let keep = take(&mut ready, job.run.limits.network);
+        unused.append(&mut ready);
+        let (remote, own): (Vec<Zygote>, Vec<Zygote>) = std::mem::take(&mut unused)
+            .into_iter()
+            .partition(|z| z.remote);
+        own.into_iter().for_each(Zygote::end);
+        _idle = remote;
+        ready = keep.into_iter().collect();
+    }
     let mut compile_output = job
         .prebuilt
         .as_ref()
@@ -83,10 +98,13 @@ pub fn run_job(
     if let Some(compile) = job.compile.as_ref().filter(|_| job.prebuilt.is_none()) {
         let mut limits = compile.limits.clone();
         limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
-        let compiler = take(&mut next);
-        // The run step's process moves into the cgroup while the compiler works.
-        next = Zygote::fork(isolation).ok();
-        let keep = next.as_ref().map(|z| z.pid);
+        let compiler = take(&mut ready, limits.network);
+        // The run step's process: forked on standby, or now (its cgroup move overlaps the
+        // compile step).
+        let next = take(&mut ready, job.run.limits.network).ok();
+        unused.append(&mut ready);
+        ready = next.into_iter().collect();
+        let keep = ready.first().map(|z| z.pid);
         let run = match compiler.and_then(|z| {
             execute(
                 z,
@@ -98,6 +116,7 @@ pub fn run_job(
                 Capture::Merged,
                 isolation,
                 keep,
+                std::mem::take(&mut unused),
                 None,
             )
         }) {
@@ -142,7 +161,7 @@ pub fn run_job(
             });
         }
     }
-    let run = match take(&mut next).and_then(|z| {
+    let run = match take(&mut ready, job.run.limits.network).and_then(|z| {
         execute(
             z,
             &job.run.argv,
@@ -157,6 +176,7 @@ pub fn run_job(
             },
             isolation,
             None,
+            Vec::new(),
             // Interactive: stdin frames from the host, output to it as it comes.
             if job.interactive {
                 execute::Live::stdio().ok()

@@ -47,24 +47,29 @@ pub fn serve_pod() -> i32 {
     let built = build(&setup).and_then(|isolation| {
         // Asked first: the server's process moves into the cgroup while the local one is made.
         let forked = fork_conn.and_then(|conn| Zygote::from_fork_server(&conn, &isolation).ok());
-        let zygote = if setup.local_zygote || forked.is_none() {
-            let mut zygote = Zygote::fork(&isolation).map_err(|e| SetupError {
+        let wanted = match (setup.local_zygotes, &forked) {
+            (0, None) => 1,
+            (n, _) => n,
+        };
+        let mut zygotes = Vec::new();
+        for _ in 0..wanted {
+            // Most jobs have no network: the standby processes lock down for one.
+            zygotes.push(Zygote::fork(&isolation, false).map_err(|e| SetupError {
                 step: "fork the program's process".into(),
                 error: e.to_string(),
-            })?;
+            })?);
+        }
+        for zygote in &mut zygotes {
             zygote.wait_ready().map_err(|e| SetupError {
                 step: "move the program's process into the cgroup".into(),
                 error: e.to_string(),
             })?;
-            Some(zygote)
-        } else {
-            None
-        };
+        }
         // A fork server that fails only costs the pod its head start.
         let forked = forked.and_then(|mut z| z.wait_ready().ok().map(|()| z));
-        Ok((isolation, zygote, forked))
+        Ok((isolation, zygotes, forked))
     });
-    let (isolation, zygote, forked) = match built {
+    let (isolation, zygotes, forked) = match built {
         Ok(b) => b,
         Err(e) => {
             let _ = write_frame(
@@ -83,7 +88,7 @@ pub fn serve_pod() -> i32 {
     let outcome = match read_frame::<Job>(input) {
         Ok(Some(job)) => {
             let forked = forked.zip(setup.fork_server.as_ref());
-            run_job(&job, Path::new(WORK_DIR), &isolation, zygote, forked)
+            run_job(&job, Path::new(WORK_DIR), &isolation, zygotes, forked)
         }
         Ok(None) => return 0, // the host retired this pod unused
         Err(e) => Outcome::failed(
@@ -271,7 +276,7 @@ fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
     } else {
         job
     };
-    let outcome = run_job(job, &dir, &isolation, None, None);
+    let outcome = run_job(job, &dir, &isolation, Vec::new(), None);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }

@@ -24,7 +24,10 @@ pub struct Zygote {
     pub(crate) stdio: Option<[OwnedFd; 3]>,
     ready: bool,
     /// Made by a fork server (runner/pyfork/): it says its pid when ready.
-    remote: bool,
+    pub(crate) remote: bool,
+    /// Already under the seccomp filter of a job without network (and without capabilities
+    /// to regain): it cannot run a command that needs network.
+    pub(crate) offline: bool,
 }
 
 /// What a zygote needs to become the program.
@@ -67,7 +70,7 @@ impl ChildEnds {
 
 impl Zygote {
     /// A zygote not yet there: the runner's ends of its pipes, and the process's ends apart.
-    fn with_pipes(remote: bool) -> io::Result<(Zygote, ChildEnds)> {
+    fn with_pipes(remote: bool, offline: bool) -> io::Result<(Zygote, ChildEnds)> {
         let (control_r, control_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let (stdin_r, stdin_w) = pipe()?;
@@ -80,6 +83,7 @@ impl Zygote {
             stdio: Some([stdin_w, stdout_r, stderr_r]),
             ready: false,
             remote,
+            offline,
         };
         let child = ChildEnds {
             control: control_r,
@@ -89,16 +93,17 @@ impl Zygote {
         Ok((zygote, child))
     }
 
-    /// Forks the zygote. The runner is single-threaded, so the child may allocate.
-    pub fn fork(isolation: &Isolation) -> io::Result<Zygote> {
-        let (mut zygote, child) = Zygote::with_pipes(false)?;
+    /// Forks the zygote for a command with or without `network`. The runner is single-threaded,
+    /// so the child may allocate.
+    pub fn fork(isolation: &Isolation, network: bool) -> io::Result<Zygote> {
+        let (mut zygote, child) = Zygote::with_pipes(false, !network)?;
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
         if pid == 0 {
             drop(zygote); // the runner's ends (pid 0: nothing is killed)
-            zygote_main(isolation.cgroup.as_deref(), child);
+            zygote_main(isolation.cgroup.as_deref(), child, network);
         }
         zygote.pid = pid;
         Ok(zygote)
@@ -109,7 +114,8 @@ impl Zygote {
     /// and forks the zygote into its pid namespace, where the runner adopts it; the zygote moves
     /// itself into the cgroup and says ready with its pid.
     pub fn from_fork_server(server: &OwnedFd, isolation: &Isolation) -> io::Result<Zygote> {
-        let (zygote, child) = Zygote::with_pipes(true)?;
+        // The server's processes lock down for a job without network while they wait.
+        let (zygote, child) = Zygote::with_pipes(true, true)?;
         let namespaces = ["mnt", "uts", "ipc", "net", "pid"]
             .iter()
             .map(|ns| std::fs::File::open(format!("/proc/self/ns/{ns}")).map(OwnedFd::from))
@@ -181,13 +187,31 @@ impl Zygote {
     }
 }
 
+impl Zygote {
+    /// Kills an unused zygote and waits until it is gone.
+    pub fn end(mut self) {
+        if self.control.is_some() && self.pid > 0 {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = wait4(self.pid);
+            self.control = None;
+        }
+        // Drop: a fork server's process that never said ready ends with its control pipe.
+    }
+}
+
 impl Drop for Zygote {
     fn drop(&mut self) {
         if self.control.is_some() {
             // Never launched: it would wait forever on its control pipe.
             if self.pid > 0 {
                 unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                let _ = wait4(self.pid);
+                // A pod's pid 1 reaps it after the stage (`reap_orphans`) instead of waiting here
+                // for its exit: a fork server's process takes milliseconds to tear its image down.
+                let mut status = 0;
+                let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+                if reaped == 0 && std::process::id() != 1 {
+                    let _ = wait4(self.pid);
+                }
             } else {
                 // A fork server's process that never said ready ends when its control pipe closes.
                 self.control = None;
@@ -209,21 +233,23 @@ fn read_all(fd: &OwnedFd) -> Vec<u8> {
     }
 }
 
-/// The zygote's life: wait for the command, lock itself down, exec.
-fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds) -> ! {
-    // Built now, while the pod waits, for the usual case of a job without network.
-    let offline_filter = SyscallFilter::new(false).ok();
-    let procs = cgroup.map(|c| c.procs()).unwrap_or(&[]);
-    let spec = await_command(procs, &child.status, child.control, false);
-    let filter = match (spec.network, offline_filter) {
-        (false, Some(f)) => Ok(f),
-        _ => SyscallFilter::new(spec.network),
-    };
-    let filter = match filter {
+/// The zygote's life: lock down what does not depend on the command, wait for the command,
+/// lock down the rest, exec.
+fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds, network: bool) -> ! {
+    let filter = match SyscallFilter::new(network) {
         Ok(f) => f,
         Err(e) => fail(&child.status, "building the seccomp filter", &e),
     };
-    if let Err(e) = become_program(&spec, &filter, &child.stdio) {
+    if let Err(e) = prelock(&filter) {
+        fail(&child.status, "installing the seccomp filter", &e);
+    }
+    let procs = cgroup.map(|c| c.procs()).unwrap_or(&[]);
+    let spec = await_command(procs, &child.status, child.control, false);
+    if spec.network != network {
+        let e = format!("the process was locked down for network: {network}");
+        fail(&child.status, "checking the command", &e);
+    }
+    if let Err(e) = become_program(&spec, &child.stdio) {
         fail(
             &child.status,
             &format!(
@@ -234,6 +260,19 @@ fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds) -> ! {
         );
     }
     unreachable!("become_program returns only on error")
+}
+
+/// The part of the lock-down that does not depend on the command, done while a program's
+/// process waits for it (the zygote's and a fork server's alike), off the job's path: an empty
+/// capability bounding set and the seccomp filter. Neither stands in the way of the rest (stdio,
+/// rlimits, uid, landlock, exec).
+pub(crate) fn prelock(filter: &SyscallFilter) -> io::Result<()> {
+    // With the bounding set empty, not even an exec of a setuid or root-owned file can give
+    // capabilities back.
+    for cap in 0..64 {
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    }
+    filter.install()
 }
 
 /// The first part of a program's process's life, the runner's zygote's and a fork server's
@@ -275,7 +314,7 @@ pub(crate) fn fail(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) -> !
     unsafe { libc::_exit(127) }
 }
 
-fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdio: &[OwnedFd; 3]) -> io::Result<()> {
+fn become_program(spec: &ExecSpec, stdio: &[OwnedFd; 3]) -> io::Result<()> {
     let argv: Vec<CString> = spec
         .argv
         .iter()
@@ -294,7 +333,7 @@ fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdio: &[OwnedFd; 3])
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    lock_down(spec, filter, stdio)?;
+    lock_down(spec, stdio)?;
     // Only stdio goes through the exec (the status pipe closes with it, telling the runner).
     crate::sandbox::close_from(3, true);
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -305,14 +344,10 @@ fn become_program(spec: &ExecSpec, filter: &SyscallFilter, stdio: &[OwnedFd; 3])
     Err(io::Error::last_os_error())
 }
 
-/// Everything that makes the calling process the program's, short of exec: its stdio, work dir,
-/// rlimits, no capabilities, the sandbox uid, landlock and seccomp. Shared by the zygote (which
-/// execs next) and by a fork server's process (which runs the program in the same image).
-pub(crate) fn lock_down(
-    spec: &ExecSpec,
-    filter: &SyscallFilter,
-    [stdin, stdout, stderr]: &[OwnedFd; 3],
-) -> io::Result<()> {
+/// The rest of what makes the calling process the program's, short of exec, after `prelock`:
+/// its stdio, work dir, rlimits, the sandbox uid and landlock. Shared by the zygote (which execs
+/// next) and by a fork server's process (which runs the program in the same image).
+pub(crate) fn lock_down(spec: &ExecSpec, [stdin, stdout, stderr]: &[OwnedFd; 3]) -> io::Result<()> {
     let check = |r: i32| {
         if r < 0 {
             Err(io::Error::last_os_error())
@@ -352,11 +387,6 @@ pub(crate) fn lock_down(
         };
         check(unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &lim) })?;
     }
-    // With the bounding set empty, not even an exec of a setuid or root-owned file can give
-    // capabilities back.
-    for cap in 0..64 {
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-    }
     if let Some((uid, gid)) = spec.user {
         unsafe {
             check(libc::setgroups(0, std::ptr::null()))?;
@@ -369,7 +399,7 @@ pub(crate) fn lock_down(
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let writable = [spec.cwd.as_path(), Path::new("/tmp"), Path::new("/dev")];
     crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
-    filter.install()
+    Ok(())
 }
 
 /// A command with a slash runs as given; a bare name is looked up on the job's PATH.

@@ -34,10 +34,11 @@ pub struct PodSetup {
     pub overlays: Vec<(PathBuf, PathBuf)>,
     /// The command of the fork server whose connection the runner finds on fd 3, if any.
     pub fork_server: Option<crate::runner::pyfork::ForkedCommand>,
-    /// Fork the runner's own zygote while on standby. False when a forked process is coming
-    /// and recent jobs were all served by such: a job that needs the runner's own then forks
-    /// it (its cgroup move is then on that job's path).
-    pub local_zygote: bool,
+    /// How many of the runner's own zygotes to fork while on standby: none when a forked
+    /// process is coming and recent jobs were all served by such (a job that needs the
+    /// runner's own then forks it, its cgroup move then on that job's path), two while recent
+    /// jobs compiled (one per step).
+    pub local_zygotes: u8,
 }
 
 /// The directory programs start in, inside the pod.

@@ -53,8 +53,11 @@ pub struct ForkedCommand {
 }
 
 impl ForkedCommand {
-    pub fn serves(&self, argv: &[String], env: &[(String, String)], compiles: bool) -> bool {
-        !compiles && argv == self.argv.as_slice() && env == self.env.as_slice()
+    pub fn serves(&self, job: &crate::job::Job) -> bool {
+        job.compile.is_none()
+            && !job.run.limits.network
+            && job.run.argv == self.argv
+            && job.env == self.env
     }
 }
 

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use super::python::Python;
 use super::{LISTEN_FD, READY_LINE};
-use crate::runner::zygote::{await_command, fail, lock_down, report, ChildEnds};
+use crate::runner::zygote::{await_command, fail, lock_down, prelock, report, ChildEnds};
 use crate::sandbox::fdpass::recv_with_fds;
 use crate::sandbox::seccomp::SyscallFilter;
 
@@ -45,7 +45,7 @@ pub unsafe extern "C" fn PyInit__kiln_pyfork() -> *mut c_void {
     // Built once here rather than in every program's process.
     let server = Server {
         pid_ns,
-        filters: [SyscallFilter::new(false), SyscallFilter::new(true)],
+        filter: SyscallFilter::new(false),
         python,
         argv: own_argv,
     };
@@ -67,8 +67,8 @@ struct Server {
     pid_ns: OwnedFd,
     /// The server's own command line, which must be the program's.
     argv: Vec<String>,
-    /// seccomp filters without and with network access.
-    filters: [Result<SyscallFilter, String>; 2],
+    /// The seccomp filter of a job without network (its processes serve no other).
+    filter: Result<SyscallFilter, String>,
 }
 
 /// Accepts connections from Kiln and serves one request on each. Returns in a program's
@@ -234,8 +234,22 @@ unsafe fn program(server: &Server, procs: Vec<OwnedFd>, child: ChildEnds) {
         status,
         stdio,
     } = child;
+    // Locked down for a job without network while it waits (the runner sends a job with
+    // network to a process of its own).
+    match &server.filter {
+        Ok(filter) => {
+            if let Err(e) = prelock(filter) {
+                fail(&status, "installing the seccomp filter", &e);
+            }
+        }
+        Err(e) => fail(&status, "building the seccomp filter", e),
+    }
     let spec = await_command(&procs, &status, control, true);
     drop(procs);
+    if spec.network {
+        let e = "the process was locked down for a job without network";
+        fail(&status, "checking the command", &e);
+    }
     let own_argv = &server.argv;
     if &spec.argv != own_argv {
         fail(
@@ -244,12 +258,8 @@ unsafe fn program(server: &Server, procs: Vec<OwnedFd>, child: ChildEnds) {
             &format!("the fork server runs {own_argv:?}, not {:?}", spec.argv),
         );
     }
-    let filter = match &server.filters[usize::from(spec.network)] {
-        Ok(f) => f,
-        Err(e) => fail(&status, "building the seccomp filter", e),
-    };
     super::finish::install();
-    if let Err(e) = lock_down(&spec, filter, &stdio) {
+    if let Err(e) = lock_down(&spec, &stdio) {
         fail(&status, "locking down the program's process", &e);
     }
     // Nothing but stdio may reach the program. Closing the status pipe tells the runner the
