@@ -484,6 +484,9 @@ fn kill_all_but(keep: i32) {
     }
     // Zombies are dead: they are reaped after the stage.
     for _ in 0..100_000 {
+        if killed.is_empty() {
+            return;
+        }
         let dying = pod_processes()
             .into_iter()
             .any(|(pid, state, started)| state != 'Z' && killed.contains(&(pid, started)));

@@ -236,6 +236,16 @@ fn read_all(fd: &OwnedFd) -> Vec<u8> {
 /// The zygote's life: lock down what does not depend on the command, wait for the command,
 /// lock down the rest, exec.
 fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds, network: bool) -> ! {
+    let procs = cgroup.map(|c| c.procs()).unwrap_or(&[]);
+    // Forked from the runner, it holds copies of the runner's descriptors, other zygotes' pipe
+    // ends among them: a program would never see the end of its input while another zygote
+    // kept its stdin's write end open. Only its own are kept.
+    let own: Vec<i32> = child
+        .raw()
+        .into_iter()
+        .chain(procs.iter().map(|f| f.as_raw_fd()))
+        .collect();
+    close_all_but(&own);
     let filter = match SyscallFilter::new(network) {
         Ok(f) => f,
         Err(e) => fail(&child.status, "building the seccomp filter", &e),
@@ -243,7 +253,6 @@ fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds, network: bool) -> ! {
     if let Err(e) = prelock(&filter) {
         fail(&child.status, "installing the seccomp filter", &e);
     }
-    let procs = cgroup.map(|c| c.procs()).unwrap_or(&[]);
     let spec = await_command(procs, &child.status, child.control, false);
     if spec.network != network {
         let e = format!("the process was locked down for network: {network}");
@@ -260,6 +269,22 @@ fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds, network: bool) -> ! {
         );
     }
     unreachable!("become_program returns only on error")
+}
+
+/// Closes every descriptor from 3 up but `keep`.
+fn close_all_but(keep: &[i32]) {
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// The part of the lock-down that does not depend on the command, done while a program's
