@@ -86,6 +86,10 @@ pub struct Outcome {
     /// pod beside the outcome (`RunnerReport::Built`), never in results.
     #[serde(skip)]
     pub artifact: Option<crate::job::Artifact>,
+    /// Where the job's time went inside a local pod (`RunnerReport::Timing`), for benchmarks;
+    /// never in results.
+    #[serde(skip)]
+    pub timing: Option<crate::runner::protocol::Timing>,
     /// A test-case set's runs, in test order (empty for a submission without `tests`).
     #[serde(default)]
     pub tests: Vec<TestOutcome>,
@@ -153,6 +157,7 @@ impl From<FirstOutcome> for Outcome {
             message: f.message,
             forked: f.forked,
             artifact: None,
+            timing: None,
             tests: Vec::new(),
         }
     }
@@ -174,6 +179,7 @@ impl Outcome {
             message: Some(message.into()),
             forked: false,
             artifact: None,
+            timing: None,
             tests: Vec::new(),
         }
     }

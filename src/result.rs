@@ -204,6 +204,7 @@ impl ResultView {
                 message: self.message.clone(),
                 forked: false,
                 artifact: None,
+                timing: None,
                 tests: self
                     .tests
                     .iter()

@@ -607,3 +607,32 @@ async fn stderr_can_be_redirected_into_stdout_in_order() {
     assert_eq!(text(&o.stdout), "a\nb\nc\n", "{o:?}");
     assert!(o.stderr.is_empty(), "{o:?}");
 }
+
+#[tokio::test]
+async fn a_local_pods_outcome_says_where_the_time_went() {
+    use kiln::pods::PodBackend;
+    let c = "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n";
+    for (language, code, steps) in [("c", c, 2), ("bash", "echo hi", 1)] {
+        let job = source(language, code)
+            .resolve(
+                "test",
+                registry(),
+                &kiln::submission::LimitPolicy::default(),
+            )
+            .unwrap();
+        let pod = backend().create(0).await.unwrap();
+        let o = pod.run(job).await.unwrap();
+        assert_eq!(o.stdout.0, b"hi\n", "{o:?}");
+        let t = o.timing.expect("a local pod's runner reports its timing");
+        assert_eq!(t.steps.len(), steps, "{language}: {t:?}");
+        // Every stamp follows the one before it: prepared, each step's four, done.
+        let stamps: Vec<u64> = std::iter::once(t.prepared_us)
+            .chain(t.steps.iter().flatten().copied())
+            .chain(std::iter::once(t.done_us))
+            .collect();
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{language}: {t:?}");
+        // The program's own part (exec to exit) is inside the step and took some time.
+        let [_, launched, ended, _] = t.steps[steps - 1];
+        assert!(ended > launched, "{language}: {t:?}");
+    }
+}

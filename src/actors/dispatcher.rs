@@ -595,6 +595,7 @@ impl Dispatcher {
             message: Some(message),
             forked: false,
             artifact: None,
+            timing: None,
             tests,
         };
         self.publish(&peers, set.delivery, set.language, outcome);

@@ -29,7 +29,8 @@ fn program(dir: &Path, language: &str) -> Option<String> {
 }
 
 /// The job bare on the host: its files in a fresh directory, compile, then run with its stdin.
-pub(crate) fn bare(job: &Job, dir: &Path) -> Result<Duration, String> {
+/// The whole time, and each step's (spawn to exit).
+pub(crate) fn bare(job: &Job, dir: &Path) -> Result<(Duration, Vec<Duration>), String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     for f in &job.files {
@@ -52,7 +53,9 @@ pub(crate) fn bare(job: &Job, dir: &Path) -> Result<Duration, String> {
         stages.push((moved(&c.argv), &[][..]));
     }
     stages.push((moved(&job.run.argv), &job.stdin.0[..]));
+    let mut steps = Vec::new();
     for (argv, stdin) in stages {
+        let step = Instant::now();
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .env_clear()
@@ -67,8 +70,80 @@ pub(crate) fn bare(job: &Job, dir: &Path) -> Result<Duration, String> {
             let _ = i.write_all(stdin);
         }
         child.wait().map_err(|e| e.to_string())?;
+        steps.push(step.elapsed());
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), steps))
+}
+
+/// Where one job's time went: the host's round trip, and the runner's `Timing` of it.
+struct Parts {
+    frames: Duration,
+    prepared: Duration,
+    /// Per step: set-up (from the previous part's end to the command's exec), the program,
+    /// the end (its tree ended, figures read).
+    steps: Vec<[Duration; 3]>,
+    outcome: Duration,
+}
+
+impl Parts {
+    fn of(total: Duration, t: &crate::runner::protocol::Timing) -> Parts {
+        let us = Duration::from_micros;
+        let mut last = t.prepared_us;
+        let steps = t
+            .steps
+            .iter()
+            .map(|&[_, launched, ended, finished]| {
+                let parts = [
+                    us(launched.saturating_sub(last)),
+                    us(ended.saturating_sub(launched)),
+                    us(finished.saturating_sub(ended)),
+                ];
+                last = finished;
+                parts
+            })
+            .collect();
+        Parts {
+            frames: total.saturating_sub(us(t.done_us)),
+            prepared: us(t.prepared_us),
+            steps,
+            outcome: us(t.done_us.saturating_sub(last)),
+        }
+    }
+}
+
+/// One table row: p50 of each part over the runs (steps as "set-up / program / end").
+fn parts_row(language: &str, kiln: &[Parts], bare_steps: &[Vec<Duration>]) -> String {
+    let p50 = |v: Vec<Duration>| format!("{:.2}", Summary::of(v).p50.as_secs_f64() * 1000.0);
+    let step = |i: usize| -> String {
+        if kiln.iter().any(|p| p.steps.len() <= i) {
+            return "-".into();
+        }
+        (0..3)
+            .map(|k| p50(kiln.iter().map(|p| p.steps[i][k]).collect()))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let two = kiln.first().is_some_and(|p| p.steps.len() == 2);
+    let (compile, run) = if two {
+        (step(0), step(1))
+    } else {
+        ("-".into(), step(0))
+    };
+    let bare = (0..bare_steps.first().map_or(0, Vec::len))
+        .map(|i| {
+            p50(bare_steps
+                .iter()
+                .filter_map(|s| s.get(i).copied())
+                .collect())
+        })
+        .collect::<Vec<_>>()
+        .join(" / ");
+    format!(
+        "| {language} | {} | {} | {compile} | {run} | {} | {bare} |",
+        p50(kiln.iter().map(|p| p.frames).collect()),
+        p50(kiln.iter().map(|p| p.prepared).collect()),
+        p50(kiln.iter().map(|p| p.outcome).collect()),
+    )
 }
 
 /// Runs every available language with a program in `dir`, `runs` times each.
@@ -85,6 +160,7 @@ pub async fn run(
         "| language | version | kiln p50 | bare p50 | kiln / bare |".to_string(),
         "|---|---|---|---|---|".to_string(),
     ];
+    let mut parts_rows = Vec::new();
     for lang in &registry.available {
         let Some(source) = program(dir, &lang.name) else {
             continue;
@@ -101,16 +177,24 @@ pub async fn run(
         let _ = pod.run(job.clone()).await;
         let _ = bare(&job, &work);
         let (mut kiln, mut floor) = (Vec::new(), Vec::new());
+        let (mut parts, mut bare_steps) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let pod = backend.create(0).await.map_err(|e| e.to_string())?;
             tokio::time::sleep(Duration::from_millis(5)).await;
             let t = Instant::now();
             let outcome = pod.run(job.clone()).await.map_err(|e| e.to_string())?;
-            kiln.push(t.elapsed());
+            let took = t.elapsed();
+            kiln.push(took);
             if outcome.stdout.0 != b"hello kiln\n" {
                 return Err(format!("{}: the pod's run printed {outcome:?}", lang.name));
             }
-            floor.push(bare(&job, &work)?);
+            parts.extend(outcome.timing.as_ref().map(|t| Parts::of(took, t)));
+            let (total, steps) = bare(&job, &work)?;
+            floor.push(total);
+            bare_steps.push(steps);
+        }
+        if parts.len() == runs {
+            parts_rows.push(parts_row(&lang.name, &parts, &bare_steps));
         }
         let (k, f) = (Summary::of(kiln), Summary::of(floor));
         lines.push(format!(
@@ -123,5 +207,41 @@ pub async fn run(
         ));
     }
     let _ = std::fs::remove_dir_all(&work);
+    if !parts_rows.is_empty() {
+        lines.push(String::new());
+        lines.push("where the time goes in the pod, ms, p50 of each part (the runner's own clock; frames: the host's round trip minus the runner's time; a step's set-up runs from the previous part's end to its command's exec, its end until its process tree is gone and its figures read) beside the bare toolchain's steps (spawn to exit):".into());
+        lines.push("| language | frames | files and processes | compile: set-up / program / end | run: set-up / program / end | outcome | bare: compile / run |".into());
+        lines.push("|---|---|---|---|---|---|---|".into());
+        lines.extend(parts_rows);
+    }
     Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_time_splits_into_frames_preparation_steps_and_outcome() {
+        let t = crate::runner::protocol::Timing {
+            prepared_us: 100,
+            steps: vec![[150, 400, 5400, 5600], [5650, 5900, 6000, 6050]],
+            done_us: 6070,
+        };
+        let p = Parts::of(Duration::from_micros(6500), &t);
+        let ms = |us| Duration::from_micros(us);
+        assert_eq!(p.frames, ms(430));
+        assert_eq!(p.prepared, ms(100));
+        // Set-up from the previous part's end (prepared, then the compile's end) to the exec.
+        assert_eq!(
+            p.steps,
+            vec![[ms(300), ms(5000), ms(200)], [ms(300), ms(100), ms(50)]]
+        );
+        assert_eq!(p.outcome, ms(20));
+        let row = parts_row("x", &[p], &[vec![ms(5000), ms(200)]]);
+        assert_eq!(
+            row,
+            "| x | 0.43 | 0.10 | 0.30 / 5.00 / 0.20 | 0.30 / 0.10 / 0.05 | 0.02 | 5.00 / 0.20 |"
+        );
+    }
 }

@@ -618,6 +618,7 @@ impl StandbyPod for LocalPod {
                     Some(ends) => (Some(ends.outputs), Some(self.relay_inputs(ends.inputs)?)),
                     None => (None, None),
                 };
+                let mut timing = None;
                 let outcome = loop {
                     match self.read_report().await {
                         Ok(RunnerReport::Output { stream, data }) => {
@@ -625,9 +626,10 @@ impl StandbyPod for LocalPod {
                                 let _ = o.send((stream, data));
                             }
                         }
+                        Ok(RunnerReport::Timing(t)) => timing = Some(t),
                         Ok(report) => {
                             break match report.into_outcome() {
-                                Ok(outcome) => Ok(outcome),
+                                Ok(outcome) => Ok(Outcome { timing, ..outcome }),
                                 Err(other) => {
                                     Err(PodError::Lost(format!("unexpected report {other:?}")))
                                 }

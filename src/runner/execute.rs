@@ -46,6 +46,9 @@ pub struct Execution {
     pub memory_bytes: u64,
     pub oom_killed: bool,
     pub breach: Option<Breach>,
+    /// When the step was entered, its command exec'd, its program's exit seen, and its tree
+    /// ended with its figures read.
+    pub times: Option<[Instant; 4]>,
 }
 
 /// How a command's output is collected.
@@ -154,6 +157,7 @@ pub fn execute(
     discard: Vec<Zygote>,
     live: Option<Live>,
 ) -> io::Result<Execution> {
+    let entered = Instant::now();
     zygote.wait_ready()?;
     if let Some(cg) = &isolation.cgroup {
         cg.apply(limits.memory_bytes, limits.processes, limits.cpus)?;
@@ -181,6 +185,7 @@ pub fn execute(
 
     let started = Instant::now();
     zygote.launch(&spec)?;
+    let launched = Instant::now();
     drop(discard);
     let pid = zygote.pid;
     let pidfd = pidfd_open(pid)?;
@@ -226,6 +231,7 @@ pub fn execute(
     }
 
     // The program, or its limit, has ended: nothing it started may outlive it.
+    let ended = Instant::now();
     end_process_tree(pid, isolation, keep);
     let (status, rusage) = wait4(pid)?;
     let wall = started.elapsed();
@@ -259,6 +265,7 @@ pub fn execute(
         memory_bytes,
         oom_killed,
         breach: watch.breach,
+        times: Some([entered, launched, ended, Instant::now()]),
     })
 }
 

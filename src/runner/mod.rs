@@ -51,6 +51,9 @@ pub fn run_job(
     ready: Vec<Zygote>,
     forked: Option<(Zygote, &pyfork::ForkedCommand)>,
 ) -> Outcome {
+    let read = std::time::Instant::now();
+    let since = |t: std::time::Instant| t.saturating_duration_since(read).as_micros() as u64;
+    let mut timing = protocol::Timing::default();
     if let Err(e) = write_files(&job.files, work_dir, isolation.sandbox_user) {
         return Outcome::failed(Status::Rejected, e);
     }
@@ -85,10 +88,11 @@ pub fn run_job(
         let (remote, own): (Vec<Zygote>, Vec<Zygote>) = std::mem::take(&mut unused)
             .into_iter()
             .partition(|z| z.remote);
-        own.into_iter().for_each(Zygote::end);
+        Zygote::end_all(own);
         _idle = remote;
         ready = keep.into_iter().collect();
     }
+    timing.prepared_us = since(std::time::Instant::now());
     let mut compile_output = job
         .prebuilt
         .as_ref()
@@ -129,6 +133,7 @@ pub fn run_job(
             }
         };
         compile_output = run.stdout.clone();
+        timing.steps.extend(run.times.map(|t| t.map(since)));
         let failure = match (run.breach, run.oom_killed, run.exit_code) {
             (Some(Breach::WallTime | Breach::CpuTime), _, _) => Some(format!(
                 "compilation exceeded its time limit ({} ms wall, {} ms cpu)",
@@ -195,6 +200,7 @@ pub fn run_job(
             return o;
         }
     };
+    timing.steps.extend(run.times.map(|t| t.map(since)));
     let (status, message) = verdict(
         &run,
         &job.run.limits,
@@ -214,6 +220,10 @@ pub fn run_job(
         message,
         forked,
         artifact,
+        timing: Some(protocol::Timing {
+            done_us: since(std::time::Instant::now()),
+            ..timing
+        }),
         tests: Vec::new(),
     }
 }

@@ -96,6 +96,12 @@ pub fn serve_pod() -> i32 {
             format!("the job could not be decoded: {e}"),
         ),
     };
+    let mut outcome = outcome;
+    if let Some(timing) = outcome.timing.take() {
+        if write_frame(&mut output, &RunnerReport::Timing(timing)).is_err() {
+            return 2;
+        }
+    }
     match write_frame(&mut output, &RunnerReport::finished(outcome)) {
         Ok(()) => 0,
         Err(_) => 2,

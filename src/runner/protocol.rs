@@ -24,6 +24,21 @@ pub enum RunnerReport {
     Built(Box<Outcome>, crate::job::Artifact),
     /// An interactive run's output as it was written (1 stdout, 2 stderr).
     Output { stream: u8, data: Vec<u8> },
+    /// Where the job's time went in the pod; a local pod's runner sends it before the outcome.
+    Timing(Timing),
+}
+
+/// Where a job's time went inside its pod, by the runner's clock: microseconds from the moment
+/// it had read the job.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Timing {
+    /// The files written and the first step's process at hand.
+    pub prepared_us: u64,
+    /// Each step that ran (compile, run): entered, its command exec'd, its program's exit seen,
+    /// its process tree ended and its figures read.
+    pub steps: Vec<[u64; 4]>,
+    /// The outcome put together.
+    pub done_us: u64,
 }
 
 impl RunnerReport {

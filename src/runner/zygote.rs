@@ -188,14 +188,21 @@ impl Zygote {
 }
 
 impl Zygote {
-    /// Kills an unused zygote and waits until it is gone.
-    pub fn end(mut self) {
-        if self.control.is_some() && self.pid > 0 {
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = wait4(self.pid);
-            self.control = None;
+    /// Kills unused zygotes, all at once so that their exits overlap, and waits until they are
+    /// gone.
+    pub fn end_all(zygotes: Vec<Zygote>) {
+        let mut killed = Vec::new();
+        for mut z in zygotes {
+            if z.control.is_some() && z.pid > 0 {
+                unsafe { libc::kill(z.pid, libc::SIGKILL) };
+                z.control = None;
+                killed.push(z.pid);
+            }
+            // Dropped: a fork server's process that never said ready ends with its control pipe.
         }
-        // Drop: a fork server's process that never said ready ends with its control pipe.
+        for pid in killed {
+            let _ = wait4(pid);
+        }
     }
 }
 
