@@ -24,6 +24,8 @@ pub struct Isolation {
     /// reserved address space, which JVMs, V8 and Go reserve generously) and no RLIMIT_NPROC
     /// (it counts every process of the uid on the node, other pods' too).
     pub pod_bounds: bool,
+    /// Where programs start: the one directory below which they may write (with /tmp, /dev).
+    pub work_dir: std::path::PathBuf,
 }
 
 /// Which limit ended a command early.
@@ -456,7 +458,14 @@ fn end_process_tree(pid: i32, isolation: &Isolation, keep: Option<i32>) {
         (true, None) => unsafe {
             libc::kill(-1, libc::SIGKILL);
         },
-        (true, Some(keep)) => kill_all_but(keep),
+        (true, Some(keep)) => {
+            // The group holding just the kept process and the step's own (a zombie until it is
+            // reaped) leaves nothing to look for.
+            let alone = isolation.cgroup.as_ref().and_then(|c| c.tasks()) == Some(2);
+            if !alone {
+                kill_all_but(keep);
+            }
+        }
         // The zygote put the program in a process group of its own (and `keep` in another).
         (false, _) => unsafe {
             libc::kill(-pid, libc::SIGKILL);

@@ -122,6 +122,7 @@ fn build(setup: &PodSetup) -> Result<Isolation, SetupError> {
         owns_pid_namespace: std::process::id() == 1,
         sandbox_user: setup.sandbox_user,
         pod_bounds: false,
+        work_dir: WORK_DIR.into(),
     })
 }
 
@@ -259,6 +260,7 @@ fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
         owns_pid_namespace: std::process::id() == 1,
         sandbox_user,
         pod_bounds: in_pod,
+        work_dir: dir.clone(),
     };
     let moved;
     let job = if in_pod {

@@ -9,7 +9,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::execute::{wait4, Isolation};
-use crate::sandbox::cgroup::Cgroup;
 use crate::sandbox::pipe;
 use crate::sandbox::seccomp::SyscallFilter;
 
@@ -103,7 +102,7 @@ impl Zygote {
         }
         if pid == 0 {
             drop(zygote); // the runner's ends (pid 0: nothing is killed)
-            zygote_main(isolation.cgroup.as_deref(), child, network);
+            zygote_main(isolation, child, network);
         }
         zygote.pid = pid;
         Ok(zygote)
@@ -242,8 +241,8 @@ fn read_all(fd: &OwnedFd) -> Vec<u8> {
 
 /// The zygote's life: lock down what does not depend on the command, wait for the command,
 /// lock down the rest, exec.
-fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds, network: bool) -> ! {
-    let procs = cgroup.map(|c| c.procs()).unwrap_or(&[]);
+fn zygote_main(isolation: &Isolation, child: ChildEnds, network: bool) -> ! {
+    let procs = isolation.cgroup.as_ref().map(|c| c.procs()).unwrap_or(&[]);
     // Forked from the runner, it holds copies of the runner's descriptors, other zygotes' pipe
     // ends among them: a program would never see the end of its input while another zygote
     // kept its stdin's write end open. Only its own are kept.
@@ -257,15 +256,15 @@ fn zygote_main(cgroup: Option<&Cgroup>, child: ChildEnds, network: bool) -> ! {
         Ok(f) => f,
         Err(e) => fail(&child.status, "building the seccomp filter", &e),
     };
-    if let Err(e) = prelock(&filter) {
-        fail(&child.status, "installing the seccomp filter", &e);
+    if let Err(e) = prelock(&filter, Some(&isolation.work_dir)) {
+        fail(&child.status, "locking down", &e);
     }
     let spec = await_command(procs, &child.status, child.control, false);
     if spec.network != network {
         let e = format!("the process was locked down for network: {network}");
         fail(&child.status, "checking the command", &e);
     }
-    if let Err(e) = become_program(&spec, &child.stdio) {
+    if let Err(e) = become_program(&spec, &child.stdio, &isolation.work_dir) {
         fail(
             &child.status,
             &format!(
@@ -296,15 +295,25 @@ fn close_all_but(keep: &[i32]) {
 
 /// The part of the lock-down that does not depend on the command, done while a program's
 /// process waits for it (the zygote's and a fork server's alike), off the job's path: an empty
-/// capability bounding set and the seccomp filter. Neither stands in the way of the rest (stdio,
-/// rlimits, uid, landlock, exec).
-pub(crate) fn prelock(filter: &SyscallFilter) -> io::Result<()> {
+/// capability bounding set, landlock for programs starting in `work_dir`, and the seccomp
+/// filter. None of them stands in the way of the rest (stdio, rlimits, uid, exec).
+pub(crate) fn prelock(filter: &SyscallFilter, work_dir: Option<&Path>) -> io::Result<()> {
     // With the bounding set empty, not even an exec of a setuid or root-owned file can give
     // capabilities back.
     for cap in 0..64 {
         unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
     }
+    if let Some(dir) = work_dir {
+        confine(dir)?;
+    }
     filter.install()
+}
+
+/// Landlock: read and execute anything visible, write only below `work_dir`, /tmp and /dev.
+fn confine(work_dir: &Path) -> io::Result<()> {
+    let writable = [work_dir, Path::new("/tmp"), Path::new("/dev")];
+    crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
+    Ok(())
 }
 
 /// The first part of a program's process's life, the runner's zygote's and a fork server's
@@ -346,7 +355,7 @@ pub(crate) fn fail(status: &OwnedFd, what: &str, e: &dyn std::fmt::Display) -> !
     unsafe { libc::_exit(127) }
 }
 
-fn become_program(spec: &ExecSpec, stdio: &[OwnedFd; 3]) -> io::Result<()> {
+fn become_program(spec: &ExecSpec, stdio: &[OwnedFd; 3], confined: &Path) -> io::Result<()> {
     let argv: Vec<CString> = spec
         .argv
         .iter()
@@ -365,7 +374,7 @@ fn become_program(spec: &ExecSpec, stdio: &[OwnedFd; 3]) -> io::Result<()> {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    lock_down(spec, stdio)?;
+    lock_down(spec, stdio, Some(confined))?;
     // Only stdio goes through the exec (the status pipe closes with it, telling the runner).
     crate::sandbox::close_from(3, true);
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -377,9 +386,21 @@ fn become_program(spec: &ExecSpec, stdio: &[OwnedFd; 3]) -> io::Result<()> {
 }
 
 /// The rest of what makes the calling process the program's, short of exec, after `prelock`:
-/// its stdio, work dir, rlimits, the sandbox uid and landlock. Shared by the zygote (which execs
-/// next) and by a fork server's process (which runs the program in the same image).
-pub(crate) fn lock_down(spec: &ExecSpec, [stdin, stdout, stderr]: &[OwnedFd; 3]) -> io::Result<()> {
+/// its stdio, work dir, rlimits, the sandbox uid, and landlock unless `prelock` confined it to
+/// `confined` already (which must then be the command's work dir). Shared by the zygote (which
+/// execs next) and by a fork server's process (which runs the program in the same image).
+pub(crate) fn lock_down(
+    spec: &ExecSpec,
+    [stdin, stdout, stderr]: &[OwnedFd; 3],
+    confined: Option<&Path>,
+) -> io::Result<()> {
+    if confined.is_some_and(|dir| dir != spec.cwd) {
+        return Err(io::Error::other(format!(
+            "the process was confined to {} as its work dir, not {}",
+            confined.unwrap_or(Path::new("")).display(),
+            spec.cwd.display()
+        )));
+    }
     let check = |r: i32| {
         if r < 0 {
             Err(io::Error::last_os_error())
@@ -429,9 +450,10 @@ pub(crate) fn lock_down(spec: &ExecSpec, [stdin, stdout, stderr]: &[OwnedFd; 3])
     // Changing uid made the process undumpable (its /proc files root's); an exec would make it
     // dumpable again, a fork server's process does not exec.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
-    let writable = [spec.cwd.as_path(), Path::new("/tmp"), Path::new("/dev")];
-    crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
-    Ok(())
+    match confined {
+        Some(_) => Ok(()),
+        None => confine(&spec.cwd),
+    }
 }
 
 /// A command with a slash runs as given; a bare name is looked up on the job's PATH.

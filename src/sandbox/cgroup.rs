@@ -559,6 +559,11 @@ impl Cgroup {
         }
     }
 
+    /// How many tasks the group holds, zombies not yet reaped included (`pids.current`).
+    pub fn tasks(&self) -> Option<u64> {
+        read_u64_at(self.pids(), "pids.current").ok()
+    }
+
     /// Pids of the processes in the group (v1: from the memory hierarchy).
     pub fn pids_inside(&self) -> Vec<i32> {
         read_at(self.memory(), "cgroup.procs")

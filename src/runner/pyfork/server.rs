@@ -3,12 +3,14 @@
 use std::ffi::{c_void, CStr};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::path::Path;
 
 use super::python::Python;
 use super::{LISTEN_FD, READY_LINE};
 use crate::runner::zygote::{await_command, fail, lock_down, prelock, report, ChildEnds};
 use crate::sandbox::fdpass::recv_with_fds;
 use crate::sandbox::seccomp::SyscallFilter;
+use crate::sandbox::setup::WORK_DIR;
 
 /// The message an ImportError carries back to usercustomize.py in a program's process.
 const PROGRAM_MARK: &CStr = c"kiln: program process";
@@ -238,8 +240,8 @@ unsafe fn program(server: &Server, procs: Vec<OwnedFd>, child: ChildEnds) {
     // network to a process of its own).
     match &server.filter {
         Ok(filter) => {
-            if let Err(e) = prelock(filter) {
-                fail(&status, "installing the seccomp filter", &e);
+            if let Err(e) = prelock(filter, Some(Path::new(WORK_DIR))) {
+                fail(&status, "locking down", &e);
             }
         }
         Err(e) => fail(&status, "building the seccomp filter", e),
@@ -259,7 +261,7 @@ unsafe fn program(server: &Server, procs: Vec<OwnedFd>, child: ChildEnds) {
         );
     }
     super::finish::install();
-    if let Err(e) = lock_down(&spec, &stdio) {
+    if let Err(e) = lock_down(&spec, &stdio, Some(Path::new(WORK_DIR))) {
         fail(&status, "locking down the program's process", &e);
     }
     // Nothing but stdio may reach the program. Closing the status pipe tells the runner the
