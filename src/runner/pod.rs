@@ -96,15 +96,17 @@ pub fn serve_pod() -> i32 {
             format!("the job could not be decoded: {e}"),
         ),
     };
+    // The timing and the outcome in one write: the host wakes once for both.
     let mut outcome = outcome;
-    if let Some(timing) = outcome.timing.take() {
-        if write_frame(&mut output, &RunnerReport::Timing(timing)).is_err() {
-            return 2;
-        }
-    }
-    match write_frame(&mut output, &RunnerReport::finished(outcome)) {
-        Ok(()) => 0,
-        Err(_) => 2,
+    let timing = outcome.timing.take().map(RunnerReport::Timing);
+    let frames = timing
+        .iter()
+        .chain(std::iter::once(&RunnerReport::finished(outcome)))
+        .map(super::protocol::encode)
+        .collect::<Result<Vec<_>, _>>();
+    match frames.map(|f| output.write_all(&f.concat()).and_then(|()| output.flush())) {
+        Ok(Ok(())) => 0,
+        _ => 2,
     }
 }
 
