@@ -61,6 +61,13 @@ fn standby_pod_children() -> Vec<String> {
     }
 }
 
+/// Makes a standby pod, checks the processes it holds, and removes it.
+async fn a_standby_pod_holds(backend: &kiln::pods::local::LocalBackend, expected: &[&str]) {
+    let pod = backend.create(0).await.expect("standby pod");
+    assert_eq!(standby_pod_children(), expected);
+    pod.destroy().await;
+}
+
 #[tokio::test]
 async fn pods_hold_the_processes_recent_jobs_needed() {
     let backend = common::backend_with_fork_server(true);
@@ -72,12 +79,7 @@ async fn pods_hold_the_processes_recent_jobs_needed() {
 
     // At first a pod holds all: the forked interpreter and the runner's own zygotes, one for
     // each step of a compiled language.
-    let pod = backend.create(0).await.expect("standby pod");
-    assert_eq!(
-        standby_pod_children(),
-        ["kiln-runner", "kiln-runner", "python"]
-    );
-    pod.destroy().await;
+    a_standby_pod_holds(&backend, &["kiln-runner", "kiln-runner", "python"]).await;
 
     // After 32 jobs in a row that were all forked, pods hold only the forked interpreter.
     for i in 0..32 {
@@ -85,9 +87,7 @@ async fn pods_hold_the_processes_recent_jobs_needed() {
         assert!(o.forked, "{o:?}");
         assert_eq!(o.stdout.0, format!("{i}\n").as_bytes());
     }
-    let pod = backend.create(0).await.expect("standby pod");
-    assert_eq!(standby_pod_children(), ["python"]);
-    pod.destroy().await;
+    a_standby_pod_holds(&backend, &["python"]).await;
 
     // A job that needs the runner's own processes still runs on such a pod (they are forked
     // then), compiled or not...
@@ -96,12 +96,7 @@ async fn pods_hold_the_processes_recent_jobs_needed() {
     assert_eq!(o.stdout.0, b"from c\n", "{o:?}");
     assert_eq!(o.exit_code, Some(3), "{o:?}");
     // ...and the pods after it hold all again.
-    let pod = backend.create(0).await.expect("standby pod");
-    assert_eq!(
-        standby_pod_children(),
-        ["kiln-runner", "kiln-runner", "python"]
-    );
-    pod.destroy().await;
+    a_standby_pod_holds(&backend, &["kiln-runner", "kiln-runner", "python"]).await;
 
     // After 32 jobs without a compile step (Python and shell), one zygote of the runner's.
     for i in 0..32 {
@@ -114,7 +109,5 @@ async fn pods_hold_the_processes_recent_jobs_needed() {
         assert_eq!(o.stdout.0, format!("{i}\n").as_bytes(), "{o:?}");
         assert_eq!(o.forked, language == "python", "{o:?}");
     }
-    let pod = backend.create(0).await.expect("standby pod");
-    assert_eq!(standby_pod_children(), ["kiln-runner", "python"]);
-    pod.destroy().await;
+    a_standby_pod_holds(&backend, &["kiln-runner", "python"]).await;
 }
