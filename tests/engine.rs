@@ -636,3 +636,38 @@ async fn a_local_pods_outcome_says_where_the_time_went() {
         assert!(ended > launched, "{language}: {t:?}");
     }
 }
+
+#[tokio::test]
+async fn a_compile_step_of_one_process_that_never_ends_is_stopped() {
+    // One process alone in the compile step (no children): it must be killed at its limit,
+    // not left to run because the pod looks otherwise empty.
+    let mut job = source("bash", "unused")
+        .resolve(
+            "test",
+            registry(),
+            &kiln::submission::LimitPolicy::default(),
+        )
+        .unwrap();
+    let bash = job.run.argv[0].clone();
+    let mut limits = job.run.limits.clone();
+    limits.wall_time_ms = 1000;
+    job.compile = Some(kiln::job::Stage {
+        argv: vec![bash, "-c".into(), "exec sleep 100".into()],
+        limits,
+    });
+    use kiln::pods::PodBackend;
+    // Without the fork server: no interpreter of its own in the pod beside the step's process.
+    let pod = backend_with_fork_server(false).create(0).await.unwrap();
+    let o = tokio::time::timeout(std::time::Duration::from_secs(30), pod.run(job))
+        .await
+        .expect("the job ends (its compile step has a 1 s wall limit)")
+        .unwrap();
+    assert_eq!(o.status, Status::CompileError, "{o:?}");
+    assert!(
+        o.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("compilation exceeded its time limit"),
+        "{o:?}"
+    );
+}

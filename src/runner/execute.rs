@@ -459,8 +459,9 @@ fn end_process_tree(pid: i32, isolation: &Isolation, keep: Option<i32>) {
             libc::kill(-1, libc::SIGKILL);
         },
         (true, Some(keep)) => {
-            // The group holding just the kept process and the step's own (a zombie until it is
-            // reaped) leaves nothing to look for.
+            // The step's own process first (still running when a limit ended it); a group
+            // holding just it and the kept process then leaves nothing to look for.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
             let alone = isolation.cgroup.as_ref().and_then(|c| c.tasks()) == Some(2);
             if !alone {
                 kill_all_but(keep);

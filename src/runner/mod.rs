@@ -81,17 +81,19 @@ pub fn run_job(
             None => Zygote::fork(isolation, network),
         }
     };
-    let mut _idle = Vec::new();
-    if !compiles {
+    // Held, waiting, until the program's tree ends.
+    let _waiting: Vec<Zygote> = if compiles {
+        Vec::new()
+    } else {
         let keep = take(&mut ready, job.run.limits.network);
         unused.append(&mut ready);
         let (remote, own): (Vec<Zygote>, Vec<Zygote>) = std::mem::take(&mut unused)
             .into_iter()
             .partition(|z| z.remote);
         Zygote::end_all(own);
-        _idle = remote;
         ready = keep.into_iter().collect();
-    }
+        remote
+    };
     timing.prepared_us = since(std::time::Instant::now());
     let mut compile_output = job
         .prebuilt
@@ -99,7 +101,7 @@ pub fn run_job(
         .map(|p| p.compile_output.0.clone())
         .unwrap_or_default();
     let mut artifact = None;
-    if let Some(compile) = job.compile.as_ref().filter(|_| job.prebuilt.is_none()) {
+    if let Some(compile) = job.compile.as_ref().filter(|_| compiles) {
         let mut limits = compile.limits.clone();
         limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
         let compiler = take(&mut ready, limits.network);
