@@ -65,9 +65,7 @@ pub enum Capture {
 const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs one command in `zygote` and watches it to the end. When it ends, every other process in
-/// the pod is killed except `keep` (the next stage's zygote). `discard`, processes the job does
-/// not use, are killed once the command runs: their exit overlaps the command instead of
-/// delaying its start.
+/// the pod is killed except `keep` (the next stage's zygote).
 /// An interactive run's link to the host: input frames (`crate::sessions::Input`) arrive on the
 /// runner's stdin after the job frame, output goes out as `RunnerReport::Output` frames on its
 /// stdout as the program writes it.
@@ -156,7 +154,6 @@ pub fn execute(
     capture: Capture,
     isolation: &Isolation,
     keep: Option<i32>,
-    discard: Vec<Zygote>,
     live: Option<Live>,
 ) -> io::Result<Execution> {
     let entered = Instant::now();
@@ -188,7 +185,6 @@ pub fn execute(
     let started = Instant::now();
     zygote.launch(&spec)?;
     let launched = Instant::now();
-    drop(discard);
     let pid = zygote.pid;
     let pidfd = pidfd_open(pid)?;
     let [stdin_fd, out_read, err_read] = zygote.stdio.take().expect("stdio is taken once");

@@ -65,8 +65,8 @@ pub fn run_job(
     }
     let compiles = job.compile.is_some() && job.prebuilt.is_none();
     // A process forked from the fork server's interpreter runs the job when the job is exactly
-    // that interpreter's command. Processes the job does not use are killed once the compile
-    // step runs (a fork server's process takes milliseconds to exit: not on the job's path).
+    // that interpreter's command. Processes the job does not use are killed as a compile step
+    // starts (a fork server's process takes a while to exit: not on the job's path).
     // Without a compile step the runner's own are ended before the program starts (their
     // memory must not count as the program's), and a fork server's is left waiting until the
     // program's tree ends (its exit must not count as the program's CPU time).
@@ -108,7 +108,10 @@ pub fn run_job(
         // The run step's process: forked on standby, or now (its cgroup move overlaps the
         // compile step).
         let next = take(&mut ready, job.run.limits.network).ok();
+        // Killed now, not waited for: their exits (a fork server's process takes about half a
+        // millisecond) run on the pod's core while it idles through the compile step's set-up.
         unused.append(&mut ready);
+        drop(std::mem::take(&mut unused));
         ready = next.into_iter().collect();
         let keep = ready.first().map(|z| z.pid);
         let run = match compiler.and_then(|z| {
@@ -122,7 +125,6 @@ pub fn run_job(
                 Capture::Merged,
                 isolation,
                 keep,
-                std::mem::take(&mut unused),
                 None,
             )
         }) {
@@ -183,7 +185,6 @@ pub fn run_job(
             },
             isolation,
             None,
-            Vec::new(),
             // Interactive: stdin frames from the host, output to it as it comes.
             if job.interactive {
                 execute::Live::stdio().ok()
