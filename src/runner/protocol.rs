@@ -1,6 +1,6 @@
 //! Frames between the host and a runner: a little-endian u32 length, then a bincode payload.
 //! Host to runner: `PodSetup`, then one `Job`. Runner to host: `Ready` or `SetupFailed`, then
-//! one `Outcome`.
+//! (from a local pod) the job's `Timing` and one `Outcome`.
 
 use std::io::{self, Read, Write};
 
