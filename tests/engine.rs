@@ -562,10 +562,9 @@ async fn a_warm_cache_is_read_from_the_host_and_written_only_in_the_pod() {
     std::fs::remove_dir_all(&host).unwrap();
 }
 
-#[tokio::test]
-async fn nothing_started_by_the_compile_step_survives_into_the_run() {
-    // A compile step that leaves a process behind (an operator's script could); the run step
-    // must find only the pod's runner and itself.
+/// A bash job with a compile step of its own: `script` run by bash, with the run step's limits
+/// (and `wall_time_ms` when given).
+fn bash_with_compile_step(script: &str, wall_time_ms: Option<u64>) -> kiln::job::Job {
     let mut job = source("bash", "unused")
         .resolve(
             "test",
@@ -573,16 +572,25 @@ async fn nothing_started_by_the_compile_step_survives_into_the_run() {
             &kiln::submission::LimitPolicy::default(),
         )
         .unwrap();
-    let bash = job.run.argv[0].clone();
+    let mut limits = job.run.limits.clone();
+    limits.wall_time_ms = wall_time_ms.unwrap_or(limits.wall_time_ms);
     job.compile = Some(kiln::job::Stage {
-        argv: vec![
-            bash.clone(),
-            "-c".into(),
-            "sleep 100 & sleep 100 & echo compiled".into(),
-        ],
-        limits: job.run.limits.clone(),
+        argv: vec![job.run.argv[0].clone(), "-c".into(), script.into()],
+        limits,
     });
-    job.run.argv = vec![bash, "-c".into(), "cd /proc; echo [0-9]*".into()];
+    job
+}
+
+#[tokio::test]
+async fn nothing_started_by_the_compile_step_survives_into_the_run() {
+    // A compile step that leaves a process behind (an operator's script could); the run step
+    // must find only the pod's runner and itself.
+    let mut job = bash_with_compile_step("sleep 100 & sleep 100 & echo compiled", None);
+    job.run.argv = vec![
+        job.run.argv[0].clone(),
+        "-c".into(),
+        "cd /proc; echo [0-9]*".into(),
+    ];
     use kiln::pods::PodBackend;
     let pod = backend().create(0).await.unwrap();
     let o = pod.run(job).await.unwrap();
@@ -641,20 +649,7 @@ async fn a_local_pods_outcome_says_where_the_time_went() {
 async fn a_compile_step_of_one_process_that_never_ends_is_stopped() {
     // One process alone in the compile step (no children): it must be killed at its limit,
     // not left to run because the pod looks otherwise empty.
-    let mut job = source("bash", "unused")
-        .resolve(
-            "test",
-            registry(),
-            &kiln::submission::LimitPolicy::default(),
-        )
-        .unwrap();
-    let bash = job.run.argv[0].clone();
-    let mut limits = job.run.limits.clone();
-    limits.wall_time_ms = 1000;
-    job.compile = Some(kiln::job::Stage {
-        argv: vec![bash, "-c".into(), "exec sleep 100".into()],
-        limits,
-    });
+    let job = bash_with_compile_step("exec sleep 100", Some(1000));
     use kiln::pods::PodBackend;
     // Without the fork server: no interpreter of its own in the pod beside the step's process.
     let pod = backend_with_fork_server(false).create(0).await.unwrap();
