@@ -71,6 +71,13 @@ pub struct Job {
     pub interactive: bool,
 }
 
+impl Job {
+    /// The job has a compile step to run (it has one, and the compile cache did not answer it).
+    pub fn compiles(&self) -> bool {
+        self.compile.is_some() && self.prebuilt.is_none()
+    }
+}
+
 /// What a compile step made: the files it added to (or changed in) the work dir, and the
 /// compiler's output.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -584,8 +584,7 @@ impl StandbyPod for LocalPod {
 
     fn run(mut self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
         let forkable = self.forkable.as_ref().is_some_and(|c| c.serves(&job));
-        self.history
-            .record(forkable, job.compile.is_some() && job.prebuilt.is_none());
+        self.history.record(forkable, job.compiles());
         Box::pin(async move {
             let result = async {
                 // Held until the outcome is back: these cores count this job as theirs.

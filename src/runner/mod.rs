@@ -63,7 +63,7 @@ pub fn run_job(
             return Outcome::failed(Status::InternalError, format!("laying in the build: {e}"));
         }
     }
-    let compiles = job.compile.is_some() && job.prebuilt.is_none();
+    let compiles = job.compiles();
     // A process forked from the fork server's interpreter runs the job when the job is exactly
     // that interpreter's command. Processes the job does not use are killed as a compile step
     // starts (a fork server's process takes a while to exit: not on the job's path).
