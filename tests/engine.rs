@@ -344,6 +344,40 @@ r = libc.unshare(0x10000000); print('unshare', r, ctypes.get_errno())
     assert!(out.contains("unshare -1 1"), "{out}");
 }
 
+/// A job's processes run on the cores it was given (one by default) and cannot take more: the
+/// interpreter forked from the fork server, the runner's own zygote (bash) and their children.
+#[tokio::test]
+async fn a_program_stays_on_the_cores_its_job_was_given() {
+    let python = r#"
+import os
+print('mine', len(os.sched_getaffinity(0)), flush=True)
+pid = os.fork()
+if pid == 0:
+    print('child', len(os.sched_getaffinity(0)), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+try:
+    os.sched_setaffinity(0, range(os.cpu_count()))
+    print('widened', len(os.sched_getaffinity(0)))
+except PermissionError:
+    print('refused')
+"#;
+    let o = run(source("python", python)).await;
+    let out = text(&o.stdout);
+    assert_eq!(out, "mine 1\nchild 1\nrefused\n", "{o:?}");
+    let bash = "grep Cpus_allowed_list /proc/self/status | tr -d '\\t'\n\
+                taskset -pc 0-1023 $$ 2>&1; echo rc $?";
+    let o = run(source("bash", bash)).await;
+    let out = text(&o.stdout);
+    let line = out.lines().next().unwrap_or_default();
+    let allowed = line.strip_prefix("Cpus_allowed_list:").unwrap_or_default();
+    assert!(
+        !allowed.is_empty() && !allowed.contains(['-', ',']),
+        "one core: {o:?}"
+    );
+    assert!(out.contains("Operation not permitted"), "{o:?}");
+}
+
 #[tokio::test]
 async fn a_huge_argv_is_passed_through() {
     let mut s = source(

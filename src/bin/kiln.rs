@@ -340,8 +340,9 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 println!("{report}");
                 return Ok(0);
             }
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
+            // Pods driven the way `kiln serve` drives them: from the actor system's thread,
+            // whose own event loop hears the runner (no hand-over between threads).
+            actix::System::new().block_on(async {
                 let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
                     .map_err(anyhow::Error::msg)?;
                 let backend = kiln::serve::local_backend(&s, &registry)?;

@@ -19,18 +19,38 @@ pub struct Pinned {
 }
 
 impl Cores {
+    /// The cores this process may run on (its affinity, which its cpuset bounds).
+    pub fn of_this_process() -> Option<Arc<Cores>> {
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+            return None;
+        }
+        let cores: Vec<u32> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .map(|c| c as u32)
+            .collect();
+        (!cores.is_empty()).then(|| Cores::new(cores))
+    }
+
     pub fn new(cores: Vec<u32>) -> Arc<Cores> {
         Arc::new(Cores {
             jobs_on: Mutex::new(cores.into_iter().map(|c| (c, 0)).collect()),
         })
     }
 
-    /// Takes the `n` least busy cores (all of them when `n` is larger), lowest number first
-    /// among equals.
+    /// Takes the `n` least busy cores (all of them when `n` is larger); among equals the
+    /// calling thread's own core first (the pod's runner then wakes, and answers, where Kiln
+    /// already runs, not on a core that must be woken), then the lowest number.
     pub fn take(self: &Arc<Self>, n: u32) -> Pinned {
+        let here = unsafe { libc::sched_getcpu() };
+        self.take_near(n, u32::try_from(here).ok())
+    }
+
+    fn take_near(self: &Arc<Self>, n: u32, here: Option<u32>) -> Pinned {
         let mut jobs_on = self.jobs_on.lock().unwrap_or_else(|p| p.into_inner());
         let mut order: Vec<usize> = (0..jobs_on.len()).collect();
-        order.sort_by_key(|&i| (jobs_on[i].1, jobs_on[i].0));
+        order.sort_by_key(|&i| (jobs_on[i].1, Some(jobs_on[i].0) != here, jobs_on[i].0));
         let taken: Vec<u32> = order
             .into_iter()
             .take(n.max(1) as usize)
@@ -64,9 +84,9 @@ mod tests {
     #[test]
     fn jobs_spread_over_free_cores_first_and_give_them_back() {
         let cores = Cores::new(vec![0, 1, 2]);
-        let a = cores.take(1);
-        let b = cores.take(1);
-        let c = cores.take(2);
+        let a = cores.take_near(1, None);
+        let b = cores.take_near(1, None);
+        let c = cores.take_near(2, None);
         assert_eq!((a.taken.clone(), b.taken.clone()), (vec![0], vec![1]));
         assert_eq!(
             c.taken,
@@ -75,14 +95,33 @@ mod tests {
         );
         drop(b);
         assert_eq!(
-            cores.take(1).taken,
+            cores.take_near(1, None).taken,
             vec![1],
             "a core given back is free again"
         );
         assert_eq!(
-            cores.take(9).taken.len(),
+            cores.take_near(9, None).taken.len(),
             3,
             "never more cores than the host has"
+        );
+    }
+
+    #[test]
+    fn among_free_cores_the_callers_own_comes_first() {
+        let cores = Cores::new(vec![0, 1, 2]);
+        let a = cores.take_near(1, Some(2));
+        assert_eq!(a.taken, vec![2], "the caller's core, free");
+        let b = cores.take_near(2, Some(2));
+        assert_eq!(
+            b.taken,
+            vec![0, 1],
+            "the caller's core is busy: the free ones first"
+        );
+        drop(a);
+        assert_eq!(
+            cores.take_near(1, Some(7)).taken,
+            vec![2],
+            "a core Kiln may not pin to changes nothing: the least busy"
         );
     }
 }

@@ -137,7 +137,7 @@ pub struct LocalBackend {
     fork_server: Option<Result<ForkServer, String>>,
     /// What the last 32 jobs needed, to give standby pods the processes likely used.
     job_history: Arc<JobHistory>,
-    /// Cores running jobs are pinned to, when this host has the cpuset controller.
+    /// Cores running jobs are pinned to: those this process may run on.
     cores: Option<Arc<Cores>>,
 }
 
@@ -204,7 +204,7 @@ impl LocalBackend {
             } else {
                 offline_network_namespace().ok().map(Arc::new)
             };
-        let cores = cgroups.pinnable_cores().map(Cores::new);
+        let cores = Cores::of_this_process();
         let mut backend = LocalBackend {
             settings,
             cores,
@@ -416,7 +416,7 @@ impl PodBackend for LocalBackend {
         let live = self.live.clone();
         let forkable = self.running_fork_server().map(|s| s.spec.command.clone());
         let history = self.job_history.clone();
-        let cores = self.cores.clone().filter(|_| cgroup.is_some());
+        let cores = self.cores.clone();
         Box::pin(async move {
             let spawned = spawn_in_namespaces(&runner, rootless, &net, fork_conn).map_err(|e| {
                 if let Some(c) = &cgroup {
@@ -588,21 +588,18 @@ impl StandbyPod for LocalPod {
         Box::pin(async move {
             let result = async {
                 // Held until the outcome is back: these cores count this job as theirs.
-                let _pinned = match (&self.cores, &self.cgroup) {
-                    (Some(cores), Some(cgroup)) => {
-                        let wanted = job
-                            .run
-                            .limits
-                            .cpus
-                            .max(job.compile.as_ref().map_or(1, |c| c.limits.cpus));
-                        let pinned = cores.take(wanted);
-                        cgroup.pin(&pinned.taken).map_err(|e| {
-                            PodError::Lost(format!("pinning the pod to its cores: {e}"))
-                        })?;
-                        Some(pinned)
-                    }
-                    _ => None,
-                };
+                // The runner is pinned (one system call, no cgroup write that would wait on pods
+                // being made); it pins each step's process to its own cores before the exec.
+                let _pinned = self.cores.as_ref().map(|cores| {
+                    let wanted = job
+                        .run
+                        .limits
+                        .cpus
+                        .max(job.compile.as_ref().map_or(1, |c| c.limits.cpus));
+                    let pinned = cores.take(wanted);
+                    pin_process(self.pid, &pinned.taken);
+                    pinned
+                });
                 // An interactive session for this submission: its input goes to the runner after
                 // the job frame, its output comes back in Output frames before the outcome.
                 let session = crate::sessions::take(&job.id);
@@ -817,5 +814,18 @@ unsafe fn write_proc_file(path: &std::ffi::CStr, content: &[u8]) {
     if fd >= 0 {
         libc::write(fd, content.as_ptr().cast(), content.len());
         libc::close(fd);
+    }
+}
+
+/// Pins a pod's runner to `cores`. Not fatal when refused: the job then runs on shared cores.
+fn pin_process(pid: i32, cores: &[u32]) {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            libc::CPU_SET(c as usize, &mut set);
+        }
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(pid, error = %std::io::Error::last_os_error(), "pinning a pod's runner");
+        }
     }
 }

@@ -158,6 +158,7 @@ pub fn execute(
 ) -> io::Result<Execution> {
     let entered = Instant::now();
     zygote.wait_ready()?;
+    pin_like_me(zygote.pid);
     if let Some(cg) = &isolation.cgroup {
         cg.apply(limits.memory_bytes, limits.processes, limits.cpus)?;
     }
@@ -574,4 +575,16 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Pins the program's process to the cores the runner was pinned to for this job (the host
+/// pins the runner as the job starts; a waiting zygote was forked before). What it starts
+/// inherits them, and the seccomp filter refuses `sched_setaffinity`: the program cannot take
+/// more cores than its job was given. Where the kernel refuses, the program runs unpinned.
+fn pin_like_me(pid: i32) {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } == 0 {
+        unsafe { libc::sched_setaffinity(pid, size, &set) };
+    }
 }

@@ -7,6 +7,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +21,6 @@ pub enum CgroupLayout {
         cpuacct: PathBuf,
         /// The `cpu` controller (CFS quotas), when mounted; often the same hierarchy as cpuacct.
         cpu: Option<PathBuf>,
-        /// The `cpuset` controller, when mounted: running jobs are pinned to cores of their own.
-        cpuset: Option<PathBuf>,
     },
     /// The unified hierarchy with memory, pids and cpu enabled below `root`.
     V2 { root: PathBuf },
@@ -33,13 +32,10 @@ pub enum CgroupLayout {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupPaths {
     pub version: u8,
-    /// v1: memory, pids, cpuacct, then cpu when it is a hierarchy of its own, then cpuset (in
-    /// that order); v2: the one directory.
+    /// v1: memory, pids, cpuacct, then cpu when it is a hierarchy of its own (in that order);
+    /// v2: the one directory. (Pods are pinned to cores by affinity, not by a cpuset group:
+    /// `src/pods/cores.rs`.)
     pub dirs: Vec<PathBuf>,
-    /// Where the cores the pod may run on are written (`cpuset.cpus`), when this host has the
-    /// cpuset controller. The host writes it when a job starts; the runner never does.
-    #[serde(default)]
-    pub cpuset: Option<PathBuf>,
 }
 
 const KILN_GROUP: &str = "kiln";
@@ -70,7 +66,6 @@ impl CgroupLayout {
         let mut v1_pids = None;
         let mut v1_cpuacct = None;
         let mut v1_cpu = None;
-        let mut v1_cpuset = None;
         let mut v2_root = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -87,7 +82,6 @@ impl CgroupLayout {
                         "pids" => v1_pids = Some(dir.clone()),
                         "cpuacct" => v1_cpuacct = Some(dir.clone()),
                         "cpu" => v1_cpu = Some(dir.clone()),
-                        "cpuset" => v1_cpuset = Some(dir.clone()),
                         _ => {}
                     }
                 }
@@ -112,7 +106,6 @@ impl CgroupLayout {
                 pids,
                 cpuacct,
                 cpu: v1_cpu,
-                cpuset: v1_cpuset,
             },
             (m, p, c) => {
                 let mut absent = Vec::new();
@@ -137,34 +130,18 @@ impl CgroupLayout {
 
     pub fn describe(&self) -> String {
         match self {
-            CgroupLayout::V1 {
-                memory,
-                cpu,
-                cpuset,
-                ..
-            } => format!(
-                "cgroup v1 (memory at {}; {}; {})",
+            CgroupLayout::V1 { memory, cpu, .. } => format!(
+                "cgroup v1 (memory at {}; {})",
                 memory.display(),
                 if cpu.is_some() {
                     "CPU quota per pod"
                 } else {
                     "NO CPU QUOTA: the cpu controller is not mounted"
                 },
-                if cpuset.is_some() {
-                    "running jobs pinned to cores of their own"
-                } else {
-                    "no cpuset controller: jobs share cores, neighbours can slow each other"
-                }
             ),
-            CgroupLayout::V2 { root } => format!(
-                "cgroup v2 at {}; CPU quota per pod; {}",
-                root.display(),
-                if root.join(KILN_GROUP).join("cpuset.cpus").exists() {
-                    "running jobs pinned to cores of their own"
-                } else {
-                    "cpuset not delegated: jobs share cores, neighbours can slow each other"
-                }
-            ),
+            CgroupLayout::V2 { root } => {
+                format!("cgroup v2 at {}; CPU quota per pod", root.display())
+            }
             CgroupLayout::Unavailable { reason } => format!("no cgroups ({reason})"),
         }
     }
@@ -172,22 +149,12 @@ impl CgroupLayout {
     /// Makes the parent `kiln` group (and on v2 enables the controllers for its children).
     pub fn prepare(&self) -> io::Result<()> {
         match self {
-            CgroupLayout::V1 { memory, cpuset, .. } => {
+            CgroupLayout::V1 { memory, .. } => {
                 for group in self.kiln_groups().map(|(_, g)| g).unwrap_or_default() {
                     mkdir_if_missing(&group)?;
                 }
                 // Swap would let a memory bomb outlive its limit slowly instead of being killed.
                 let _ = fs::write(memory.join(KILN_GROUP).join("memory.swappiness"), "0");
-                if let Some(root) = cpuset {
-                    // A v1 cpuset group starts with no cores and no memory nodes: nothing could
-                    // join it. Kiln's group takes the host's; pod groups copy Kiln's at mkdir.
-                    let kiln = root.join(KILN_GROUP);
-                    for file in ["cpuset.cpus", "cpuset.mems"] {
-                        let value = fs::read_to_string(root.join(file))?;
-                        write_file(&kiln.join(file), value.trim())?;
-                    }
-                    write_file(&kiln.join("cgroup.clone_children"), "1")?;
-                }
                 Ok(())
             }
             CgroupLayout::V2 { root } => {
@@ -204,11 +171,6 @@ impl CgroupLayout {
                 let kiln = root.join(KILN_GROUP);
                 mkdir_if_missing(&kiln)?;
                 fs::write(kiln.join("cgroup.subtree_control"), enable)?;
-                // Pinning jobs to cores needs cpuset too; a host that does not delegate it still
-                // runs jobs, on shared cores (the start-up report says so).
-                if fs::write(root.join("cgroup.subtree_control"), "+cpuset").is_ok() {
-                    let _ = fs::write(kiln.join("cgroup.subtree_control"), "+cpuset");
-                }
                 Ok(())
             }
             CgroupLayout::Unavailable { .. } => Ok(()),
@@ -224,13 +186,11 @@ impl CgroupLayout {
                 pids,
                 cpuacct,
                 cpu,
-                cpuset,
             } => Some((
                 1,
                 [memory, pids, cpuacct]
                     .into_iter()
                     .chain(cpu.as_ref().filter(|c| *c != cpuacct))
-                    .chain(cpuset.as_ref())
                     .map(|b| b.join(KILN_GROUP))
                     .collect(),
             )),
@@ -250,35 +210,7 @@ impl CgroupLayout {
                 io::Error::new(e.kind(), format!("creating cgroup {}: {e}", dir.display()))
             })?;
         }
-        let cpuset = dirs
-            .iter()
-            .rev()
-            .find(|d| d.join("cpuset.cpus").exists())
-            .cloned();
-        Ok(Some(CgroupPaths {
-            version,
-            dirs,
-            cpuset,
-        }))
-    }
-
-    /// The cores pods may be pinned to (Kiln's cpuset group's), when this host has cpuset.
-    pub fn pinnable_cores(&self) -> Option<Vec<u32>> {
-        let dir = match self {
-            CgroupLayout::V1 {
-                cpuset: Some(root), ..
-            } => root.join(KILN_GROUP),
-            CgroupLayout::V2 { root } => root.join(KILN_GROUP),
-            _ => return None,
-        };
-        [
-            "cpuset.cpus.effective",
-            "cpuset.effective_cpus",
-            "cpuset.cpus",
-        ]
-        .iter()
-        .filter_map(|f| fs::read_to_string(dir.join(f)).ok())
-        .find_map(|text| parse_cpu_list(text.trim()))
+        Ok(Some(CgroupPaths { version, dirs }))
     }
 
     /// Lists pod groups left behind by Kiln processes that are gone (a crash), so start-up can
@@ -304,22 +236,12 @@ impl CgroupLayout {
             .map(|e| CgroupPaths {
                 version,
                 dirs: bases.iter().map(|b| b.join(e.file_name())).collect(),
-                cpuset: None,
             })
             .collect()
     }
 }
 
 impl CgroupPaths {
-    /// Pins the pod to `cores` (the processes already inside move with it).
-    pub fn pin(&self, cores: &[u32]) -> io::Result<()> {
-        let Some(dir) = &self.cpuset else {
-            return Ok(());
-        };
-        let list: Vec<String> = cores.iter().map(u32::to_string).collect();
-        write_file(&dir.join("cpuset.cpus"), &list.join(","))
-    }
-
     /// Kills whatever is still in the group and removes its directories. Retries briefly because
     /// processes killed an instant ago may still be leaving.
     pub fn remove(&self) -> io::Result<()> {
@@ -358,27 +280,6 @@ impl CgroupPaths {
     }
 }
 
-/// `0-3,8,10-11` -> [0, 1, 2, 3, 8, 10, 11]; `None` when empty or malformed.
-pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
-    let mut cores = Vec::new();
-    for part in text.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => cores.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
-            None => cores.push(part.parse().ok()?),
-        }
-    }
-    (!cores.is_empty()).then_some(cores)
-}
-
-fn write_file(path: &Path, value: &str) -> io::Result<()> {
-    fs::write(path, value).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("writing {value} to {}: {e}", path.display()),
-        )
-    })
-}
-
 fn mkdir_if_missing(dir: &Path) -> io::Result<()> {
     match fs::create_dir(dir) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io::Error::new(
@@ -402,6 +303,12 @@ pub struct Cgroup {
     /// Which of `dirs` takes CPU quotas: v1's cpu hierarchy (which may be cpuacct's); `None` on
     /// a v1 host without the cpu controller.
     cpu_quota: Option<usize>,
+    /// The group's files, kept open after their first use: a job reads and writes a dozen of
+    /// them per step, each then one system call instead of a path lookup, an open and a close.
+    handles: Mutex<Vec<(usize, &'static str, i32, Arc<OwnedFd>)>>,
+    /// The limits the last `apply` set (memory, processes, cpus); `None` before the first or
+    /// after a failed one. Only what changes is written again.
+    applied: Mutex<Option<(u64, u32, u32)>>,
 }
 
 /// Moves the calling process into the group whose `cgroup.procs` handles these are.
@@ -439,69 +346,145 @@ impl Cgroup {
             procs,
             peak,
             cpu_quota,
+            handles: Mutex::new(Vec::new()),
+            applied: Mutex::new(None),
         })
+    }
+
+    /// The group's file `name` in `dirs[dir]`, opened with `flags` at its first use.
+    fn handle(&self, dir: usize, name: &'static str, flags: i32) -> io::Result<Arc<OwnedFd>> {
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((.., fd)) = handles
+            .iter()
+            .find(|(d, n, f, _)| (*d, *n, *f) == (dir, name, flags))
+        {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(open_at(&self.dirs[dir], name, flags)?);
+        handles.push((dir, name, flags, fd.clone()));
+        Ok(fd)
+    }
+
+    /// Writes `value` to the group's file `name` (one `pwrite` once it is open).
+    fn write(&self, dir: usize, name: &'static str, value: &str) -> io::Result<()> {
+        let written = self.handle(dir, name, libc::O_WRONLY).and_then(|fd| {
+            let n = unsafe {
+                libc::pwrite(fd.as_raw_fd(), value.as_ptr().cast(), value.len(), 0)
+            };
+            if n == value.len() as isize {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+        written.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("writing {value} to cgroup file {name}: {e}"),
+            )
+        })
+    }
+
+    /// The group's file `name`, read from its start (a cgroup file is made anew at offset 0).
+    fn read(&self, dir: usize, name: &'static str) -> io::Result<String> {
+        let fd = self.handle(dir, name, libc::O_RDONLY)?;
+        let mut buf = [0u8; 1024];
+        let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+    }
+
+    fn read_u64(&self, dir: usize, name: &'static str) -> io::Result<u64> {
+        self.read(dir, name)?
+            .trim()
+            .parse()
+            .map_err(|_| io::ErrorKind::InvalidData.into())
+    }
+
+    /// Index in `dirs` of the memory hierarchy (v1) or the group (v2).
+    const MEMORY: usize = 0;
+
+    fn pids_dir(&self) -> usize {
+        usize::from(self.version == 1)
+    }
+
+    fn cpu_dir(&self) -> usize {
+        if self.version == 1 {
+            2
+        } else {
+            0
+        }
     }
 
     fn memory(&self) -> &OwnedFd {
         &self.dirs[0]
     }
 
-    fn pids(&self) -> &OwnedFd {
-        if self.version == 1 {
-            &self.dirs[1]
-        } else {
-            &self.dirs[0]
-        }
-    }
-
-    fn cpu(&self) -> &OwnedFd {
-        if self.version == 1 {
-            &self.dirs[2]
-        } else {
-            &self.dirs[0]
-        }
-    }
-
     /// Caps the group at `cpus` cores' worth of time in every scheduling period, so that a
     /// program with many busy processes takes no more than its share from its neighbours.
-    fn apply_cpu_quota(&self, cpus: u32) -> io::Result<()> {
-        let Some(dir) = self.cpu_quota.map(|i| &self.dirs[i]) else {
+    fn apply_cpu_quota(&self, cpus: u32, first: bool) -> io::Result<()> {
+        let Some(dir) = self.cpu_quota else {
             return Ok(()); // a v1 host without the cpu controller (the start-up report says so)
         };
         let quota = u64::from(cpus.max(1)) * CPU_PERIOD_US;
         if self.version == 1 {
-            write_at(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
-            write_at(dir, "cpu.cfs_quota_us", &quota.to_string())
+            if first {
+                self.write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+            }
+            self.write(dir, "cpu.cfs_quota_us", &quota.to_string())
         } else {
-            write_at(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))
+            self.write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))
         }
     }
 
-    /// Applies one stage's limits and resets the peak-memory counter.
+    /// Applies one stage's limits and resets the peak-memory counter. Limits the previous
+    /// stage set already are not written again.
     pub fn apply(&self, memory_bytes: u64, processes: u32, cpus: u32) -> io::Result<()> {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let last = applied.take();
+        let memory = Self::MEMORY;
+        let (limit, memsw) = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes");
+        let bytes = memory_bytes.to_string();
         if self.version == 1 {
-            // memsw must stay >= the memory limit: lower the memory limit first when shrinking.
-            let _ = write_at(self.memory(), "memory.memsw.limit_in_bytes", "-1");
-            write_at(
-                self.memory(),
-                "memory.limit_in_bytes",
-                &memory_bytes.to_string(),
-            )?;
-            let _ = write_at(
-                self.memory(),
-                "memory.memsw.limit_in_bytes",
-                &memory_bytes.to_string(),
-            );
-            let _ = write_at(self.memory(), "memory.max_usage_in_bytes", "0");
+            // memsw must stay >= the memory limit at every moment.
+            match last.map(|l| l.0) {
+                Some(m) if m == memory_bytes => {}
+                Some(m) if m < memory_bytes => {
+                    let _ = self.write(memory, memsw, &bytes);
+                    self.write(memory, limit, &bytes)?;
+                }
+                Some(_) => {
+                    self.write(memory, limit, &bytes)?;
+                    let _ = self.write(memory, memsw, &bytes);
+                }
+                None => {
+                    let _ = self.write(memory, memsw, "-1");
+                    self.write(memory, limit, &bytes)?;
+                    let _ = self.write(memory, memsw, &bytes);
+                }
+            }
+            let _ = self.write(memory, "memory.max_usage_in_bytes", "0");
         } else {
-            write_at(self.memory(), "memory.max", &memory_bytes.to_string())?;
-            let _ = write_at(self.memory(), "memory.swap.max", "0");
+            if last.map(|l| l.0) != Some(memory_bytes) {
+                self.write(memory, "memory.max", &bytes)?;
+            }
+            if last.is_none() {
+                let _ = self.write(memory, "memory.swap.max", "0");
+            }
             if let Some(peak) = &self.peak {
                 let _ = write_fd(peak, "reset");
             }
         }
-        write_at(self.pids(), "pids.max", &processes.to_string())?;
-        self.apply_cpu_quota(cpus)
+        if last.map(|l| l.1) != Some(processes) {
+            self.write(self.pids_dir(), "pids.max", &processes.to_string())?;
+        }
+        if last.map(|l| l.2) != Some(cpus) {
+            self.apply_cpu_quota(cpus, last.is_none())?;
+        }
+        *applied = Some((memory_bytes, processes, cpus));
+        Ok(())
     }
 
     /// Moves the calling process into this cgroup. Called between fork and exec: no allocation.
@@ -514,7 +497,8 @@ impl Cgroup {
     /// Peak memory of the group since the last `apply`, in bytes.
     pub fn memory_peak(&self) -> u64 {
         if self.version == 1 {
-            read_u64_at(self.memory(), "memory.max_usage_in_bytes").unwrap_or(0)
+            self.read_u64(Self::MEMORY, "memory.max_usage_in_bytes")
+                .unwrap_or(0)
         } else if let Some(Ok(peak)) = self.peak.as_ref().map(|p| p.try_clone()) {
             let mut text = String::new();
             let mut file = fs::File::from(peak);
@@ -523,7 +507,7 @@ impl Cgroup {
             let _ = file.read_to_string(&mut text);
             text.trim().parse().unwrap_or(0)
         } else {
-            read_u64_at(self.memory(), "memory.current").unwrap_or(0)
+            self.read_u64(Self::MEMORY, "memory.current").unwrap_or(0)
         }
     }
 
@@ -534,7 +518,7 @@ impl Cgroup {
         } else {
             "memory.events"
         };
-        let text = read_at(self.memory(), file).unwrap_or_default();
+        let text = self.read(Self::MEMORY, file).unwrap_or_default();
         text.lines()
             .find_map(|l| {
                 l.strip_prefix("oom_kill ")
@@ -546,9 +530,9 @@ impl Cgroup {
     /// CPU time used by the group so far, in nanoseconds.
     pub fn cpu_usage_ns(&self) -> u64 {
         if self.version == 1 {
-            read_u64_at(self.cpu(), "cpuacct.usage").unwrap_or(0)
+            self.read_u64(self.cpu_dir(), "cpuacct.usage").unwrap_or(0)
         } else {
-            let text = read_at(self.cpu(), "cpu.stat").unwrap_or_default();
+            let text = self.read(self.cpu_dir(), "cpu.stat").unwrap_or_default();
             text.lines()
                 .find_map(|l| {
                     l.strip_prefix("usage_usec ")
@@ -561,7 +545,7 @@ impl Cgroup {
 
     /// How many tasks the group holds, zombies not yet reaped included (`pids.current`).
     pub fn tasks(&self) -> Option<u64> {
-        read_u64_at(self.pids(), "pids.current").ok()
+        self.read_u64(self.pids_dir(), "pids.current").ok()
     }
 
     /// Pids of the processes in the group (v1: from the memory hierarchy).
@@ -638,13 +622,6 @@ fn read_at(dir: &OwnedFd, name: &str) -> io::Result<String> {
     Ok(text)
 }
 
-fn read_u64_at(dir: &OwnedFd, name: &str) -> io::Result<u64> {
-    read_at(dir, name)?
-        .trim()
-        .parse()
-        .map_err(|_| io::ErrorKind::InvalidData.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,13 +643,8 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
                 pids,
                 cpuacct,
                 cpu,
-                cpuset,
             } => {
-                assert_eq!(
-                    (cpu, cpuset),
-                    (None, None),
-                    "no cpu or cpuset controller mounted"
-                );
+                assert_eq!(cpu, None, "no cpu controller mounted");
                 assert_eq!(memory, Path::new("/sys/fs/cgroup/memory"));
                 assert_eq!(pids, Path::new("/sys/fs/cgroup/pids"));
                 assert_eq!(cpuacct, Path::new("/sys/fs/cgroup/cpuacct"));
@@ -702,14 +674,6 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
             "one directory serves cpu and cpuacct: {groups:?}"
         );
         assert_eq!(groups[2], Path::new("/sys/fs/cgroup/cpu,cpuacct/kiln"));
-    }
-
-    #[test]
-    fn cpu_lists_are_read_as_the_kernel_writes_them() {
-        assert_eq!(parse_cpu_list("0-1"), Some(vec![0, 1]));
-        assert_eq!(parse_cpu_list("0-2,5,7-8"), Some(vec![0, 1, 2, 5, 7, 8]));
-        assert_eq!(parse_cpu_list(""), None);
-        assert_eq!(parse_cpu_list("x"), None);
     }
 
     #[test]

@@ -61,6 +61,8 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_settimeofday,
     libc::SYS_clock_settime,
     libc::SYS_adjtimex,
+    // A job's processes stay on the cores it was given (`src/pods/cores.rs`).
+    libc::SYS_sched_setaffinity,
 ];
 
 const NAMESPACE_FLAGS: &[libc::c_int] = &[
