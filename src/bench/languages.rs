@@ -75,6 +75,17 @@ pub(crate) fn bare(job: &Job, dir: &Path) -> Result<(Duration, Vec<Duration>), S
     Ok((started.elapsed(), steps))
 }
 
+/// Appends a Markdown table after a blank line and its title, unless it has no rows.
+fn push_table(lines: &mut Vec<String>, title: &str, header: &str, rows: Vec<String>) {
+    if rows.is_empty() {
+        return;
+    }
+    let columns = header.matches('|').count().saturating_sub(1);
+    lines.extend([String::new(), title.to_string(), header.to_string()]);
+    lines.push(format!("|{}", "---|".repeat(columns)));
+    lines.extend(rows);
+}
+
 /// Runs `job` once keeping its build and puts that in `cache`, as `kiln serve` does the first
 /// time a program is submitted; the key, or `None` for a job without a compile step.
 async fn fill_cache(
@@ -270,26 +281,36 @@ pub async fn run(
     }
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&cache_dir);
-    if !warm_rows.is_empty() {
-        lines.push(String::new());
-        lines.push("the same program submitted again (compiled languages): `kiln serve`'s compile cache lays in what the first run built and only the run step runs; interleaved with the runs above, p50 against the bare toolchain's compile and run:".into());
-        lines.push("| language | kiln, warm compile cache | bare compile + run | kiln / bare |".into());
-        lines.push("|---|---|---|---|".into());
-        lines.extend(warm_rows);
-    }
-    if !parts_rows.is_empty() {
-        lines.push(String::new());
-        lines.push("where the time goes in the pod, ms, p50 of each part (the runner's own clock; frames: the host's round trip minus the runner's time; a step's set-up runs from the previous part's end to its command's exec, its end until its process tree is gone and its figures read) beside the bare toolchain's steps (spawn to exit):".into());
-        lines.push("| language | frames | files and processes | compile: set-up / program / end | run: set-up / program / end | outcome | bare: compile / run |".into());
-        lines.push("|---|---|---|---|---|---|---|".into());
-        lines.extend(parts_rows);
-    }
+    push_table(
+        &mut lines,
+        "the same program submitted again (compiled languages): `kiln serve`'s compile cache lays in what the first run built and only the run step runs; interleaved with the runs above, p50 against the bare toolchain's compile and run:",
+        "| language | kiln, warm compile cache | bare compile + run | kiln / bare |",
+        warm_rows,
+    );
+    push_table(
+        &mut lines,
+        "where the time goes in the pod, ms, p50 of each part (the runner's own clock; frames: the host's round trip minus the runner's time; a step's set-up runs from the previous part's end to its command's exec, its end until its process tree is gone and its figures read) beside the bare toolchain's steps (spawn to exit):",
+        "| language | frames | files and processes | compile: set-up / program / end | run: set-up / program / end | outcome | bare: compile / run |",
+        parts_rows,
+    );
     Ok(lines.join("\n"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_is_written_only_with_rows_and_a_rule_per_column() {
+        let mut lines = vec!["before".to_string()];
+        push_table(&mut lines, "title", "| a | b |", Vec::new());
+        assert_eq!(lines, ["before"]);
+        push_table(&mut lines, "title", "| a | b |", vec!["| 1 | 2 |".into()]);
+        assert_eq!(
+            lines,
+            ["before", "", "title", "| a | b |", "|---|---|", "| 1 | 2 |"]
+        );
+    }
 
     #[test]
     fn a_jobs_time_splits_into_frames_preparation_steps_and_outcome() {

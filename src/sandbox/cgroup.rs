@@ -368,9 +368,7 @@ impl Cgroup {
     /// Writes `value` to the group's file `name` (one `pwrite` once it is open).
     fn write(&self, dir: usize, name: &'static str, value: &str) -> io::Result<()> {
         let written = self.handle(dir, name, libc::O_WRONLY).and_then(|fd| {
-            let n = unsafe {
-                libc::pwrite(fd.as_raw_fd(), value.as_ptr().cast(), value.len(), 0)
-            };
+            let n = unsafe { libc::pwrite(fd.as_raw_fd(), value.as_ptr().cast(), value.len(), 0) };
             if n == value.len() as isize {
                 Ok(())
             } else {
