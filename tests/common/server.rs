@@ -83,18 +83,34 @@ impl Server {
             .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                // Kept beside the data dir (which a test may have made a tiny filesystem) and
+                // shown only when the process ends before it listens.
+                std::fs::File::create(self.stderr_path())
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null())
             })
             .spawn()
             .expect("kiln serve starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("a first line").expect("readable");
+        let Some(Ok(first)) = lines.next() else {
+            let status = child.wait();
+            let stderr = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();
+            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+            panic!(
+                "kiln serve ended before it listened ({status:?}); its stderr ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        };
         let addr = first
             .strip_prefix("kiln listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
         self.base = addr.to_string();
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.data_dir.with_extension("stderr")
     }
 
     pub fn wait_ready(&self) {
@@ -205,6 +221,7 @@ impl Drop for Server {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(self.stderr_path());
     }
 }
 
