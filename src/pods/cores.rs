@@ -21,15 +21,7 @@ pub struct Pinned {
 impl Cores {
     /// The cores this process may run on (its affinity, which its cpuset bounds).
     pub fn of_this_process() -> Option<Arc<Cores>> {
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
-            return None;
-        }
-        let cores: Vec<u32> = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .map(|c| c as u32)
-            .collect();
+        let cores = crate::sandbox::affinity::of(0).ok()?;
         (!cores.is_empty()).then(|| Cores::new(cores))
     }
 

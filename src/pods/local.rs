@@ -597,7 +597,10 @@ impl StandbyPod for LocalPod {
                         .cpus
                         .max(job.compile.as_ref().map_or(1, |c| c.limits.cpus));
                     let pinned = cores.take(wanted);
-                    pin_process(self.pid, &pinned.taken);
+                    if let Err(error) = crate::sandbox::affinity::set(self.pid, &pinned.taken) {
+                        // Not fatal: the job then runs on shared cores.
+                        tracing::warn!(pid = self.pid, %error, "pinning a pod's runner");
+                    }
                     pinned
                 });
                 // An interactive session for this submission: its input goes to the runner after
@@ -814,18 +817,5 @@ unsafe fn write_proc_file(path: &std::ffi::CStr, content: &[u8]) {
     if fd >= 0 {
         libc::write(fd, content.as_ptr().cast(), content.len());
         libc::close(fd);
-    }
-}
-
-/// Pins a pod's runner to `cores`. Not fatal when refused: the job then runs on shared cores.
-fn pin_process(pid: i32, cores: &[u32]) {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cores {
-            libc::CPU_SET(c as usize, &mut set);
-        }
-        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::warn!(pid, error = %std::io::Error::last_os_error(), "pinning a pod's runner");
-        }
     }
 }

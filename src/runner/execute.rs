@@ -582,9 +582,7 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// inherits them, and the seccomp filter refuses `sched_setaffinity`: the program cannot take
 /// more cores than its job was given. Where the kernel refuses, the program runs unpinned.
 fn pin_like_me(pid: i32) {
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    if unsafe { libc::sched_getaffinity(0, size, &mut set) } == 0 {
-        unsafe { libc::sched_setaffinity(pid, size, &set) };
+    if let Ok(cores) = crate::sandbox::affinity::of(0) {
+        let _ = crate::sandbox::affinity::set(pid, &cores);
     }
 }

@@ -416,10 +416,6 @@ impl Cgroup {
         }
     }
 
-    fn memory(&self) -> &OwnedFd {
-        &self.dirs[0]
-    }
-
     /// Caps the group at `cpus` cores' worth of time in every scheduling period, so that a
     /// program with many busy processes takes no more than its share from its neighbours.
     fn apply_cpu_quota(&self, cpus: u32, first: bool) -> io::Result<()> {
@@ -548,7 +544,7 @@ impl Cgroup {
 
     /// Pids of the processes in the group (v1: from the memory hierarchy).
     pub fn pids_inside(&self) -> Vec<i32> {
-        read_at(self.memory(), "cgroup.procs")
+        read_at(&self.dirs[Self::MEMORY], "cgroup.procs")
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
@@ -557,7 +553,7 @@ impl Cgroup {
 
     /// Kills every process in the group.
     pub fn kill_all(&self) {
-        if self.version == 2 && write_at(self.memory(), "cgroup.kill", "1").is_ok() {
+        if self.version == 2 && write_at(&self.dirs[Self::MEMORY], "cgroup.kill", "1").is_ok() {
             return;
         }
         for _ in 0..100 {

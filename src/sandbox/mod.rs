@@ -2,6 +2,7 @@
 //! with the allow-listed `/etc` of `etc`), cgroups v1 and v2 (`cgroup`), the system-call filter
 //! (`seccomp`) and landlock (`landlock`).
 
+pub mod affinity;
 pub mod cgroup;
 pub mod etc;
 pub mod fdpass;
