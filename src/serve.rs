@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use crate::actors::scheduler_root::SchedulerRoot;
 use crate::actors::Shared;
-use crate::api::{routes, ApiState};
+use crate::api::{routes, Admission, ApiState};
 use crate::config::Settings;
 use crate::languages::Registry;
 use crate::metrics::Metrics;
@@ -230,11 +230,12 @@ pub fn run_api(settings: Settings) -> anyhow::Result<()> {
         let events = crate::events::bus();
         let intake = connect_intake(&settings, store, events.clone()).await?;
         let describe = intake.describe();
+        let metrics = Arc::new(Metrics::new());
         let state = ApiState {
-            queue: Arc::new(intake),
+            queue: Admission::new(Arc::new(intake), &settings, metrics.clone()),
             registry: registry.clone(),
             policy: settings.limits.clone(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             events,
             callbacks: Arc::new(
                 crate::callback::Targets::from_settings(&settings.callback_allowed_networks)
@@ -288,7 +289,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     };
     let scheduler = SchedulerRoot::start(shared.clone());
     let state = ApiState {
-        queue: intake,
+        queue: Admission::new(intake, &settings, shared.metrics.clone()),
         registry: registry.clone(),
         policy: settings.limits.clone(),
         metrics: shared.metrics.clone(),

@@ -9,9 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::{
-    accept, authorize, check_callback, check_depth, submit_and_wait, ApiError, ApiState, Waited,
-};
+use super::{accept, authorize, check_callback, submit_and_wait, ApiError, ApiState, Waited};
 use crate::judge0::{self as j0, Lookup, Standing};
 use crate::queue::SubmissionState;
 use crate::submission::{CallbackFormat, RequestedLimits, Submission, SubmittedFile};
@@ -349,7 +347,8 @@ fn to_submission(state: &ApiState, body: &Value, base64: bool) -> Result<Submiss
     })
 }
 
-/// A Kiln refusal of an otherwise well-formed submission, as Judge0's per-field 422.
+/// A Kiln refusal of an otherwise well-formed submission in Judge0's shapes: its per-field 422,
+/// or its 503 when the queue cannot take it (full, too many bytes, a full disk).
 fn refusal(e: ApiError) -> Result<HttpResponse, ApiError> {
     match e {
         ApiError::Unprocessable(m) | ApiError::BadRequest(m) => {
@@ -369,12 +368,22 @@ fn refusal(e: ApiError) -> Result<HttpResponse, ApiError> {
                 vec![m],
             )])))
         }
-        ApiError::QueueFull(_) => Ok(error(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "queue is full",
-        )),
+        ApiError::QueueFull(_) => Ok(unavailable("queue is full")),
+        e @ (ApiError::InsufficientStorage(_) | ApiError::Unavailable(_)) => {
+            Ok(unavailable(e.to_string()))
+        }
         other => Err(other),
     }
+}
+
+/// Judge0's 503 `{"error"}`, with when to try again.
+fn unavailable(message: impl Into<String>) -> HttpResponse {
+    let mut r = error(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        actix_web::http::header::HeaderValue::from_static("1"),
+    );
+    r
 }
 
 /// The JSON of a submission, or Judge0's 400 when output is not UTF-8 and base64 is off.
@@ -426,16 +435,19 @@ async fn create(
     if let Err(e) = check_callback(&state, &env).await {
         return refusal(e);
     }
-    if let Err(e) = check_depth(&state, &[&env]) {
-        return refusal(e);
-    }
     let token = env.id.clone();
     if !flag(&q, "wait") {
-        state.queue.submit(vec![env]).await?;
+        if let Err(e) = state.queue.admit(vec![env]).await {
+            return refusal(e);
+        }
         state.wake();
         return Ok(HttpResponse::Created().json(json!({"token": token})));
     }
-    let body = match submit_and_wait(&state, env).await? {
+    let waited = match submit_and_wait(&state, env).await {
+        Ok(w) => w,
+        Err(e) => return refusal(e),
+    };
+    let body = match waited {
         Waited::Done(r) => render(&state, &token, Standing::Done(&r), &fields, base64),
         Waited::Pending(_, s) => match standing(&s) {
             Some(st) => render(&state, &token, st, &fields, base64),
@@ -516,10 +528,9 @@ async fn create_batch(
         .iter()
         .filter_map(|a| a.as_ref().ok().cloned())
         .collect();
-    if let Err(e) = check_depth(&state, &good.iter().collect::<Vec<_>>()) {
+    if let Err(e) = state.queue.admit(good).await {
         return refusal(e);
     }
-    state.queue.submit(good).await?;
     state.wake();
     let body: Vec<Value> = answers
         .into_iter()

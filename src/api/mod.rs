@@ -1,6 +1,8 @@
-//! The HTTP API (actix-web). Submissions enter here: they are checked, journaled by the embedded
-//! queue, and answered at once (202) or when their result is published (`?wait=true`).
+//! The HTTP API (actix-web). Submissions enter here: they are checked, admitted to the queue
+//! (admission.rs, the one way in for every door), and answered at once (202) or when their result
+//! is published (`?wait=true`).
 
+mod admission;
 mod error;
 pub mod judge0;
 mod piston;
@@ -24,15 +26,16 @@ use crate::config::Settings;
 use crate::events::{EventBus, EventKind};
 use crate::languages::Registry;
 use crate::metrics::Metrics;
-use crate::queue::{Envelope, Intake, SubmissionState, Submitted};
+use crate::queue::{Envelope, SubmissionState, Submitted};
 use crate::result::now_ms;
 use crate::submission::{LimitPolicy, Submission};
+pub use admission::Admission;
 pub use error::ApiError;
 
 /// What every request handler needs.
 pub struct ApiState {
-    /// Where submissions go and where their state is found.
-    pub queue: Arc<dyn Intake>,
+    /// Where submissions go, through the queue's bounds, and where their state is found.
+    pub queue: Admission,
     pub registry: Arc<Registry>,
     pub policy: LimitPolicy,
     pub metrics: Arc<Metrics>,
@@ -207,42 +210,6 @@ async fn check_callback(state: &ApiState, env: &Envelope) -> Result<(), ApiError
     }
 }
 
-fn check_depth(state: &ApiState, adding: &[&Envelope]) -> Result<(), ApiError> {
-    let depth = state.queue.depth();
-    let bytes = state.queue.queued_bytes();
-    let adding_bytes: usize = adding.iter().map(|e| e.weight()).sum();
-    let full = if depth + adding.len() > state.settings.max_queue_depth {
-        Some(format!(
-            "the queue holds {depth} submissions (maximum {})",
-            state.settings.max_queue_depth
-        ))
-    } else if bytes + adding_bytes > state.settings.max_queue_bytes {
-        Some(format!(
-            "the queue holds {bytes} bytes of submissions (maximum {})",
-            state.settings.max_queue_bytes
-        ))
-    } else {
-        None
-    };
-    if let Some(why) = full {
-        state
-            .metrics
-            .rejected_requests
-            .with_label_values(&["queue_full"])
-            .inc();
-        return Err(ApiError::QueueFull(why));
-    }
-    if let Err(e) = state.queue.check_space(adding_bytes as u64) {
-        state
-            .metrics
-            .rejected_requests
-            .with_label_values(&["disk_full"])
-            .inc();
-        return Err(e.into());
-    }
-    Ok(())
-}
-
 fn state_json(id: &str, s: &SubmissionState) -> serde_json::Value {
     match s {
         SubmissionState::Queued => json!({"id": id, "status": "queued"}),
@@ -274,10 +241,9 @@ async fn submit(
     let sub: Submission = read_json(payload, state.settings.max_body_bytes).await?;
     let env = accept(&state, sub)?;
     check_callback(&state, &env).await?;
-    check_depth(&state, &[&env])?;
     if !query.wait {
         let id = env.id.clone();
-        let submitted = state.queue.submit(vec![env]).await?;
+        let submitted = state.queue.admit(vec![env]).await?;
         return Ok(match submitted.into_iter().next() {
             Some(Submitted::Existing(SubmissionState::Done(r))) => {
                 HttpResponse::Ok().json(r.view())
@@ -306,13 +272,13 @@ pub(crate) enum Waited {
     Pending(String, SubmissionState),
 }
 
-/// Submits an accepted envelope and waits (up to `max_wait_ms`) for its result.
+/// Admits an accepted envelope and waits (up to `max_wait_ms`) for its result.
 pub(crate) async fn submit_and_wait(state: &ApiState, env: Envelope) -> Result<Waited, ApiError> {
     let id = env.id.clone();
     let _span = tracing::info_span!("submission", id = %id).entered();
     // Subscribe before submitting, so the result cannot slip past between the two.
     let mut events = state.events.subscribe();
-    let submitted = state.queue.submit(vec![env]).await?;
+    let submitted = state.queue.admit(vec![env]).await?;
     match submitted.into_iter().next() {
         Some(Submitted::Existing(SubmissionState::Done(r))) => {
             return Ok(Waited::Done(Arc::new(*r)))
@@ -384,8 +350,7 @@ async fn submit_batch(
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
-    check_depth(&state, &good.iter().collect::<Vec<_>>())?;
-    let mut outcomes = state.queue.submit(good).await?.into_iter();
+    let mut outcomes = state.queue.admit(good).await?.into_iter();
     state.wake();
     let body: Vec<serde_json::Value> = checked
         .iter()

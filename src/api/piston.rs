@@ -23,6 +23,23 @@ fn refuse(message: impl Into<String>) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({"message": message.into()}))
 }
 
+/// A Kiln refusal of a request in Piston's `{"message"}` shape: 400 for the request itself, 429
+/// when the queue is full (in submissions or bytes), 503 when it cannot take work now (a full
+/// disk, a store that fails), each of the last two with when to try again.
+fn refusal(e: ApiError) -> Result<HttpResponse, ApiError> {
+    let mut busy = match e {
+        ApiError::BadRequest(m) | ApiError::Unprocessable(m) => return Ok(refuse(m)),
+        ApiError::QueueFull(_) => HttpResponse::TooManyRequests(),
+        ApiError::InsufficientStorage(_) | ApiError::Unavailable(_) => {
+            HttpResponse::ServiceUnavailable()
+        }
+        other => return Err(other),
+    };
+    Ok(busy
+        .insert_header(("Retry-After", "1"))
+        .json(json!({"message": e.to_string()})))
+}
+
 async fn runtimes(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let list: Vec<Value> = state
@@ -200,10 +217,13 @@ async fn execute(
     };
     let env = match accept(&state, sub) {
         Ok(env) => env,
-        Err(ApiError::BadRequest(m)) | Err(ApiError::Unprocessable(m)) => return Ok(refuse(m)),
-        Err(e) => return Err(e),
+        Err(e) => return refusal(e),
     };
-    let r = match submit_and_wait(&state, env).await? {
+    let waited = match submit_and_wait(&state, env).await {
+        Ok(w) => w,
+        Err(e) => return refusal(e),
+    };
+    let r = match waited {
         Waited::Done(r) => r,
         Waited::Pending(id, _) => {
             return Ok(HttpResponse::GatewayTimeout().json(json!({

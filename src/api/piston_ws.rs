@@ -8,7 +8,7 @@ use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 use serde_json::{json, Value};
 
 use super::piston::{to_submission, Execute};
-use super::{accept, authorize, check_depth, ApiError, ApiState};
+use super::{accept, authorize, ApiState};
 use crate::events::EventKind;
 use crate::sessions::Input;
 
@@ -118,13 +118,9 @@ async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageS
     let id = uuid::Uuid::new_v4().to_string();
     sub.id = Some(id.clone());
     let (inputs, mut outputs) = crate::sessions::open(&id);
-    let queued = match accept(&state, sub) {
-        Ok(env) => check_depth(&state, &[&env]).map(|()| env),
-        Err(e) => Err(e),
-    };
     let mut events = state.events.subscribe();
-    let submitted = match queued {
-        Ok(env) => state.queue.submit(vec![env]).await.map_err(ApiError::from),
+    let submitted = match accept(&state, sub) {
+        Ok(env) => state.queue.admit(vec![env]).await,
         Err(e) => Err(e),
     };
     if let Err(e) = submitted {

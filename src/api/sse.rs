@@ -32,10 +32,9 @@ pub async fn events(
         SubmissionState::Evicted { at_ms } => return Err(super::evicted(&state, &id, *at_ms)),
     };
     let done = matches!(current, SubmissionState::Done(_));
-    let queue = state.queue.clone();
     let rest = stream::unfold(
-        (rx, done, id, queue),
-        |(mut rx, done, id, queue)| async move {
+        (rx, done, id, state),
+        |(mut rx, done, id, state)| async move {
             if done {
                 return None;
             }
@@ -47,20 +46,20 @@ pub async fn events(
                                 let v = serde_json::json!({"id": id, "status": "running"});
                                 (
                                     Ok::<_, actix_web::Error>(frame("running", &v)),
-                                    (rx, false, id, queue),
+                                    (rx, false, id, state),
                                 )
                             }
                             EventKind::Finished(r) => {
                                 let v = serde_json::to_value(r.view()).unwrap_or_default();
-                                (Ok(frame("result", &v)), (rx, true, id, queue))
+                                (Ok(frame("result", &v)), (rx, true, id, state))
                             }
                         });
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {
-                        if let Ok(Some(s @ SubmissionState::Done(_))) = queue.state(&id) {
+                        if let Ok(Some(s @ SubmissionState::Done(_))) = state.queue.state(&id) {
                             let v = state_json(&id, &s);
-                            return Some((Ok(frame("result", &v)), (rx, true, id, queue)));
+                            return Some((Ok(frame("result", &v)), (rx, true, id, state)));
                         }
                     }
                     Err(RecvError::Closed) => return None,
