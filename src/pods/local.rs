@@ -307,6 +307,11 @@ impl PodBackend for LocalBackend {
             if self.rootless { ", user" } else { "" },
             self.cgroups.describe()
         )];
+        if let Some(weaker) =
+            crate::sandbox::landlock::weaker(crate::sandbox::landlock::abi_version())
+        {
+            lines.push(weaker);
+        }
         let host_etc: Vec<String> = self
             .settings
             .etc

@@ -22,8 +22,11 @@ pub enum CgroupLayout {
         /// The `cpu` controller (CFS quotas), when mounted; often the same hierarchy as cpuacct.
         cpu: Option<PathBuf>,
     },
-    /// The unified hierarchy with memory, pids and cpu enabled below `root`.
-    V2 { root: PathBuf },
+    /// The unified hierarchy with memory, pids and cpu enabled below `root`: the hierarchy's own
+    /// root when Kiln runs as root, or, for an unprivileged Kiln, the subtree delegated to the
+    /// group it was started in (a systemd user service with `Delegate=yes`), which Kiln leaves
+    /// for a leaf of its own before handing controllers to the pods' groups.
+    V2 { root: PathBuf, delegated: bool },
     /// No usable cgroups; limits fall back to rlimits. The reason says what is missing.
     Unavailable { reason: String },
 }
@@ -40,6 +43,10 @@ pub struct CgroupPaths {
 
 const KILN_GROUP: &str = "kiln";
 
+/// The leaf an unprivileged Kiln moves itself into within its delegated subtree: cgroup v2 lets
+/// a group hand controllers to children only while it holds no process itself.
+const SUPERVISOR_GROUP: &str = "supervisor";
+
 /// The CFS period quotas are expressed in. Shorter than the kernel's 100 ms default so that a
 /// group that spends its quota early in a period (many processes on many cores) is held back in
 /// short slices, not for most of a period.
@@ -49,13 +56,75 @@ impl CgroupLayout {
     /// Looks at the mounted cgroup filesystems and picks the one that can enforce memory and
     /// process limits. Prefers v2 when it has the controllers; v1 otherwise.
     pub fn detect() -> CgroupLayout {
-        match fs::read_to_string("/proc/self/mounts") {
-            Ok(mounts) => CgroupLayout::from_mounts(&mounts, &|root| {
-                fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default()
-            }),
+        let controllers_of =
+            |dir: &Path| fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let layout = match fs::read_to_string("/proc/self/mounts") {
+            Ok(mounts) => CgroupLayout::from_mounts(&mounts, &controllers_of),
             Err(e) => CgroupLayout::Unavailable {
                 reason: format!("cannot read /proc/self/mounts: {e}"),
             },
+        };
+        match &layout {
+            // Only root may make groups at the top; anyone else needs a delegated subtree.
+            CgroupLayout::V2 { root, .. } if unsafe { libc::geteuid() } != 0 => {
+                let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                let writable = |p: &Path| {
+                    CString::new(p.as_os_str().as_encoded_bytes())
+                        .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+                };
+                CgroupLayout::delegated(root, &own, &controllers_of, &writable)
+            }
+            _ => layout,
+        }
+    }
+
+    /// For an unprivileged process on the unified hierarchy mounted at `mount`: the subtree
+    /// delegated to its own group (`own` is the text of /proc/self/cgroup), when it may manage
+    /// that group and the group offers memory, pids and cpu.
+    pub fn delegated(
+        mount: &Path,
+        own: &str,
+        controllers_of: &dyn Fn(&Path) -> String,
+        writable: &dyn Fn(&Path) -> bool,
+    ) -> CgroupLayout {
+        let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+            return CgroupLayout::Unavailable {
+                reason: "cgroup v2: /proc/self/cgroup names no group on the unified hierarchy"
+                    .into(),
+            };
+        };
+        let mut dir = mount.join(path.trim().trim_start_matches('/'));
+        // A Kiln started again in the same process finds itself in its leaf already.
+        if dir.file_name().is_some_and(|n| n == SUPERVISOR_GROUP) {
+            if let Some(parent) = dir.parent().filter(|p| p.starts_with(mount) && *p != mount) {
+                dir = parent.to_path_buf();
+            }
+        }
+        let files = ["cgroup.procs", "cgroup.subtree_control"];
+        if dir == mount || !writable(&dir) || !files.iter().all(|f| writable(&dir.join(f))) {
+            return CgroupLayout::Unavailable {
+                reason: format!(
+                    "cgroup v2: this unprivileged process's group {} is not delegated to it \
+                     (run Kiln as root, or as a systemd user service with Delegate=yes)",
+                    dir.display()
+                ),
+            };
+        }
+        let controllers = controllers_of(&dir);
+        let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+        if !(has("memory") && has("pids") && has("cpu")) {
+            return CgroupLayout::Unavailable {
+                reason: format!(
+                    "cgroup v2: the delegated group {} offers controllers [{}], not \
+                     memory+pids+cpu (delegate them: Delegate=memory pids cpu)",
+                    dir.display(),
+                    controllers.trim()
+                ),
+            };
+        }
+        CgroupLayout::V2 {
+            root: dir,
+            delegated: true,
         }
     }
 
@@ -92,7 +161,10 @@ impl CgroupLayout {
             let controllers = controllers_of(root);
             let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
             if has("memory") && has("pids") && has("cpu") {
-                return CgroupLayout::V2 { root: root.clone() };
+                return CgroupLayout::V2 {
+                    root: root.clone(),
+                    delegated: false,
+                };
             }
             missing_v2 = format!(
                 "cgroup2 at {} offers controllers [{}], not memory+pids+cpu",
@@ -139,8 +211,21 @@ impl CgroupLayout {
                     "NO CPU QUOTA: the cpu controller is not mounted"
                 },
             ),
-            CgroupLayout::V2 { root } => {
-                format!("cgroup v2 at {}; CPU quota per pod", root.display())
+            CgroupLayout::V2 { root, delegated } => {
+                let controllers = fs::read_to_string(root.join("cgroup.controllers"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                format!(
+                    "cgroup v2 at {}{} (controllers: {controllers}); CPU quota per pod",
+                    root.display(),
+                    if *delegated {
+                        ", a subtree delegated to this user"
+                    } else {
+                        ""
+                    },
+                )
             }
             CgroupLayout::Unavailable { reason } => format!("no cgroups ({reason})"),
         }
@@ -157,7 +242,10 @@ impl CgroupLayout {
                 let _ = fs::write(memory.join(KILN_GROUP).join("memory.swappiness"), "0");
                 Ok(())
             }
-            CgroupLayout::V2 { root } => {
+            CgroupLayout::V2 { root, delegated } => {
+                if *delegated {
+                    leave_for_leaf(root)?;
+                }
                 let enable = "+memory +pids +cpu";
                 fs::write(root.join("cgroup.subtree_control"), enable).map_err(|e| {
                     io::Error::new(
@@ -194,7 +282,7 @@ impl CgroupLayout {
                     .map(|b| b.join(KILN_GROUP))
                     .collect(),
             )),
-            CgroupLayout::V2 { root } => Some((2, vec![root.join(KILN_GROUP)])),
+            CgroupLayout::V2 { root, .. } => Some((2, vec![root.join(KILN_GROUP)])),
             CgroupLayout::Unavailable { .. } => None,
         }
     }
@@ -278,6 +366,23 @@ impl CgroupPaths {
         }
         Ok(())
     }
+}
+
+/// Moves every process of the delegated group `root` (this one and any started with it) into
+/// its leaf, so that `root` may hand controllers to the pods' parent group.
+fn leave_for_leaf(root: &Path) -> io::Result<()> {
+    let leaf = root.join(SUPERVISOR_GROUP);
+    mkdir_if_missing(&leaf)?;
+    let procs = fs::read_to_string(root.join("cgroup.procs"))?;
+    for pid in procs.split_whitespace() {
+        fs::write(leaf.join("cgroup.procs"), pid).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("moving process {pid} into {}: {e}", leaf.display()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn mkdir_if_missing(dir: &Path) -> io::Result<()> {
@@ -675,7 +780,9 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         let layout = CgroupLayout::from_mounts(V2_HOST, &|_| {
             "cpuset cpu io memory hugetlb pids rdma misc".into()
         });
-        assert!(matches!(layout, CgroupLayout::V2 { root } if root == Path::new("/sys/fs/cgroup")));
+        assert!(
+            matches!(layout, CgroupLayout::V2 { root, delegated: false } if root == Path::new("/sys/fs/cgroup"))
+        );
     }
 
     #[test]
@@ -688,5 +795,63 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    const USER_SERVICE: &str =
+        "0::/user.slice/user-1000.slice/user@1000.service/app.slice/kiln.service\n";
+
+    #[test]
+    fn an_unprivileged_kiln_uses_the_subtree_delegated_to_its_own_group() {
+        let mount = Path::new("/sys/fs/cgroup");
+        let service =
+            mount.join("user.slice/user-1000.slice/user@1000.service/app.slice/kiln.service");
+        let mine = |p: &Path| p.starts_with(&service);
+        let layout =
+            CgroupLayout::delegated(mount, USER_SERVICE, &|_| "cpu memory pids".into(), &mine);
+        assert!(
+            matches!(&layout, CgroupLayout::V2 { root, delegated: true } if *root == service),
+            "{layout:?}"
+        );
+        // Started again from its leaf, it still manages the whole subtree.
+        let from_leaf = format!("{}/supervisor\n", USER_SERVICE.trim_end());
+        let again =
+            CgroupLayout::delegated(mount, &from_leaf, &|_| "cpu memory pids".into(), &mine);
+        assert!(
+            matches!(&again, CgroupLayout::V2 { root, .. } if *root == service),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn a_group_not_delegated_or_without_the_controllers_says_why() {
+        let mount = Path::new("/sys/fs/cgroup");
+        let not_mine =
+            CgroupLayout::delegated(mount, USER_SERVICE, &|_| "cpu memory pids".into(), &|_| {
+                false
+            });
+        match not_mine {
+            CgroupLayout::Unavailable { reason } => {
+                assert!(
+                    reason.contains("not delegated") && reason.contains("Delegate=yes"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let no_cpu =
+            CgroupLayout::delegated(mount, USER_SERVICE, &|_| "memory pids".into(), &|_| true);
+        match no_cpu {
+            CgroupLayout::Unavailable { reason } => {
+                assert!(
+                    reason.contains("[memory pids]") && reason.contains("Delegate=memory pids cpu"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // The root of the hierarchy is never a delegated subtree.
+        let top =
+            CgroupLayout::delegated(mount, "0::/\n", &|_| "cpu memory pids".into(), &|_| true);
+        assert!(matches!(top, CgroupLayout::Unavailable { .. }), "{top:?}");
     }
 }

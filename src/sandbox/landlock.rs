@@ -51,3 +51,49 @@ pub fn abi_version() -> i32 {
     };
     v.max(0) as i32
 }
+
+/// What a kernel with landlock ABI `abi` leaves to Kiln's other layers, for the start-up report;
+/// `None` when it enforces everything Kiln asks for (ABI 6 and later).
+pub fn weaker(abi: i32) -> Option<String> {
+    if abi >= 6 {
+        return None;
+    }
+    if abi <= 0 {
+        return Some(
+            "WEAKER: this kernel has no landlock: writes outside the work dir are stopped by the \
+             read-only mounts and the unprivileged uid alone"
+                .into(),
+        );
+    }
+    let missing: Vec<&str> = [
+        (2, "moving files between folders (refer)"),
+        (3, "truncating files"),
+        (5, "device ioctls"),
+        (6, "signals and abstract UNIX sockets outside the pod (pids and network namespaces keep them apart: each pod gets a network namespace of its own)"),
+    ]
+    .into_iter()
+    .filter(|(since, _)| abi < *since)
+    .map(|(_, what)| what)
+    .collect();
+    Some(format!(
+        "WEAKER: landlock ABI {abi} (Kiln asks for 6): it does not govern {}",
+        missing.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weaker;
+
+    #[test]
+    fn an_older_landlock_abi_names_what_it_does_not_govern() {
+        assert_eq!(weaker(6), None);
+        let v2 = weaker(2).unwrap();
+        assert!(
+            v2.contains("ABI 2") && v2.contains("truncating") && v2.contains("signals"),
+            "{v2}"
+        );
+        assert!(!v2.contains("refer"), "{v2}");
+        assert!(weaker(0).unwrap().contains("no landlock"));
+    }
+}
