@@ -9,6 +9,8 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+use crate::entry_point::{EntryNames, EntryPoint, PLACEHOLDERS};
+
 /// The registry shipped with Kiln.
 pub const DEFAULT_REGISTRY: &str = include_str!("../config/languages.toml");
 
@@ -63,10 +65,19 @@ pub struct Entry {
     /// (runner/pyfork/). Runs behave as if `run` had been exec'd.
     #[serde(default)]
     pub fork_server: bool,
-    /// The entry file and the class to run are named after the source's public class (Java:
-    /// `public class HelloWorld` runs as written, as Piston and Java's launcher accept).
+    /// The rule `{main}` (the class or module to start) follows, and which sources are scripts.
+    #[serde(default)]
+    pub entry_point: Option<EntryPoint>,
+    /// What was `entry_point = "java"` before there were other rules: still read.
     #[serde(default)]
     pub class_from_source: bool,
+    /// How a source that the entry point calls a script is compiled and run instead.
+    #[serde(default)]
+    pub as_script: Option<Commands>,
+    /// Files the compile step makes under fixed names (`main`): a submitted file may not be
+    /// called so, or the build would overwrite it.
+    #[serde(default)]
+    pub outputs: Vec<String>,
     /// Host paths outside /usr the toolchain reads (Debian's GHC keeps its package database in
     /// /var/lib/ghc): pods see them read-only.
     #[serde(default)]
@@ -75,6 +86,15 @@ pub struct Entry {
     /// component): pods see them read-only beside the server's `pod_etc`.
     #[serde(default)]
     pub etc: Vec<String>,
+}
+
+/// A compile step (when there is one) and a run step, as command lines.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commands {
+    #[serde(default)]
+    pub compile: Option<Vec<String>>,
+    pub run: Vec<String>,
 }
 
 /// A toolchain cache that is expensive to fill (Go rebuilds its standard library into an empty
@@ -109,9 +129,17 @@ pub struct Language {
     pub name: String,
     pub version: String,
     pub aliases: Vec<String>,
+    /// The entry file's name when a submission gives none.
     pub entry: String,
+    /// The command lines for a program under the default entry name (what `/languages` shows).
     pub compile: Option<Vec<String>>,
     pub run: Vec<String>,
+    /// The command lines with the entry's placeholders left for each job (`commands_for`).
+    pub commands: Commands,
+    pub as_script: Option<Commands>,
+    pub entry_point: Option<EntryPoint>,
+    /// Names a submitted file may not take: the compile step makes files under them.
+    pub outputs: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Toolchain directories outside the system dirs that pods must see read-only.
     pub mounts: Vec<PathBuf>,
@@ -120,7 +148,6 @@ pub struct Language {
     /// The cache to warm, with its command resolved, and where pods see it.
     pub warm_cache: Option<(WarmCache, PathBuf)>,
     pub fork_server: bool,
-    pub class_from_source: bool,
     /// Entries of the host's /etc the toolchain reads.
     pub etc: Vec<String>,
 }
@@ -243,6 +270,21 @@ impl Registry {
     }
 }
 
+impl Language {
+    /// The compile and run command lines of a job whose entry file has these names: the
+    /// `as_script` ones for a source the entry point calls a script.
+    pub fn commands_for(&self, names: &EntryNames) -> (Option<Vec<String>>, Vec<String>) {
+        let commands = match &self.as_script {
+            Some(script) if names.script => script,
+            _ => &self.commands,
+        };
+        (
+            commands.compile.as_ref().map(|c| names.fill(c)),
+            names.fill(&commands.run),
+        )
+    }
+}
+
 /// "3" matches 3.11.2, "3.11" matches 3.11.2, "3.1" does not.
 fn version_matches(have: &str, want: &str) -> bool {
     let have: Vec<&str> = have.split('.').collect();
@@ -266,6 +308,23 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
         for pattern in &e.etc {
             crate::sandbox::etc::check_pattern(pattern)
                 .map_err(|why| format!("language {:?}: etc: {why}", e.name))?;
+        }
+        let script = e
+            .as_script
+            .iter()
+            .flat_map(|s| s.compile.iter().chain([&s.run]));
+        for argv in e.compile.iter().chain([&e.run]).chain(script) {
+            for arg in argv {
+                let names_entry = PLACEHOLDERS.iter().any(|p| arg.contains(p));
+                if names_entry && arg.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "language {:?}: {arg:?} puts the entry file's name into a script, where \
+                         a name with spaces or quotes would be read as code: pass it as an \
+                         argument of its own (a shell script reads it as \"$1\")",
+                        e.name
+                    ));
+                }
+            }
         }
     }
     Ok(file.language)
@@ -292,7 +351,7 @@ fn resolve(entry: &Entry, probes: &ProbeCache) -> Result<Language, String> {
         bins.insert(name.clone(), path);
     }
     if let Some(cmd) = &entry.sysroot {
-        let out = run_capture(&substitute(cmd, &bins, &entry.entry))?;
+        let out = run_capture(&substitute(cmd, &bins))?;
         let sysroot = PathBuf::from(out.trim());
         for (name, path) in bins.iter_mut() {
             let inside = sysroot.join("bin").join(name);
@@ -313,7 +372,7 @@ fn resolve(entry: &Entry, probes: &ProbeCache) -> Result<Language, String> {
         }
         mounts.push(path.clone());
     }
-    let version_text = probes.version(&substitute(&entry.version, &bins, &entry.entry))?;
+    let version_text = probes.version(&substitute(&entry.version, &bins))?;
     let version = extract_version(&version_text).ok_or_else(|| {
         format!(
             "no version number in the output of {:?}: {version_text:?}",
@@ -336,16 +395,28 @@ fn resolve(entry: &Entry, probes: &ProbeCache) -> Result<Language, String> {
     ];
     env.extend(entry.env.iter().map(|(k, v)| (k.clone(), v.clone())));
 
+    let commands = Commands {
+        compile: entry.compile.as_ref().map(|c| substitute(c, &bins)),
+        run: substitute(&entry.run, &bins),
+    };
+    let entry_point = entry
+        .entry_point
+        .or(entry.class_from_source.then_some(EntryPoint::Java));
+    let default = EntryNames::of(&entry.entry, "", entry_point);
     Ok(Language {
         name: entry.name.clone(),
         version,
         aliases: entry.aliases.clone(),
         entry: entry.entry.clone(),
-        compile: entry
-            .compile
-            .as_ref()
-            .map(|c| substitute(c, &bins, &entry.entry)),
-        run: substitute(&entry.run, &bins, &entry.entry),
+        compile: commands.compile.as_ref().map(|c| default.fill(c)),
+        run: default.fill(&commands.run),
+        commands,
+        as_script: entry.as_script.as_ref().map(|s| Commands {
+            compile: s.compile.as_ref().map(|c| substitute(c, &bins)),
+            run: substitute(&s.run, &bins),
+        }),
+        entry_point,
+        outputs: entry.outputs.clone(),
         env,
         mounts,
         compile_limits: entry.compile_limits.clone(),
@@ -353,85 +424,26 @@ fn resolve(entry: &Entry, probes: &ProbeCache) -> Result<Language, String> {
         warm_cache: entry.warm_cache.as_ref().map(|w| {
             let command = WarmCache {
                 env: w.env.clone(),
-                command: substitute(&w.command, &bins, &entry.entry),
+                command: substitute(&w.command, &bins),
             };
             (command, PathBuf::from(&entry.env[&w.env]))
         }),
         fork_server: entry.fork_server,
-        class_from_source: entry.class_from_source,
         etc: entry.etc.clone(),
     })
 }
 
-/// Replaces `{binary}` and `{entry}`; `{memory_*}` stay for the job to fill.
-fn substitute(argv: &[String], bins: &BTreeMap<String, PathBuf>, entry: &str) -> Vec<String> {
+/// Replaces `{binary}`; the entry's placeholders and `{memory_*}` stay for the job to fill.
+fn substitute(argv: &[String], bins: &BTreeMap<String, PathBuf>) -> Vec<String> {
     argv.iter()
         .map(|arg| {
-            let mut out = arg.replace("{entry}", entry);
+            let mut out = arg.clone();
             for (name, path) in bins {
                 out = out.replace(&format!("{{{name}}}"), &path.display().to_string());
             }
             out
         })
         .collect()
-}
-
-/// The name of the first public class (or interface, enum, record) a Java-like source declares,
-/// outside comments and strings.
-pub fn public_class(source: &str) -> Option<String> {
-    let mut words = Vec::new();
-    let mut chars = source.chars().peekable();
-    let mut word = String::new();
-    while let Some(c) = chars.next() {
-        match c {
-            '/' if chars.peek() == Some(&'/') => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                let mut last = ' ';
-                for c in chars.by_ref() {
-                    if last == '*' && c == '/' {
-                        break;
-                    }
-                    last = c;
-                }
-            }
-            '"' | '\'' => {
-                let mut escaped = false;
-                for d in chars.by_ref() {
-                    if !escaped && d == c {
-                        break;
-                    }
-                    escaped = d == '\\' && !escaped;
-                }
-            }
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
-                word.push(c);
-                continue;
-            }
-            _ => {}
-        }
-        if !word.is_empty() {
-            words.push(std::mem::take(&mut word));
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    let mut public = false;
-    for pair in words.windows(2) {
-        match pair[0].as_str() {
-            "public" => public = true,
-            "final" | "abstract" | "static" | "sealed" | "strictfp" => {}
-            "class" | "interface" | "enum" | "record" if public => return Some(pair[1].clone()),
-            _ => public = false,
-        }
-    }
-    None
 }
 
 /// Fills the per-job placeholders of a command line.
@@ -717,27 +729,46 @@ mod tests {
     }
 
     #[test]
+    fn no_shipped_command_names_the_entry_file_but_through_its_placeholders() {
+        for e in parse(DEFAULT_REGISTRY).unwrap() {
+            let script = e
+                .as_script
+                .iter()
+                .flat_map(|s| s.compile.iter().chain([&s.run]));
+            for argv in e.compile.iter().chain([&e.run]).chain(script) {
+                // multi-file's entry is its archive's `run` script, by that name.
+                if e.name == "multi-file" {
+                    continue;
+                }
+                assert!(
+                    !argv.iter().any(|a| a.contains(&e.entry)),
+                    "{}: {argv:?} names {} instead of {{entry}}",
+                    e.name,
+                    e.entry
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_placeholder_inside_a_script_is_refused() {
+        let entry = |run: &str| {
+            format!(
+                "[[language]]\nname = \"x\"\nbinaries = [\"sh\"]\nversion = [\"x\"]\nentry = \"a.x\"\nrun = {run}\n"
+            )
+        };
+        let err = parse(&entry(r#"["{sh}", "-c", "cat {entry}"]"#)).unwrap_err();
+        assert!(err.contains("\"$1\""), "{err}");
+        assert!(parse(&entry(r#"["{sh}", "-c", "cat \"$1\"", "sh", "{entry}"]"#)).is_ok());
+        assert!(parse(&entry(r#"["node", "{entry_stem}.js"]"#)).is_ok());
+    }
+
+    #[test]
     fn shims_are_not_chosen() {
         let reg = Registry::load(None).unwrap();
         let py = reg.find("py", None).unwrap();
         assert!(!py.run[0].contains("shims"), "{:?}", py.run);
         assert!(is_elf(Path::new(&py.run[0])));
-    }
-}
-
-#[cfg(test)]
-mod class_tests {
-    use super::public_class;
-
-    #[test]
-    fn the_public_class_is_found_outside_comments_and_strings() {
-        assert_eq!(public_class("public class A {}").as_deref(), Some("A"));
-        assert_eq!(public_class("// public class B\n/* public class C */\nString s = \"public class D\";\npublic final class E {}").as_deref(), Some("E"));
-        assert_eq!(
-            public_class("class F { public static void main() {} }"),
-            None
-        );
-        assert_eq!(public_class("public abstract class G"), Some("G".into()));
     }
 }
 

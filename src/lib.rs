@@ -12,6 +12,7 @@ pub mod callback;
 pub mod cli;
 pub mod compile_cache;
 pub mod config;
+pub mod entry_point;
 pub mod events;
 pub mod job;
 pub mod judge0;

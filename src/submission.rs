@@ -5,6 +5,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::bytes::Bytes;
+use crate::entry_point::{EntryNames, EntryPoint};
 use crate::job::{Job, JobFile, Limits, Stage};
 use crate::languages::{fill_limits, LimitOverrides, Registry};
 
@@ -332,28 +333,24 @@ impl Submission {
             .map_err(Invalid)?;
         let limits = self.limits(policy)?;
 
-        // A class-named language's entry takes the name of the source's public class.
-        let class = lang
-            .class_from_source
-            .then(|| {
+        // A source given without a name takes the language's default (for Java, its public
+        // class's name).
+        let default_entry = match lang.entry_point {
+            None => lang.entry.clone(),
+            Some(_) => {
                 let first = self.source.clone().or_else(|| {
                     self.files.first().and_then(|f| {
                         decode(&f.content, f.encoding)
                             .ok()
                             .map(|b| String::from_utf8_lossy(&b).into_owned())
                     })
-                })?;
-                crate::languages::public_class(&first)
-            })
-            .flatten();
-        let default_stem = lang
-            .entry
-            .rsplit_once('.')
-            .map(|(s, _)| s)
-            .unwrap_or(&lang.entry);
-        let default_entry = match (&class, lang.entry.rsplit_once('.')) {
-            (Some(c), Some((_, ext))) => format!("{c}.{ext}"),
-            _ => lang.entry.clone(),
+                });
+                EntryPoint::default_file(
+                    lang.entry_point,
+                    &lang.entry,
+                    first.as_deref().unwrap_or(""),
+                )
+            }
         };
         let mut files = Vec::new();
         if let Some(source) = &self.source {
@@ -370,6 +367,12 @@ impl Submission {
             };
             crate::runner::check_file_name(&name)
                 .map_err(|e| Invalid(format!("files[{i}]: {e}")))?;
+            if lang.outputs.contains(&name) {
+                return Err(Invalid(format!(
+                    "files[{i}]: {name:?} is what {}'s compile step makes; give the file another name",
+                    lang.name
+                )));
+            }
             let content = decode(&f.content, f.encoding)
                 .map_err(|e| Invalid(format!("files[{i}] ({name}): {e}")))?;
             files.push(JobFile {
@@ -419,25 +422,27 @@ impl Submission {
                 policy.max_submission_bytes
             )));
         }
-        // The entry point: the first file, whatever it is called, is what the language runs.
-        let entry = files[0].name.clone();
-        let swap_entry = |argv: &[String]| -> Vec<String> {
-            argv.iter()
-                .map(|a| {
-                    if *a == lang.entry {
-                        entry.clone()
-                    } else if let (Some(c), true) = (&class, a == default_stem) {
-                        c.clone()
-                    } else {
-                        a.clone()
-                    }
-                })
-                .collect()
+        // The entry point: the first file, under the name it was given, is what the language
+        // compiles and runs.
+        if files[0].name.starts_with('-') {
+            return Err(Invalid(format!(
+                "the entry file's name {:?} starts with '-', which its {} toolchain would read as an option",
+                files[0].name, lang.name
+            )));
+        }
+        let source = match lang.entry_point {
+            Some(_) => String::from_utf8_lossy(&files[0].content.0).into_owned(),
+            None => String::new(),
         };
-        let mut run_argv = fill_limits(&swap_entry(&lang.run), limits.memory_bytes);
+        let names = EntryNames::of(&files[0].name, &source, lang.entry_point);
+        if names.header_line && lang.as_script.is_some() {
+            files[0].content.0.insert(0, b'\n');
+        }
+        let (compile, run) = lang.commands_for(&names);
+        let mut run_argv = fill_limits(&run, limits.memory_bytes);
         run_argv.extend(self.args.iter().cloned());
-        let compile = lang.compile.as_ref().map(|argv| Stage {
-            argv: fill_limits(&swap_entry(argv), limits.memory_bytes),
+        let compile = compile.map(|argv| Stage {
+            argv: fill_limits(&argv, limits.memory_bytes),
             limits: raise(&policy.compile, &lang.compile_limits),
         });
         let compile = match (compile, self.compiler_options.is_empty()) {

@@ -1,8 +1,10 @@
 //! Every shipped language runs its test program (tests/languages/<name>.<ext>) through the HTTP
 //! API of a real `kiln serve`: it reads a line from stdin, writes "hello <line>" to stdout and
-//! "err" to stderr, and exits 3. Each compiled language also gets a program that does not compile
-//! (tests/languages/<name>.bad.<ext>). Languages whose toolchain this host lacks are named as
-//! skipped; under CI (where `.ci/run` installs them all) a missing one fails.
+//! "err" to stderr, and exits 3. It runs twice: as a bare `source` (the language's default entry
+//! name) and as a file named `solution.<ext>`, as Piston's clients name theirs. Each compiled
+//! language also gets a program that does not compile (tests/languages/<name>.bad.<ext>).
+//! Languages whose toolchain this host lacks are named as skipped; under CI (where `.ci/run`
+//! installs them all) a missing one fails.
 
 #[path = "common/server.rs"]
 mod server;
@@ -67,12 +69,45 @@ fn expect(language: &str) -> Expect {
 fn check(server: &Server, language: &str, compiled: bool) -> Result<(), String> {
     let (good, bad) = files(language);
     let good = good.ok_or(format!("{language}: no test program in tests/languages/"))?;
-    let e = expect(language);
     let source = std::fs::read_to_string(&good).unwrap();
-    let (code, r) = server.post(
-        "/v1/submissions?wait=true",
-        &json!({"language": language, "source": source, "stdin": e.stdin}),
-    );
+    check_run(server, language, json!({"source": source}))?;
+    // Judge0's multi-file program is its archive's `run` script, by name.
+    if language != "multi-file" {
+        let ext = good.extension().unwrap().to_string_lossy();
+        let name = format!("solution.{ext}");
+        check_run(
+            server,
+            language,
+            json!({"files": [{"name": name, "content": source}]}),
+        )
+        .map_err(|e| format!("{e} (as {name})"))?;
+    }
+    let fail = |what: &str, r: &Value| Err(format!("{language}: {what}: {r}"));
+    if compiled {
+        let bad = bad.ok_or(format!("{language}: compiled, but no .bad. program"))?;
+        let (_, r) = server.post(
+            "/v1/submissions?wait=true",
+            &json!({"language": language, "source": std::fs::read_to_string(bad).unwrap()}),
+        );
+        if r["status"] != "compile_error" || r["compile_output"].as_str().unwrap_or("").is_empty() {
+            return fail(
+                "the bad program did not end as compile_error with output",
+                &r,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs the test program of `language`, given as `program` (`source` or `files`), and checks
+/// its status, exit code, stdout and stderr.
+fn check_run(server: &Server, language: &str, program: Value) -> Result<(), String> {
+    let e = expect(language);
+    let mut body = json!({"language": language, "stdin": e.stdin});
+    body.as_object_mut()
+        .unwrap()
+        .extend(program.as_object().unwrap().clone());
+    let (code, r) = server.post("/v1/submissions?wait=true", &body);
     let fail = |what: &str, r: &Value| Err(format!("{language}: {what}: {r}"));
     if code != 200 {
         return fail(&format!("HTTP {code}"), &r);
@@ -94,19 +129,6 @@ fn check(server: &Server, language: &str, compiled: bool) -> Result<(), String> 
     };
     if !stderr_ok {
         return fail("wrong stderr", &r);
-    }
-    if compiled {
-        let bad = bad.ok_or(format!("{language}: compiled, but no .bad. program"))?;
-        let (_, r) = server.post(
-            "/v1/submissions?wait=true",
-            &json!({"language": language, "source": std::fs::read_to_string(bad).unwrap()}),
-        );
-        if r["status"] != "compile_error" || r["compile_output"].as_str().unwrap_or("").is_empty() {
-            return fail(
-                "the bad program did not end as compile_error with output",
-                &r,
-            );
-        }
     }
     Ok(())
 }
@@ -217,4 +239,148 @@ fn java_runs_whatever_its_public_class_is_called() {
         &json!({"language": "java", "source": "class Main { public static void main(String[] a) { System.out.println(1); } }"}),
     );
     assert_eq!(r["status"], "accepted", "{r}");
+}
+
+/// A server for the tests of one language, or None (skipped) when this host lacks it.
+fn server_for(language: &str, name: &str) -> Option<Server> {
+    if Registry::load(None).unwrap().find(language, None).is_err() {
+        assert!(std::env::var("CI").is_err(), "CI has {language}");
+        return None;
+    }
+    Some(Server::start(name, &[]))
+}
+
+#[test]
+fn java_runs_a_public_class_named_unlike_its_file_as_piston_does() {
+    let Some(server) = server_for("java", "java-misnamed") else {
+        return;
+    };
+    // javac refuses this file; Java's source launcher (Piston's way) runs it.
+    let source = "import java.util.Scanner;\n\npublic class HelloWorld {\n    public static void main(String[] args) {\n        String name = new Scanner(System.in).nextLine();\n        System.out.println(\"hello \" + name + \" from \" + HelloWorld.class.getSimpleName() + \" \" + String.join(\",\", args));\n    }\n}\n";
+    let (_, r) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "java", "files": [{"name": "test.java", "content": source}],
+                "stdin": "kiln\n", "args": ["a", "b"]}),
+    );
+    assert_eq!(r["status"], "accepted", "{r}");
+    assert_eq!(r["stdout"], "hello kiln from HelloWorld a,b\n");
+    // Named after its class, it is compiled by javac as before; a broken one is a compile error.
+    let (_, r) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "java", "files": [{"name": "HelloWorld.java", "content": source}],
+                "stdin": "kiln\n"}),
+    );
+    assert_eq!(r["stdout"], "hello kiln from HelloWorld \n", "{r}");
+    let (_, r) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "java", "files": [{"name": "Broken.java",
+                "content": "public class Broken { void f() { int x = } }"}]}),
+    );
+    assert_eq!(r["status"], "compile_error", "{r}");
+}
+
+#[test]
+fn erlang_runs_an_escript_as_well_as_a_module() {
+    let Some(server) = server_for("erlang", "erlang-escript") else {
+        return;
+    };
+    let run = |name: &str, source: &str| {
+        let (_, r) = server.post(
+            "/v1/submissions?wait=true",
+            &json!({"language": "erlang", "files": [{"name": name, "content": source}],
+                    "stdin": "kiln\n", "args": ["x", "y"]}),
+        );
+        r
+    };
+    // No -module, main/1: an escript, whose first line is code (escript alone would skip it).
+    let escript = "main(Args) ->\n    Name = string:trim(io:get_line(\"\")),\n    io:format(\"hello ~s ~p~n\", [Name, Args]),\n    halt(3).\n";
+    let r = run("test.erl", escript);
+    assert_eq!(r["status"], "runtime_error", "{r}");
+    assert_eq!(r["exit_code"], 3, "{r}");
+    assert_eq!(r["stdout"], "hello kiln [\"x\",\"y\"]\n", "{r}");
+    // As Piston's Erlang programs are written: a header line, or a module exporting main/1.
+    let r = run("test.erl", &format!("%% -*- erlang -*-\n{escript}"));
+    assert_eq!(r["stdout"], "hello kiln [\"x\",\"y\"]\n", "{r}");
+    let r = run(
+        "prog.erl",
+        &format!("-module(test).\n-export([main/1]).\n{escript}"),
+    );
+    assert_eq!(r["stdout"], "hello kiln [\"x\",\"y\"]\n", "{r}");
+    let r = run(
+        "test.erl",
+        "#!/usr/bin/env escript\nmain(_) -> io:format(\"shebang~n\").\n",
+    );
+    assert_eq!(r["stdout"], "shebang\n", "{r}");
+    // A broken escript is a compile error, with the line of the file it is on.
+    let r = run("test.erl", "main(_) ->\n    io:format(\"x\"\n");
+    assert_eq!(r["status"], "compile_error", "{r}");
+    assert!(
+        r["compile_output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("test.erl:"),
+        "{r}"
+    );
+    // A module named unlike its file still runs its main/0, with the args as plain arguments.
+    let module = "-module(greeter).\n-export([main/0]).\nmain() -> io:format(\"module ~p~n\", [init:get_plain_arguments()]).\n";
+    let r = run("solution.erl", module);
+    assert_eq!(r["status"], "accepted", "{r}");
+    assert_eq!(r["stdout"], "module [\"x\",\"y\"]\n", "{r}");
+}
+
+#[test]
+fn a_multi_file_submission_keeps_every_name() {
+    let Some(server) = server_for("python", "multi-file-names") else {
+        return;
+    };
+    let (_, r) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "python", "files": [
+            {"name": "app.py", "content": "import os, sys\nsys.path.insert(0, 'lib')\nimport helper\nprint(os.path.basename(__file__), helper.greet(open('data/name.txt').read().strip()))\n"},
+            {"name": "lib/helper.py", "content": "def greet(n):\n    return 'hello ' + n\n"},
+            {"name": "data/name.txt", "content": "kiln\n"},
+        ]}),
+    );
+    assert_eq!(r["status"], "accepted", "{r}");
+    assert_eq!(r["stdout"], "app.py hello kiln\n", "{r}");
+    if Registry::load(None).unwrap().find("c", None).is_err() {
+        return;
+    }
+    let (_, r) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "c", "files": [
+            {"name": "prog.c", "content": "#include <stdio.h>\n#include \"include/greet.h\"\nint main(void) { puts(GREETING \" \" __FILE__); return 0; }\n"},
+            {"name": "include/greet.h", "content": "#define GREETING \"hello\"\n"},
+        ]}),
+    );
+    assert_eq!(r["status"], "accepted", "{r}");
+    assert_eq!(r["stdout"], "hello prog.c\n", "{r}");
+}
+
+#[test]
+fn a_file_named_like_a_build_output_or_an_option_is_refused() {
+    let Some(server) = server_for("c", "refused-names") else {
+        return;
+    };
+    let (code, r) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "c", "files": [
+            {"name": "prog.c", "content": "int main(void) { return 0; }"},
+            {"name": "main", "content": "data"},
+        ]}),
+    );
+    assert_eq!(code, 422, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("compile step makes"),
+        "{r}"
+    );
+    let (code, r) = server.post(
+        "/v1/submissions?wait=true",
+        &json!({"language": "c", "files": [{"name": "-o.c", "content": "int main(void) { return 0; }"}]}),
+    );
+    assert_eq!(code, 422, "{r}");
+    assert!(r["error"].as_str().unwrap_or("").contains("option"), "{r}");
 }

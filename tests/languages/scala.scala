@@ -1,8 +1,6 @@
-object Main {
-  def main(args: Array[String]): Unit = {
-    val name = scala.io.StdIn.readLine()
-    println("hello " + name)
-    System.err.println("err")
-    System.exit(3)
-  }
-}
+// Scala 3: a top-level @main method runs as the class of its name.
+@main def hello(): Unit =
+  val name = scala.io.StdIn.readLine()
+  println("hello " + name)
+  System.err.println("err")
+  System.exit(3)
