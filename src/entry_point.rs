@@ -91,13 +91,34 @@ impl EntryNames {
         names
     }
 
-    /// `argv` with the entry placeholders filled.
+    /// `argv` with the entry placeholders filled, in one pass: a file named `{main}.py` stays
+    /// so.
     pub fn fill(&self, argv: &[String]) -> Vec<String> {
+        let values = [
+            (PLACEHOLDERS[0], &self.file),
+            (PLACEHOLDERS[1], &self.stem),
+            (PLACEHOLDERS[2], &self.main),
+        ];
         argv.iter()
-            .map(|a| {
-                a.replace("{entry_stem}", &self.stem)
-                    .replace("{entry}", &self.file)
-                    .replace("{main}", &self.main)
+            .map(|arg| {
+                let mut out = String::with_capacity(arg.len());
+                let mut rest = arg.as_str();
+                while let Some(i) = rest.find('{') {
+                    out.push_str(&rest[..i]);
+                    rest = &rest[i..];
+                    match values.iter().find(|(p, _)| rest.starts_with(p)) {
+                        Some((p, value)) => {
+                            out.push_str(value);
+                            rest = &rest[p.len()..];
+                        }
+                        None => {
+                            out.push('{');
+                            rest = &rest[1..];
+                        }
+                    }
+                }
+                out.push_str(rest);
+                out
             })
             .collect()
     }
@@ -517,6 +538,10 @@ mod tests {
         assert_eq!(
             EntryNames::of("a b.ts", "", None).fill(&argv),
             ["node", "a b.js", "a b.ts"]
+        );
+        assert_eq!(
+            EntryNames::of("{main}.ts", "", None).fill(&argv[2..]),
+            ["{main}.ts"]
         );
     }
 

@@ -271,17 +271,20 @@ impl Registry {
 }
 
 impl Language {
-    /// The compile and run command lines of a job whose entry file has these names: the
-    /// `as_script` ones for a source the entry point calls a script.
-    pub fn commands_for(&self, names: &EntryNames) -> (Option<Vec<String>>, Vec<String>) {
+    /// The compile and run command lines of a job whose entry file has these names (the
+    /// `as_script` ones for a source the entry point calls a script), for a run of
+    /// `memory_bytes`. The limits are filled first, so that no file name is read as one.
+    pub fn commands_for(
+        &self,
+        names: &EntryNames,
+        memory_bytes: u64,
+    ) -> (Option<Vec<String>>, Vec<String>) {
         let commands = match &self.as_script {
             Some(script) if names.script => script,
             _ => &self.commands,
         };
-        (
-            commands.compile.as_ref().map(|c| names.fill(c)),
-            names.fill(&commands.run),
-        )
+        let fill = |argv: &[String]| names.fill(&fill_limits(argv, memory_bytes));
+        (commands.compile.as_deref().map(fill), fill(&commands.run))
     }
 }
 
@@ -447,7 +450,7 @@ fn substitute(argv: &[String], bins: &BTreeMap<String, PathBuf>) -> Vec<String> 
 }
 
 /// Fills the per-job placeholders of a command line.
-pub fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
+fn fill_limits(argv: &[String], memory_bytes: u64) -> Vec<String> {
     argv.iter()
         .map(|a| {
             a.replace("{memory_bytes}", &memory_bytes.to_string())

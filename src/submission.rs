@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::bytes::Bytes;
 use crate::entry_point::{EntryNames, EntryPoint};
 use crate::job::{Job, JobFile, Limits, Stage};
-use crate::languages::{fill_limits, LimitOverrides, Registry};
+use crate::languages::{LimitOverrides, Registry};
 
 /// Version of the submission and result wire formats.
 pub const WIRE_VERSION: u32 = 1;
@@ -438,11 +438,10 @@ impl Submission {
         if names.header_line && lang.as_script.is_some() {
             files[0].content.0.insert(0, b'\n');
         }
-        let (compile, run) = lang.commands_for(&names);
-        let mut run_argv = fill_limits(&run, limits.memory_bytes);
+        let (compile, mut run_argv) = lang.commands_for(&names, limits.memory_bytes);
         run_argv.extend(self.args.iter().cloned());
         let compile = compile.map(|argv| Stage {
-            argv: fill_limits(&argv, limits.memory_bytes),
+            argv,
             limits: raise(&policy.compile, &lang.compile_limits),
         });
         let compile = match (compile, self.compiler_options.is_empty()) {
