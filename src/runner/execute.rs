@@ -245,7 +245,7 @@ pub fn execute(
         None => rusage_cpu_ms(&rusage),
     };
     let memory_bytes = match &isolation.cgroup {
-        Some(cg) => cg.memory_peak(),
+        Some(cg) => cg.memory_peak((rusage.ru_maxrss as u64) * 1024),
         None => (rusage.ru_maxrss as u64) * 1024,
     };
     let oom_killed = isolation

@@ -405,6 +405,9 @@ pub struct Cgroup {
     procs: Vec<OwnedFd>,
     /// v2 `memory.peak`, kept open: a write resets the peak seen through this handle.
     peak: Option<OwnedFd>,
+    /// Where `memory.peak` stood when the stage began, on kernels that cannot reset it (before
+    /// 6.12): a peak above it is the stage's own; one at it may be an earlier stage's.
+    peak_before: Mutex<Option<u64>>,
     /// Which of `dirs` takes CPU quotas: v1's cpu hierarchy (which may be cpuacct's); `None` on
     /// a v1 host without the cpu controller.
     cpu_quota: Option<usize>,
@@ -450,6 +453,7 @@ impl Cgroup {
             dirs,
             procs,
             peak,
+            peak_before: Mutex::new(None),
             cpu_quota,
             handles: Mutex::new(Vec::new()),
             applied: Mutex::new(None),
@@ -573,7 +577,9 @@ impl Cgroup {
                 let _ = self.write(memory, "memory.swap.max", "0");
             }
             if let Some(peak) = &self.peak {
-                let _ = write_fd(peak, "reset");
+                let reset = write_fd(peak, "reset").is_ok();
+                *self.peak_before.lock().unwrap_or_else(|p| p.into_inner()) =
+                    (!reset).then(|| self.read_peak()).flatten();
             }
         }
         if last.map(|l| l.1) != Some(processes) {
@@ -593,21 +599,33 @@ impl Cgroup {
         &self.procs
     }
 
-    /// Peak memory of the group since the last `apply`, in bytes.
-    pub fn memory_peak(&self) -> u64 {
+    /// Peak memory of the group since the last `apply`, in bytes. Where the kernel cannot reset
+    /// the peak and this stage stayed below an earlier one's, the stage's own is not known to
+    /// the group: `process_peak` (the program's maximum resident set) stands in.
+    pub fn memory_peak(&self, process_peak: u64) -> u64 {
         if self.version == 1 {
-            self.read_u64(Self::MEMORY, "memory.max_usage_in_bytes")
-                .unwrap_or(0)
-        } else if let Some(Ok(peak)) = self.peak.as_ref().map(|p| p.try_clone()) {
-            let mut text = String::new();
-            let mut file = fs::File::from(peak);
-            use std::io::Seek;
-            let _ = file.seek(io::SeekFrom::Start(0));
-            let _ = file.read_to_string(&mut text);
-            text.trim().parse().unwrap_or(0)
-        } else {
-            self.read_u64(Self::MEMORY, "memory.current").unwrap_or(0)
+            return self
+                .read_u64(Self::MEMORY, "memory.max_usage_in_bytes")
+                .unwrap_or(0);
         }
+        let Some(peak) = self.read_peak() else {
+            return self.read_u64(Self::MEMORY, "memory.current").unwrap_or(0);
+        };
+        match *self.peak_before.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(before) if peak <= before => process_peak,
+            _ => peak,
+        }
+    }
+
+    /// v2 `memory.peak` as it stands (since the last reset, or since the group was made).
+    fn read_peak(&self) -> Option<u64> {
+        let peak = self.peak.as_ref()?.try_clone().ok()?;
+        let mut text = String::new();
+        let mut file = fs::File::from(peak);
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(0)).ok()?;
+        file.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
     }
 
     /// How many times the kernel's OOM killer has killed a process in this group.
