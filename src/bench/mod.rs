@@ -5,6 +5,7 @@ pub mod http;
 pub mod kafka;
 pub mod kubernetes;
 pub mod languages;
+pub mod neighbour;
 pub mod queue;
 pub mod test_sets;
 

@@ -123,6 +123,11 @@ enum Cmd {
         /// submission, and `/readyz` after `kill -9`.
         #[arg(long)]
         queue: bool,
+        /// A single-threaded C job's wall time alone and beside a program keeping sixteen
+        /// processes busy, `--runs` / 10 rounds of five runs each side, as a ratio with its
+        /// spread (`tests/cpu_share.rs` checks the quota and the pinning behind it).
+        #[arg(long)]
+        neighbour: bool,
     },
 }
 
@@ -303,6 +308,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             languages,
             test_sets,
             queue,
+            neighbour,
         } => {
             if queue {
                 let exe = std::env::current_exe().context("finding the kiln binary")?;
@@ -346,6 +352,13 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
                     .map_err(anyhow::Error::msg)?;
                 let backend = kiln::serve::local_backend(&s, &registry)?;
+                if neighbour {
+                    let report = kiln::bench::neighbour::run(&backend, &registry, runs)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    println!("{report}");
+                    return Ok(0);
+                }
                 if let Some(dir) = &languages {
                     // The warm caches `kiln serve` lays into pods (filled ones only).
                     let backend = std::sync::Arc::new(backend);
