@@ -5,7 +5,8 @@
 #   docker build -f docker/runner.Dockerfile -t kiln-runner:0.1.0 .
 #   docker build -f docker/kiln.Dockerfile --build-arg RUNNER_IMAGE=kiln-runner:0.1.0 -t kiln:0.1.0 .
 #
-# These machines have no container engine: the file is kept correct by review (docs/kubernetes.md).
+# The tested path is scripts/images, which builds the same image without Docker or a registry.
+# These machines have no container engine, so this file is kept in step with it by review.
 
 ARG RUNNER_IMAGE=kiln-runner:0.1.0
 
@@ -16,6 +17,8 @@ RUN cargo build --release --locked --bin kiln
 
 FROM ${RUNNER_IMAGE}
 COPY --from=build /src/target/release/kiln /usr/local/bin/kiln
+USER 0
+RUN mkdir -p /var/lib/kiln && chown 65532:65532 /var/lib/kiln
 USER 65532:65532
 WORKDIR /var/lib/kiln
 ENTRYPOINT ["kiln"]
