@@ -69,6 +69,18 @@ pub struct Job {
     /// after the job frame, and its output is sent as it comes.
     #[serde(default)]
     pub interactive: bool,
+    /// The language's warm cache (Go's standard library build), for a runner whose image carries
+    /// it filled: where the job sees it. Local pods get it as an overlay from the host instead.
+    #[serde(default)]
+    pub warm_cache: Option<WarmUse>,
+}
+
+/// A warm cache a runner image carries: `/var/cache/kiln/warm/<dir>`, laid at `path` (the
+/// language's cache variable, e.g. GOCACHE=/tmp/go-cache) with a writable layer per job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WarmUse {
+    pub dir: String,
+    pub path: String,
 }
 
 impl Job {

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub k8s_pods_deleted: IntCounterVec,
     pub k8s_api_requests: IntCounterVec,
     pub k8s_api_errors: IntCounterVec,
+    pub k8s_job_phase: HistogramVec,
 }
 
 impl Metrics {
@@ -90,7 +91,22 @@ impl Metrics {
         registry
             .register(Box::new(kafka_lag.clone()))
             .expect("unique metric");
+        let k8s_job_phase = HistogramVec::new(
+            HistogramOpts::new(
+                "kiln_k8s_job_phase_seconds",
+                "Where a job's time goes on a Kubernetes runner pod: claim (the API server's patch), exec_connect (the exec stream through the API server and kubelet), runner (the runner's own work, by its clock), exec_transfer (the rest of the exec round trip)",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["phase"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(k8s_job_phase.clone()))
+            .expect("unique metric");
         Metrics {
+            k8s_job_phase,
             kafka_lag,
             kafka_paused_partitions: gauge(
                 "kiln_kafka_paused_partitions",

@@ -495,6 +495,13 @@ impl Submission {
             prebuilt: None,
             keep_artifact: false,
             interactive: false,
+            warm_cache: lang
+                .warm_cache
+                .as_ref()
+                .map(|(_, path)| crate::job::WarmUse {
+                    dir: format!("{}-{}", lang.name, lang.version),
+                    path: path.display().to_string(),
+                }),
         })
     }
 

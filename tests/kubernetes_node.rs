@@ -162,14 +162,10 @@ fn runner_image() -> String {
         .to_string()
 }
 
-#[test]
-fn a_pool_on_the_real_node_runs_jobs_in_real_containers() {
-    let Some(kubeconfig) = cluster() else { return };
-    let Some(node) = real_node() else { return };
-    let image = runner_image();
-    let ns = Namespace::new(&kubeconfig, "real-pool");
-    // Kiln's hardened runner pod, sent to the real node.
-    let template = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {
+/// Kiln's hardened runner pod (the default one Kiln makes), sent to the real node, with a
+/// memory limit of `memory`.
+fn real_node_pod(image: &str, memory: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}, "spec": {
         "nodeSelector": {"kiln.dev/node": "real"},
         "tolerations": [{"key": "kiln.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
         "automountServiceAccountToken": false, "enableServiceLinks": false,
@@ -184,36 +180,62 @@ fn a_pool_on_the_real_node_runs_jobs_in_real_containers() {
             "securityContext": {"allowPrivilegeEscalation": false, "privileged": false,
                                 "readOnlyRootFilesystem": true, "runAsNonRoot": true,
                                 "capabilities": {"drop": ["ALL"]}},
-            "resources": {"requests": {"cpu": "1", "memory": "512Mi"},
-                          "limits": {"cpu": "1", "memory": "512Mi"}},
+            "resources": {"requests": {"cpu": "1", "memory": memory},
+                          "limits": {"cpu": "1", "memory": memory}},
             "volumeMounts": [{"name": "work", "mountPath": "/work"}]
         }],
         "volumes": [{"name": "work", "emptyDir": {"sizeLimit": "256Mi"}}]
-    }});
-    let dir = std::env::temp_dir().join(format!("kiln-real-pool-{}", std::process::id()));
+    }})
+}
+
+/// A `kiln serve` whose pool of `min` to `max` standby pods (of `memory` each) lives on the real
+/// node, in `ns`.
+fn real_pool(
+    ns: &Namespace,
+    kubeconfig: &std::path::Path,
+    instance: &str,
+    min: u32,
+    max: u32,
+    memory: &str,
+) -> Server {
+    let dir = std::env::temp_dir().join(format!("kiln-{}-{instance}", ns.name));
     std::fs::create_dir_all(&dir).unwrap();
     let template_file = dir.join("pod.json");
-    std::fs::write(&template_file, template.to_string()).unwrap();
+    std::fs::write(
+        &template_file,
+        real_node_pod(&runner_image(), memory).to_string(),
+    )
+    .unwrap();
     let config = dir.join("kiln.toml");
     std::fs::write(
         &config,
         format!(
             "pods = \"kubernetes\"\nwatchdog_grace_ms = 60000\n[kubernetes]\nnamespace = \"{}\"\n\
-             instance = \"real-0\"\nkubeconfig = \"{}\"\npod_template = \"{}\"\n\
-             ready_timeout_secs = 120\n[[kubernetes.pools]]\nname = \"default\"\nmin = 2\nmax = 3\n",
+             instance = \"{instance}\"\nkubeconfig = \"{}\"\npod_template = \"{}\"\n\
+             ready_timeout_secs = 120\n[[kubernetes.pools]]\nname = \"default\"\nmin = {min}\nmax = {max}\n",
             ns.name,
             kubeconfig.display(),
             template_file.display()
         ),
     )
     .unwrap();
-    let server = Server::start("real-pool", &[("KILN_CONFIG", config.to_str().unwrap())]);
+    Server::start(instance, &[("KILN_CONFIG", config.to_str().unwrap())])
+}
 
-    let run = |body: Value| {
-        let (code, r) = server.post("/v1/submissions?wait=true", &body);
-        assert_eq!(code, 200, "{r}");
-        r
-    };
+/// Runs `body` to its result through `server`.
+fn run(server: &Server, body: Value) -> Value {
+    let (code, r) = server.post("/v1/submissions?wait=true", &body);
+    assert_eq!(code, 200, "{r}");
+    r
+}
+
+#[test]
+fn a_pool_on_the_real_node_runs_jobs_in_real_containers() {
+    let Some(kubeconfig) = cluster() else { return };
+    let Some(node) = real_node() else { return };
+    let ns = Namespace::new(&kubeconfig, "real-pool");
+    let server = real_pool(&ns, &kubeconfig, "real-0", 2, 3, "512Mi");
+    let run = |body: Value| run(&server, body);
     let echo =
         run(json!({"language": "python", "source": "print(input()[::-1])", "stdin": "kiln"}));
     assert_eq!(
@@ -231,6 +253,14 @@ fn a_pool_on_the_real_node_runs_jobs_in_real_containers() {
         json!({"language": "java", "source": "public class Main { public static void main(String[] a) { System.out.println(\"hello from java\"); } }"}),
     );
     assert_eq!(java["stdout"], "hello from java\n", "{java}");
+    // Go compiles against the standard library the image built at build time: the job's GOCACHE
+    // is its own directory of links into the image's cache, and what this build adds is its own.
+    let go = run(json!({"language": "go", "source": GO_CACHE_PROBE}));
+    assert_eq!(
+        (go["status"].as_str(), go["stdout"].as_str()),
+        (Some("accepted"), Some("hello from go; cached entries linked from the image: true; new entries of its own: true\n")),
+        "{go}"
+    );
     let broken = run(json!({"language": "c", "source": "int main(void) { return x; }"}));
     assert_eq!(broken["status"], "compile_error", "{broken}");
     let failing = run(json!({"language": "python", "source": "import sys\nsys.exit(3)"}));
@@ -254,5 +284,333 @@ fn a_pool_on_the_real_node_runs_jobs_in_real_containers() {
         }
     }
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Go program that says whether its GOCACHE holds links into the image's warm cache and files
+/// of its own.
+const GO_CACHE_PROBE: &str = r#"package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func main() {
+	links, own := 0, 0
+	filepath.Walk(os.Getenv("GOCACHE"), func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return nil
+		}
+		if info.Mode()&os.ModeSymlink != 0 {
+			if to, e := os.Readlink(p); e == nil && strings.HasPrefix(to, "/var/cache/kiln/warm/go-") {
+				links++
+			}
+		} else if info.Mode().IsRegular() && strings.HasSuffix(p, "-d") {
+			own++
+		}
+		return nil
+	})
+	fmt.Printf("hello from go; cached entries linked from the image: %v; new entries of its own: %v\n", links > 100, own > 0)
+}
+"#;
+
+/// The container IDs containerd holds for pod `name`.
+fn containers_of(pod: &str) -> Vec<String> {
+    let filter = format!("labels.\"io.kubernetes.pod.name\"=={pod}");
+    let listed = Command::new("ctr")
+        .args([
+            "--address",
+            "/run/kiln-node/containerd.sock",
+            "-n",
+            "k8s.io",
+            "containers",
+            "ls",
+            "-q",
+            &filter,
+        ])
+        .output()
+        .expect("ctr runs");
+    String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `what` holds, or panics.
+fn eventually(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < until,
+            "{what}: not within {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn the_runner_under_the_real_runtime_reports_its_layers_and_holds_hostile_programs() {
+    let Some(kubeconfig) = cluster() else { return };
+    let Some(_node) = real_node() else { return };
+    let ns = Namespace::new(&kubeconfig, "real-hostile");
+    let log = k8s::PodLog::start(&ns);
+    let server = real_pool(&ns, &kubeconfig, "hostile-0", 2, 3, "256Mi");
+
+    // What the runner finds around it in a standby pod, as an operator would ask it.
+    ns.wait_pods(
+        "a Ready standby pod",
+        std::time::Duration::from_secs(120),
+        |p| {
+            p.values()
+                .any(|(_, claimed, ready)| *ready && claimed.is_empty())
+        },
+    );
+    let standby = ns
+        .runner_pods()
+        .into_iter()
+        .find(|(_, (_, claimed, ready))| *ready && claimed.is_empty())
+        .map(|(name, _)| name)
+        .expect("a standby pod");
+    let layers: Value =
+        serde_json::from_str(&ns.kubectl(&["exec", &standby, "--", "kiln-runner", "layers"]))
+            .expect("the runner reports its layers as JSON");
+    assert_eq!(
+        (layers["uid"].as_u64(), layers["gid"].as_u64()),
+        (Some(65534), Some(65534)),
+        "{layers}"
+    );
+    assert_eq!(
+        layers["capabilities"], "0000000000000000",
+        "no capabilities: {layers}"
+    );
+    assert_eq!(
+        layers["seccomp"], "filter",
+        "the runtime's RuntimeDefault profile: {layers}"
+    );
+    assert_eq!(layers["no_new_privs"], true, "{layers}");
+    assert_eq!(layers["read_only_root"], true, "{layers}");
+    assert_eq!(
+        layers["memory_limit_bytes"],
+        256u64 << 20,
+        "the container's limit: {layers}"
+    );
+    let off = layers["not_in_force"].to_string();
+    assert!(
+        off.contains("a cgroup of its own") && off.contains("uid switch"),
+        "{layers}"
+    );
+    let on = layers["in_force"].to_string();
+    assert!(
+        on.contains("seccomp filter of Kiln's own") && on.contains("rlimits"),
+        "{layers}"
+    );
+
+    // The same, seen by a program: uid 65534, no capabilities, a seccomp filter, and / refuses
+    // writes.
+    let inside = run(
+        &server,
+        json!({"language": "python", "source": "\
+import errno
+status = dict(l.split(':', 1) for l in open('/proc/self/status'))
+print(status['Uid'].split()[0], status['CapEff'].strip(), status['Seccomp'].strip())
+try:
+    open('/kiln-was-here', 'w')
+    print('wrote to /')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"}),
+    );
+    assert_eq!(
+        inside["stdout"], "65534 0000000000000000 2\nEROFS\n",
+        "{inside}"
+    );
+
+    // A memory bomb meets the container's limit, and is judged by it.
+    let bomb = run(
+        &server,
+        json!({"language": "python", "source": "\
+chunks = []
+while True:
+    chunks.append(bytearray(8 << 20))
+", "limits": {"memory_bytes": 1u64 << 30}}),
+    );
+    assert_eq!(bomb["status"], "memory_limit_exceeded", "{bomb}");
+    let message = bomb["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the pod's memory limit of 268435456 bytes"),
+        "{bomb}"
+    );
+
+    // A fork bomb is held by the pod's pids limit (the kubelet's podPidsLimit): fork fails.
+    let forks = run(
+        &server,
+        json!({"language": "c", "source": "\
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    for (int n = 0;; n++) {
+        pid_t p = fork();
+        if (p == 0) { pause(); _exit(0); }
+        if (p < 0) { printf(\"held after %d forks: %s\\n\", n, strerror(errno)); return 0; }
+    }
+}
+", "limits": {"wall_time_ms": 20000}}),
+    );
+    let said = forks["stdout"].as_str().unwrap_or_default();
+    let held: Option<u32> = said
+        .strip_prefix("held after ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    assert!(
+        held.is_some_and(|n| n < 1024) && said.contains("Resource temporarily unavailable"),
+        "{forks}"
+    );
+
+    // A sleep past its wall limit is a time limit, and its pod and container are gone after.
+    let sleeper = run(
+        &server,
+        json!({"language": "bash", "source": "exec sleep 987654",
+                                      "limits": {"wall_time_ms": 1500}}),
+    );
+    assert_eq!(sleeper["status"], "time_limit_exceeded", "{sleeper}");
+    let pod = log
+        .pod_of(sleeper["id"].as_str().unwrap())
+        .expect("a pod ran it");
+    eventually(
+        "the sleeper's pod deleted",
+        std::time::Duration::from_secs(60),
+        || !ns.runner_pods().contains_key(&pod),
+    );
+    eventually(
+        "the sleeper's container gone",
+        std::time::Duration::from_secs(60),
+        || containers_of(&pod).is_empty(),
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", "sleep 987654"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the sleep outlived its pod: {:?}",
+        left
+    );
+
+    // No network: neither the node's own address nor the bridge's gateway answers the job.
+    let node_ip = get(&ns, &format!("pod/{pod}"))["status"]["hostIP"]
+        .as_str()
+        .map(str::to_string);
+    let net = run(
+        &server,
+        json!({"language": "python", "source": format!("\
+import socket
+for host, port in [('{}', 10250), ('10.88.77.1', 9092), ('127.0.0.1', 9092)]:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        print(host, 'connected')
+    except OSError as e:
+        print(host, 'refused:', type(e).__name__)
+", node_ip.as_deref().unwrap_or("10.0.0.1"))}),
+    );
+    let said = net["stdout"].as_str().unwrap_or_default();
+    assert_eq!(said.lines().count(), 3, "{net}");
+    assert!(
+        !said.contains("connected"),
+        "the job reached the network: {net}"
+    );
+
+    // The pod's /etc is the image's: a file put in the host's /etc is not there.
+    let marker = format!("kiln-host-only-{}", std::process::id());
+    std::fs::write(format!("/etc/{marker}"), "host\n").unwrap();
+    let etc = run(
+        &server,
+        json!({"language": "python", "source": format!("\
+import os
+print('{marker}' in os.listdir('/etc'), open('/etc/os-release').read().splitlines()[0])
+")}),
+    );
+    let _ = std::fs::remove_file(format!("/etc/{marker}"));
+    let said = etc["stdout"].as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("False PRETTY_NAME=\"Debian GNU/Linux 12"),
+        "{etc}"
+    );
+    drop(server);
+}
+
+fn submit(server: &Server, body: &Value) -> String {
+    let (code, v) = server.post("/v1/submissions", body);
+    assert_eq!(code, 202, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_pod_deleted_and_a_scheduler_killed_mid_run_on_the_real_node_lose_no_job() {
+    let Some(kubeconfig) = cluster() else { return };
+    let Some(_node) = real_node() else { return };
+    let ns = Namespace::new(&kubeconfig, "real-crash");
+    let log = k8s::PodLog::start(&ns);
+    let mut server = real_pool(&ns, &kubeconfig, "crash-0", 2, 4, "256Mi");
+    let sleeper = |i: usize| {
+        json!({"language": "python", "source": format!("import time\ntime.sleep(2)\nprint({i})"),
+               "limits": {"wall_time_ms": 60000}})
+    };
+    let long = std::time::Duration::from_secs(180);
+
+    // A runner pod deleted from outside while its program sleeps: the job runs again elsewhere.
+    let id = submit(&server, &sleeper(0));
+    let mut victim = None;
+    eventually(
+        "a pod claimed the job",
+        std::time::Duration::from_secs(60),
+        || {
+            victim = log.pod_of(&id);
+            victim.is_some()
+        },
+    );
+    ns.kubectl(&[
+        "delete",
+        "pod",
+        victim.as_deref().unwrap(),
+        "--grace-period=0",
+        "--wait=false",
+    ]);
+    let r = server.wait_result(&id, long);
+    assert_eq!(
+        (r["status"].as_str(), r["stdout"].as_str()),
+        (Some("accepted"), Some("0\n")),
+        "{r}"
+    );
+    assert_eq!(r["attempts"], 2, "{r}");
+
+    // The scheduler SIGKILLed with jobs running, and started again on the same data dir.
+    let ids: Vec<String> = (1..=4).map(|i| submit(&server, &sleeper(i))).collect();
+    ns.wait_pods("jobs running", std::time::Duration::from_secs(60), |p| {
+        p.values().any(|(_, claimed, _)| !claimed.is_empty())
+    });
+    server.kill9();
+    server.boot();
+    for (i, id) in ids.iter().enumerate() {
+        let r = server.wait_result(id, long);
+        assert_eq!(
+            (r["status"].as_str(), r["stdout"].as_str()),
+            (Some("accepted"), Some(format!("{}\n", i + 1).as_str())),
+            "{r}"
+        );
+    }
+    // Every job answered once (one result each, above); no pod ran two jobs or was claimed twice
+    // (jobs_by_id checks every pod's life as the watch saw it).
+    let ran = log.jobs_by_id();
+    assert_eq!(ran.get(&id), Some(&2), "one pod per attempt: {ran:?}");
+    for id in &ids {
+        assert!(
+            ran.get(id).is_some_and(|&n| n >= 1),
+            "{id} ran in no pod: {ran:?}"
+        );
+    }
+    drop(server);
 }

@@ -1,6 +1,8 @@
 //! `kiln bench --kubernetes`: a job on a warm standby pod (claim + exec + outcome) against the
-//! naive path measured in the same run (create a pod for the job, wait for Ready, exec, delete),
-//! interleaved so that noise hits both alike; then claims per second and API requests per job.
+//! naive path measured in the same run (create a pod for the job, wait for Ready, exec, delete)
+//! and against `kiln serve`'s local pods on this machine, interleaved so that noise hits all
+//! alike; where a warm job's time goes, API requests per job, claims per second, and the node's
+//! pod churn (pods made Ready per second and the CPU each costs).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +28,16 @@ fn backend(
     instance: &str,
     size: usize,
 ) -> Result<KubeBackend, String> {
+    backend_with(base, namespace, instance, size, Arc::new(Metrics::new()))
+}
+
+fn backend_with(
+    base: &KubeSettings,
+    namespace: &str,
+    instance: &str,
+    size: usize,
+    metrics: Arc<Metrics>,
+) -> Result<KubeBackend, String> {
     let mut k = base.clone();
     k.namespace = namespace.to_string();
     k.instance = Some(instance.to_string());
@@ -35,7 +47,7 @@ fn backend(
         max: size,
         ..Default::default()
     }];
-    KubeBackend::start(k, Arc::new(Metrics::new())).map_err(|e| format!("{e:#}"))
+    KubeBackend::start(k, metrics).map_err(|e| format!("{e:#}"))
 }
 
 fn wait_standby(b: &KubeBackend, n: usize) -> Result<(), String> {
@@ -52,8 +64,9 @@ fn wait_standby(b: &KubeBackend, n: usize) -> Result<(), String> {
 /// Runs the measurements in a namespace of their own, removed afterwards.
 pub fn run(settings: &Settings, runs: usize) -> Result<String, String> {
     let mut k = settings.kubernetes.clone();
-    if k.runner_command == KubeSettings::default().runner_command {
-        // On a kwok cluster the exec'd command runs on this host: this build's runner.
+    if k.runner_command == KubeSettings::default().runner_command && k.pod_template.is_none() {
+        // On a kwok cluster the exec'd command runs on this host: this build's runner. (A pod
+        // template names a real node's image, whose runner is the one exec'd.)
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let runner: PathBuf = exe.with_file_name("kiln-runner");
         k.runner_command = vec![runner.display().to_string(), "exec".into()];
@@ -100,6 +113,35 @@ pub fn run(settings: &Settings, runs: usize) -> Result<String, String> {
     result
 }
 
+/// CPU time the whole machine has spent so far (every core, all but idle and iowait).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|cpu| {
+            cpu.split_whitespace()
+                .skip(1)
+                .enumerate()
+                .filter(|(i, _)| *i != 3 && *i != 4)
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// The sums of the backend's job phase histogram, by phase.
+fn phases(metrics: &Metrics) -> [f64; 4] {
+    ["claim", "exec_connect", "runner", "exec_transfer"].map(|p| {
+        metrics
+            .k8s_job_phase
+            .with_label_values(&[p])
+            .get_sample_sum()
+    })
+}
+
 fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, String> {
     let registry = Registry::load(None)?;
     let sub = Submission {
@@ -114,25 +156,32 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // `kiln serve`'s local pods on this machine, for the same job.
+    let local = crate::serve::local_backend(&Settings::default(), &registry)
+        .map_err(|e| format!("{e:#}"))?;
 
-    // (1) Warm standby pod against a pod made for the job, interleaved.
-    let pool = backend(k, namespace, "bench-warm", 2)?;
+    // (1) Warm standby pod, a pod made for the job, and a local pod, interleaved.
+    let metrics = Arc::new(Metrics::new());
+    let pool = backend_with(k, namespace, "bench-warm", 2, metrics.clone())?;
     wait_standby(&pool, 1)?;
-    let mut warm = Vec::new();
-    let mut cold = Vec::new();
+    let (mut warm, mut cold, mut on_local) = (Vec::new(), Vec::new(), Vec::new());
     let mut requests = 0u64;
+    let mut split = [0f64; 4];
     for i in 0..runs + 1 {
         wait_standby(&pool, 1)?;
         let pod = rt.block_on(pool.create(0)).map_err(|e| e.to_string())?;
         let before = pool.api_requests();
+        let phases_before = phases(&metrics);
         let t = Instant::now();
         let outcome = rt
             .block_on(pod.run(job.clone()))
             .map_err(|e| e.to_string())?;
         let took = t.elapsed();
+        let phases_after = phases(&metrics);
         if outcome.status != Status::Accepted || outcome.stdout.as_utf8() != Some("1\n") {
             return Err(format!("the warm run answered {outcome:?}"));
         }
+        let requests_warm = pool.api_requests() - before;
         // The replacement pod and the used pod's deletion are this job's cost too.
         wait_standby(&pool, 2)?;
         let t2 = Instant::now();
@@ -141,47 +190,86 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         if outcome.status != Status::Accepted {
             return Err(format!("the cold run answered {outcome:?}"));
         }
+        let standby = rt.block_on(local.create(0)).map_err(|e| e.to_string())?;
+        let t3 = Instant::now();
+        let outcome = rt
+            .block_on(standby.run(job.clone()))
+            .map_err(|e| e.to_string())?;
+        let local_took = t3.elapsed();
+        if outcome.status != Status::Accepted || outcome.stdout.as_utf8() != Some("1\n") {
+            return Err(format!("the local run answered {outcome:?}"));
+        }
         if i > 0 {
             warm.push(took);
             cold.push(cold_took);
-            requests += pool.api_requests() - before;
+            on_local.push(local_took);
+            requests += requests_warm;
+            for (s, (a, b)) in split.iter_mut().zip(phases_after.iter().zip(phases_before)) {
+                *s += a - b;
+            }
         }
     }
-    // The cold runs' requests: create, claim, exec, delete (4), counted above with the warm
-    // ones; report the warm path's alone by subtracting them.
-    let per_job = requests as f64 / runs as f64 - 4.0;
+    let per_job = requests as f64 / runs as f64;
     pool.shutdown();
+    local.shutdown();
 
-    // (2) Claims per second: 32 Ready standby pods claimed as fast as one scheduler can.
-    let claims = backend(k, namespace, "bench-claims", 32)?;
+    // (2) Claims per second: 16 Ready standby pods claimed as fast as one scheduler can.
+    let claims = backend(k, namespace, "bench-claims", 16)?;
     let mut rates = Vec::new();
     for _ in 0..3 {
-        wait_standby(&claims, 32)?;
-        let took = claims.claim_many(32, 4)?;
-        rates.push(32.0 / took.as_secs_f64());
+        wait_standby(&claims, 16)?;
+        let took = claims.claim_many(16, 4)?;
+        rates.push(16.0 / took.as_secs_f64());
     }
     claims.shutdown();
     rates.sort_by(|a, b| a.total_cmp(b));
 
-    let (w, c) = (Summary::of(warm), Summary::of(cold));
+    // (3) Pod churn: 12 pods asked for at once, created and made Ready; the machine's CPU
+    // meanwhile (the node's kubelet, containerd, runc and shims, and the control plane beside
+    // them on this machine), per pod.
+    let (t, cpu) = (Instant::now(), machine_busy());
+    let churn = backend(k, namespace, "bench-churn", 12)?;
+    wait_standby(&churn, 12)?;
+    let (churn_took, churn_cpu) = (t.elapsed(), machine_busy().saturating_sub(cpu));
+    churn.shutdown();
+    let churn_rate = 12.0 / churn_took.as_secs_f64();
+    let churn_cpu_ms = churn_cpu.as_secs_f64() * 1000.0 / 12.0;
+
+    let (w, c, l) = (Summary::of(warm), Summary::of(cold), Summary::of(on_local));
+    let mean_ms = |sum: f64| sum * 1000.0 / runs as f64;
     Ok(format!(
-        "kubernetes: one job (python print(1)) on a warm standby pod vs a pod created for it, {runs} runs each, interleaved\n\
+        "kubernetes: one job (python print(1)) on a warm standby pod, on a pod created for it, and on a local pod of this machine, {runs} runs each, interleaved\n\
          \x20 warm standby (claim + exec + outcome): p50 {}  p99 {}  mean {}\n\
          \x20 pod made per job (create + Ready + exec + outcome): p50 {}  p99 {}  mean {}\n\
-         \x20 ratio cold/warm: p50 {:.1}x  mean {:.1}x\n\
+         \x20 local pod (kiln serve's, this machine): p50 {}  p99 {}  mean {}\n\
+         \x20 ratio per-job pod / warm pod: p50 {:.1}x  p99 {:.1}x  mean {:.1}x\n\
+         \x20 ratio warm pod / local pod: p50 {:.1}x  p99 {:.1}x\n\
+         \x20 a warm job's time (means): claim {:.2} ms, exec connect (API server + kubelet) {:.2} ms, runner {:.2} ms, rest of the exec round trip {:.2} ms\n\
          \x20 API requests per warm job: {per_job:.1} (claim, exec, delete, and the replacement's create)\n\
-         \x20 claims per second, one scheduler, 4 at a time: median {:.0}/s (of 3 rounds of 32: {:.0}, {:.0}, {:.0})",
+         \x20 claims per second, one scheduler, 4 at a time: median {:.0}/s (of 3 rounds of 16: {:.0}, {:.0}, {:.0})\n\
+         \x20 pod churn: 12 pods created to Ready in {} ({churn_rate:.1} pods/s), {churn_cpu_ms:.0} ms of machine CPU per pod",
         ms(w.p50),
         ms(w.p99),
         ms(w.mean),
         ms(c.p50),
         ms(c.p99),
         ms(c.mean),
+        ms(l.p50),
+        ms(l.p99),
+        ms(l.mean),
         c.p50.as_secs_f64() / w.p50.as_secs_f64(),
+        c.p99.as_secs_f64() / w.p99.as_secs_f64(),
         c.mean.as_secs_f64() / w.mean.as_secs_f64(),
+        w.p50.as_secs_f64() / l.p50.as_secs_f64(),
+        w.p99.as_secs_f64() / l.p99.as_secs_f64(),
+        mean_ms(split[0]),
+        mean_ms(split[1]),
+        mean_ms(split[2]),
+        mean_ms(split[3]),
         rates[1],
         rates[0],
         rates[1],
         rates[2],
+        ms(churn_took),
     ))
 }

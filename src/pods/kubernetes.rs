@@ -926,6 +926,10 @@ impl Inner {
             }
         }
         let claimed = t0.elapsed();
+        self.metrics
+            .k8s_job_phase
+            .with_label_values(&["claim"])
+            .observe(claimed.as_secs_f64());
         let outcome = self.exec(&name, &job, started, &cancel).await;
         tracing::debug!(pod = %name, ?claimed, total = ?t0.elapsed(), "ran a job");
         // The outcome goes back at once; the used pod is deleted behind it (and, should that
@@ -1035,6 +1039,7 @@ impl Inner {
             .max_stdin_buf_size(frame.len().max(64 << 10));
         // Reaching the pod: retried while the API server is away (the job has not started).
         let mut backoff = Duration::from_millis(100);
+        let connecting = Instant::now();
         let mut attached = loop {
             if let Some(why) = cancel.why() {
                 return Err(PodError::Lost(why));
@@ -1066,7 +1071,8 @@ impl Inner {
                 }
             }
         };
-        tracing::debug!(pod = name, "exec connected");
+        let connected = connecting.elapsed();
+        tracing::debug!(pod = name, ?connected, "exec connected");
         let mut stdin = attached.stdin().expect("stdin was asked for");
         let mut stdout = attached.stdout().expect("stdout was asked for");
         let mut stderr = attached.stderr().expect("stderr was asked for");
@@ -1092,18 +1098,25 @@ impl Inner {
         }
         let _ = stdin.flush().await;
         started();
+        let sent = Instant::now();
         let read = async {
-            let mut len = [0u8; 4];
-            stdout.read_exact(&mut len).await?;
-            let len = u32::from_le_bytes(len) as usize;
-            if len > MAX_FRAME {
-                return Err(std::io::Error::other(format!(
-                    "a report frame of {len} bytes"
-                )));
+            let mut timing = None;
+            loop {
+                let mut len = [0u8; 4];
+                stdout.read_exact(&mut len).await?;
+                let len = u32::from_le_bytes(len) as usize;
+                if len > MAX_FRAME {
+                    return Err(std::io::Error::other(format!(
+                        "a report frame of {len} bytes"
+                    )));
+                }
+                let mut payload = vec![0u8; len];
+                stdout.read_exact(&mut payload).await?;
+                match decode::<RunnerReport>(&payload).map_err(std::io::Error::other)? {
+                    RunnerReport::Timing(t) => timing = Some(t),
+                    report => return Ok((report, timing)),
+                }
             }
-            let mut payload = vec![0u8; len];
-            stdout.read_exact(&mut payload).await?;
-            decode::<RunnerReport>(&payload).map_err(std::io::Error::other)
         };
         tokio::pin!(read);
         // The exec stream's end: its status, or nothing when the connection broke. kube's stream
@@ -1137,7 +1150,27 @@ impl Inner {
                 }
             }
         };
+        let answered = sent.elapsed();
+        let (report, timing) = match report {
+            Ok((report, timing)) => (Ok(report), timing),
+            Err(e) => (Err(e), None),
+        };
         attached.abort();
+        // Where a job's time went: reaching the pod, the runner's own work (by its clock), and
+        // the rest of the round trip (API server, kubelet, runtime and back).
+        let runner = timing
+            .as_ref()
+            .map(|t| Duration::from_micros(t.done_us))
+            .unwrap_or_default();
+        let phase = |name: &str, d: Duration| {
+            self.metrics
+                .k8s_job_phase
+                .with_label_values(&[name])
+                .observe(d.as_secs_f64())
+        };
+        phase("exec_connect", connected);
+        phase("runner", runner);
+        phase("exec_transfer", answered.saturating_sub(runner));
         let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
         let diagnostics = String::from_utf8_lossy(&diagnostics.lock().unwrap()).into_owned();
         self.tell_layers(&diagnostics);
@@ -1157,14 +1190,17 @@ impl Inner {
     fn tell_layers(&self, diagnostics: &str) {
         let Some(line) = diagnostics
             .lines()
-            .find(|l| l.starts_with("kiln-runner: in force"))
+            .find_map(|l| l.strip_prefix("kiln-runner: layers "))
         else {
             return;
         };
         let mut state = self.state.lock().unwrap();
         if !state.layers_told {
             state.layers_told = true;
-            tracing::info!("runner pods: {}", line.trim_start_matches("kiln-runner: "));
+            tracing::info!(
+                "runner pods' layers, as the runner found them: {}",
+                line.trim()
+            );
         }
     }
 }

@@ -167,6 +167,12 @@ pub fn execute(
         .as_ref()
         .map(|c| c.oom_kills())
         .unwrap_or(0);
+    // In a Kubernetes pod the container's own cgroup bounds memory, and its OOM killer is the one
+    // that ends a program over it.
+    let pod_oom_before = isolation
+        .pod_bounds
+        .then(super::layers::container_oom_kills)
+        .flatten();
     let cpu_before = isolation
         .cgroup
         .as_ref()
@@ -252,7 +258,10 @@ pub fn execute(
         .cgroup
         .as_ref()
         .map(|c| c.oom_kills() > oom_before)
-        .unwrap_or(false);
+        .unwrap_or(false)
+        || pod_oom_before
+            .zip(super::layers::container_oom_kills())
+            .is_some_and(|(before, after)| after > before);
     let [stdout, stderr] = watch.buffers;
     Ok(Execution {
         exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),

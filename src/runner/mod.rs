@@ -2,6 +2,7 @@
 //! The same code runs as pid 1 of a local standby pod and inside a Kubernetes pod.
 
 pub mod execute;
+pub mod layers;
 pub mod pod;
 pub mod protocol;
 pub mod pyfork;
@@ -25,10 +26,15 @@ pub fn main(args: &[String]) -> i32 {
         Some("run") => pod::run_direct(args.iter().any(|a| a == "--json")),
         Some("exec") => pod::run_exec(),
         Some("standby") => pod::stand_by(),
+        Some("layers") => {
+            println!("{}", layers::Layers::here().line());
+            0
+        }
         _ => {
             eprintln!("usage: kiln-runner run [--json] < job    (one job on stdin, its outcome on stdout)");
             eprintln!("       kiln-runner exec                 (one job frame on stdin, one report frame on stdout; exec'd in a Kubernetes pod)");
             eprintln!("       kiln-runner standby              (a Kubernetes runner pod's main process: waits to be exec'd into)");
+            eprintln!("       kiln-runner layers               (what isolation surrounds the runner here and what it adds, as JSON)");
             eprintln!("       kiln-runner pod                  (pid 1 of a local standby pod; started by kiln)");
             eprintln!(
                 "       kiln-runner fork-server          (the Python fork server; started by kiln)"
@@ -292,13 +298,13 @@ fn verdict(
         );
     }
     if run.oom_killed {
-        return (
-            Status::MemoryLimitExceeded,
-            Some(format!(
-                "memory limit of {} bytes exceeded",
-                limits.memory_bytes
-            )),
-        );
+        let message = match (isolation.pod_bounds, layers::container_memory_limit()) {
+            (true, Some(pod)) => format!(
+                "the pod's memory limit of {pod} bytes was reached: the container's OOM killer ended the program"
+            ),
+            _ => format!("memory limit of {} bytes exceeded", limits.memory_bytes),
+        };
+        return (Status::MemoryLimitExceeded, Some(message));
     }
     let cpu_signal = matches!(run.signal, Some(libc::SIGXCPU))
         || (run.signal == Some(libc::SIGKILL) && run.cpu_time_ms >= limits.cpu_time_ms);

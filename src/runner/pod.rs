@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::execute::Isolation;
@@ -166,14 +166,18 @@ pub fn run_direct(json: bool) -> i32 {
     }
 }
 
-/// Exec mode (a Kubernetes pod): one `Job` frame on stdin, one `RunnerReport::Finished` frame on
-/// stdout. Exactly one frame is read, never "until end of input": an exec stream's stdin may not
-/// close. Before the job runs, stderr says which of the runner's own layers are in force here.
+/// Exec mode (a Kubernetes pod): one `Job` frame on stdin; on stdout the job's `Timing` frame, then
+/// one `RunnerReport::Finished` (or `Built`) frame. Exactly one frame is read, never "until end of input": an exec stream's stdin may not
+/// close. Before the job runs, stderr's first line reports the layers around the runner and what it
+/// adds (`super::layers`).
 pub fn run_exec() -> i32 {
     let mut input = io::stdin().lock();
     let outcome = match read_frame::<Job>(&mut input) {
         Ok(Some(job)) => {
-            eprintln!("kiln-runner: {}", layers_here());
+            eprintln!(
+                "kiln-runner: layers {}",
+                super::layers::Layers::here().line()
+            );
             run_in_temp_dir(&job, true)
         }
         Ok(None) => Outcome::failed(Status::Rejected, "no job arrived on stdin"),
@@ -182,42 +186,23 @@ pub fn run_exec() -> i32 {
             format!("the job could not be decoded: {e}"),
         ),
     };
+    // Where the time went in the pod, then the outcome, in one write.
+    let mut outcome = outcome;
+    let timing = outcome.timing.take().map(RunnerReport::Timing);
+    let frames = timing
+        .iter()
+        .chain(std::iter::once(&RunnerReport::finished(outcome)))
+        .map(super::protocol::encode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io::Error::other);
     let mut out = io::stdout().lock();
-    match write_frame(&mut out, &RunnerReport::finished(outcome)) {
+    match frames.and_then(|f| out.write_all(&f.concat()).and_then(|()| out.flush())) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("kiln-runner: writing the outcome: {e}");
             2
         }
     }
-}
-
-/// What the runner can add to the pod it is exec'd in, and what it cannot.
-pub fn layers_here() -> String {
-    let root = unsafe { libc::geteuid() } == 0;
-    let landlock = crate::sandbox::landlock::abi_version();
-    let mut on = vec!["rlimits", "no_new_privs", "seccomp"];
-    let mut off = vec![
-        "cgroup of its own, RLIMIT_AS and RLIMIT_NPROC (the pod's memory limit and the node's pids limit bound the job)",
-    ];
-    if landlock > 0 {
-        on.push("landlock");
-    } else {
-        off.push("landlock (the kernel has none)");
-    }
-    if root {
-        on.push("uid 65534 for the program");
-    } else {
-        off.push("uid switch (already not root: the pod's runAsNonRoot)");
-    }
-    if std::process::id() != 1 {
-        off.push("pid namespace of its own (the pod's own)");
-    }
-    format!(
-        "in force: {}; not in force: {}",
-        on.join(", "),
-        off.join(", ")
-    )
 }
 
 /// Standby mode: a Kubernetes runner pod's main process. It does nothing until the pod is
@@ -281,6 +266,12 @@ fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
                 *a = crate::job::move_tmp(a, &tmp);
             }
         }
+        if let Some(warm) = &job.warm_cache {
+            let at = PathBuf::from(crate::job::move_tmp(&warm.path, &tmp));
+            if let Err(e) = lay_warm_cache(&image_warm_root().join(&warm.dir), &at, sandbox_user) {
+                eprintln!("kiln-runner: the warm cache {} is not used: {e}", warm.dir);
+            }
+        }
         moved = j;
         &moved
     } else {
@@ -289,4 +280,46 @@ fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
     let outcome = run_job(job, &dir, &isolation, Vec::new(), None);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
+}
+
+/// Where a runner image keeps its warm caches (`docker/runner-setup.sh warm`); `KILN_WARM_CACHE_DIR`
+/// names another.
+fn image_warm_root() -> PathBuf {
+    std::env::var_os("KILN_WARM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kiln/warm"))
+}
+
+/// Lays the read-only cache `from` (filled at image build, marked by `.kiln-warm`) at `to` with
+/// a writable layer, as a local pod's overlay does but with no mount: `to`'s directories are the
+/// job's own, each entry a symlink into the image. The tool reads the entries through the links
+/// and writes new ones beside them; the top level's few small files are copied, being rewritten
+/// in place (Go's trim.txt). Nothing is laid when the cache is absent or unfilled.
+fn lay_warm_cache(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    if !from.join(".kiln-warm").is_file() {
+        return Ok(());
+    }
+    fn walk(from: &Path, to: &Path, top: bool, owner: Option<(u32, u32)>) -> io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(to, Some(uid), Some(gid))?;
+        }
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let (source, target) = (entry.path(), to.join(entry.file_name()));
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(&source, &target, false, owner)?;
+            } else if top {
+                std::fs::copy(&source, &target)?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(&target, Some(uid), Some(gid))?;
+                }
+            } else {
+                std::os::unix::fs::symlink(&source, &target)?;
+            }
+        }
+        Ok(())
+    }
+    walk(from, to, true, owner)
 }
