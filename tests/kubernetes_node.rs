@@ -614,3 +614,350 @@ fn a_pod_deleted_and_a_scheduler_killed_mid_run_on_the_real_node_lose_no_job() {
     }
     drop(server);
 }
+
+/// The gateway of the real node's pod bridge: this host, as its pods reach it.
+const GATEWAY: &str = "10.88.77.1";
+
+/// The images `scripts/images build` made and imported (cached): (runner, kiln).
+fn images() -> (String, String) {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/images"))
+        .arg("build")
+        .output()
+        .expect("scripts/images runs");
+    assert!(
+        out.status.success(),
+        "scripts/images build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let named = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} image named in {text:?}"))
+            .trim()
+            .to_string()
+    };
+    (named("kiln-runner:"), named("kiln:"))
+}
+
+/// A Kafka broker the real node's pods reach: its own, listening on the bridge's gateway
+/// (`scripts/kafka` with KILN_KAFKA_HOST), started when it is not running.
+fn broker_for_pods() -> String {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+        .arg("up")
+        .env("KILN_KAFKA_PORT", "19092")
+        .env("KILN_KAFKA_HOST", GATEWAY)
+        .output()
+        .expect("scripts/kafka runs");
+    assert!(
+        out.status.success(),
+        "a broker on {GATEWAY} could not be started: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `kubectl port-forward` to `target` in `ns` on a free loopback port; the child and the port.
+fn port_forward(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    target: &str,
+    port: u16,
+) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(k8s::bin("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "port-forward",
+            "-n",
+            ns,
+            "--address",
+            "127.0.0.1",
+            target,
+            &format!(":{port}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward starts");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // "Forwarding from 127.0.0.1:PORT -> TARGET"
+    let local = first
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port-forward said {first:?}"));
+    (child, local)
+}
+
+/// Waits until `ns` has no pods left (`helm uninstall`, `kubectl delete`: the garbage collector
+/// removes the runner pods after their owner).
+fn wait_no_pods(kubeconfig: &std::path::Path, ns: &str) {
+    let kubeconfig = kubeconfig.to_path_buf();
+    let mut left = String::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < until {
+        left = kubectl(&kubeconfig, &["get", "pods", "-n", ns, "-o", "name"]);
+        if left.trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("pods left in {ns}: {left}");
+}
+
+/// Every pod of `ns` ran on the real node in a real container; returns their names.
+fn pods_on_the_real_node(kubeconfig: &std::path::Path, ns: &str, node: &str) -> Vec<String> {
+    let pods: Value = serde_json::from_str(&kubectl(
+        &kubeconfig.to_path_buf(),
+        &["get", "pods", "-n", ns, "-o", "json"],
+    ))
+    .unwrap();
+    let items = pods["items"].as_array().cloned().unwrap_or_default();
+    for pod in &items {
+        assert_eq!(pod["spec"]["nodeName"], node, "{pod}");
+        if pod["status"]["phase"] == "Running" {
+            let id = pod["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(id.starts_with("containerd://"), "{pod}");
+        }
+    }
+    items
+        .iter()
+        .map(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The API server's port, from the cluster's kubeconfig (pods reach it on the gateway).
+fn api_server_port(kubeconfig: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .and_then(|url| url.rsplit(':').next())
+        .expect("a server URL in the kubeconfig")
+        .trim()
+        .to_string()
+}
+
+/// A submission through the API Service (port-forwarded to loopback) runs and returns.
+fn submit_through(port: u16) -> Value {
+    let body = json!({"language": "python", "source": "print(6 * 7)"});
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = ureq::post(&format!("http://127.0.0.1:{port}/v1/submissions?wait=true"))
+            .timeout(std::time::Duration::from_secs(60))
+            .send_json(&body);
+        match r {
+            Ok(resp) => return resp.into_json().unwrap(),
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "the API never answered: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_chart_and_the_manifests_run_jobs_end_to_end_on_the_real_node() {
+    let Some(kubeconfig) = cluster() else { return };
+    let Some(node) = real_node() else { return };
+    let (runner, kiln) = images();
+    let brokers = broker_for_pods();
+    let api_port = api_server_port(&kubeconfig);
+    let run_id = std::process::id();
+    let on_node = json!({"kiln.dev/node": "real"});
+    let tolerate =
+        json!([{"key": "kiln.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}]);
+    let small = json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}});
+    let (runner_repo, runner_tag) = runner.split_once(':').unwrap();
+    let (kiln_repo, kiln_tag) = kiln.split_once(':').unwrap();
+
+    // The chart, as an operator of a one-node cluster without kube-proxy installs it: the images
+    // built here, a broker the pods reach, the scheduler told where the API server is.
+    let values = json!({
+        "image": {"repository": kiln_repo, "tag": kiln_tag},
+        "kafka": {"brokers": brokers, "submissionsTopic": format!("chart-{run_id}.submissions"),
+                  "resultsTopic": format!("chart-{run_id}.results"),
+                  "deadLetterTopic": format!("chart-{run_id}.dead-letter"), "group": format!("chart-{run_id}")},
+        "api": {"replicas": 1, "resources": small, "nodeSelector": on_node, "tolerations": tolerate},
+        "scheduler": {"replicas": 1, "resources": small, "nodeSelector": on_node, "tolerations": tolerate,
+                      "hostAliases": [{"ip": GATEWAY, "hostnames": ["kubernetes.default.svc"]}],
+                      "extraEnv": [{"name": "KUBERNETES_SERVICE_HOST", "value": "kubernetes.default.svc"},
+                                   {"name": "KUBERNETES_SERVICE_PORT", "value": api_port}]},
+        "runner": {"image": {"repository": runner_repo, "tag": runner_tag},
+                   "resources": {"cpu": "250m", "memory": "256Mi"},
+                   "nodeSelector": on_node, "tolerations": tolerate},
+        "pools": [{"name": "default", "languages": [], "min": 1, "max": 2}],
+        "podDisruptionBudget": {"enabled": false}
+    });
+    let dir = std::env::temp_dir().join(format!("kiln-chart-real-{run_id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let values_file = dir.join("values.json");
+    std::fs::write(&values_file, values.to_string()).unwrap();
+    let release = format!("real{run_id}");
+    let ns = format!("kiln-chart-real-{run_id}");
+    let helm = |args: &[&str]| {
+        let out = Command::new(k8s::bin("helm"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm {args:?} failed: {}{}\npods: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            kubectl(&kubeconfig, &["get", "pods", "-n", &ns, "-o", "wide"])
+        );
+    };
+    helm(&[
+        "install",
+        &release,
+        CHART,
+        "-n",
+        &ns,
+        "--create-namespace",
+        "-f",
+        values_file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "240s",
+    ]);
+    let pods = pods_on_the_real_node(&kubeconfig, &ns, &node);
+    assert!(pods.iter().any(|p| p.contains("-kiln-api-")), "{pods:?}");
+    assert!(
+        pods.iter().any(|p| p.contains("-kiln-scheduler-")),
+        "{pods:?}"
+    );
+    let (mut forward, port) =
+        port_forward(&kubeconfig, &ns, &format!("svc/{release}-kiln-api"), 80);
+    let r = submit_through(port);
+    let _ = forward.kill();
+    assert_eq!(
+        (r["status"].as_str(), r["stdout"].as_str()),
+        (Some("accepted"), Some("42\n")),
+        "{r}"
+    );
+    let pods = pods_on_the_real_node(&kubeconfig, &ns, &node);
+    assert!(
+        pods.iter().any(|p| p.starts_with("kiln-default-")),
+        "a runner pod: {pods:?}"
+    );
+    helm(&["uninstall", &release, "-n", &ns, "--wait"]);
+    wait_no_pods(&kubeconfig, &ns);
+    let _ = kubectl(&kubeconfig, &["delete", "namespace", &ns, "--wait=false"]);
+
+    // k8s-config/, with an operator's edits: the images, the broker, the API server's address,
+    // the node, and resources that fit one node.
+    let manifests = dir.join("k8s-config");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let placement = "      nodeSelector: {kiln.dev/node: real}\n      tolerations: [{key: kiln.dev/real-node, operator: Exists, effect: NoSchedule}]\n";
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/k8s-config")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text = text
+            .replace("kafka.kafka.svc:9092", &brokers)
+            .replace("\"kiln.submissions\"", &format!("\"manifests-{run_id}.submissions\""))
+            .replace("\"kiln.results\"", &format!("\"manifests-{run_id}.results\""))
+            .replace("\"kiln.dead-letter\"", &format!("\"manifests-{run_id}.dead-letter\""))
+            .replace("group = \"kiln\"", &format!("group = \"manifests-{run_id}\""))
+            .replace("min = 4", "min = 1")
+            .replace("max = 32", "max = 2")
+            .replace("image: kiln:0.1.0", &format!("image: {kiln}"))
+            .replace("\"image\": \"kiln-runner:0.1.0\"", &format!("\"image\": \"{runner}\""))
+            .replace("  replicas: 2\n", "  replicas: 1\n")
+            .replace("requests: {cpu: 250m,", "requests: {cpu: 100m,")
+            .replace("{\"cpu\": \"1\", \"memory\": \"512Mi\"}", "{\"cpu\": \"250m\", \"memory\": \"256Mi\"}")
+            // The runner pod on the real node.
+            .replace(
+                "      \"spec\": {\n        \"serviceAccountName\": \"kiln-runner\",",
+                "      \"spec\": {\n        \"nodeSelector\": {\"kiln.dev/node\": \"real\"},\n        \"tolerations\": [{\"key\": \"kiln.dev/real-node\", \"operator\": \"Exists\", \"effect\": \"NoSchedule\"}],\n        \"serviceAccountName\": \"kiln-runner\",",
+            )
+            // The API and scheduler pods on the real node; the scheduler reaches the API server
+            // on the gateway (no kube-proxy here).
+            .replace("      serviceAccountName: kiln-api\n", &format!("{placement}      serviceAccountName: kiln-api\n"))
+            .replace(
+                "      serviceAccountName: kiln-scheduler\n",
+                &format!("{placement}      hostAliases: [{{ip: \"{GATEWAY}\", hostnames: [kubernetes.default.svc]}}]\n      serviceAccountName: kiln-scheduler\n"),
+            )
+            .replace(
+                "            - {name: KILN_KUBERNETES__INSTANCE, value: \"$(KILN_POD_NAME)\"}\n",
+                &format!("            - {{name: KILN_KUBERNETES__INSTANCE, value: \"$(KILN_POD_NAME)\"}}\n            - {{name: KUBERNETES_SERVICE_HOST, value: kubernetes.default.svc}}\n            - {{name: KUBERNETES_SERVICE_PORT, value: \"{api_port}\"}}\n"),
+            );
+        std::fs::write(manifests.join(path.file_name().unwrap()), text).unwrap();
+    }
+    let _ = Command::new(k8s::bin("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "delete",
+            "namespace",
+            "kiln",
+            "--wait=true",
+            "--ignore-not-found",
+        ])
+        .output();
+    kubectl(&kubeconfig, &["apply", "-f", manifests.to_str().unwrap()]);
+    kubectl(
+        &kubeconfig,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "kiln",
+            "deployment/kiln-api",
+            "--timeout=240s",
+        ],
+    );
+    kubectl(
+        &kubeconfig,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "kiln",
+            "statefulset/kiln-scheduler",
+            "--timeout=240s",
+        ],
+    );
+    let (mut forward, port) = port_forward(&kubeconfig, "kiln", "svc/kiln-api", 80);
+    let r = submit_through(port);
+    let _ = forward.kill();
+    assert_eq!(
+        (r["status"].as_str(), r["stdout"].as_str()),
+        (Some("accepted"), Some("42\n")),
+        "{r}"
+    );
+    let pods = pods_on_the_real_node(&kubeconfig, "kiln", &node);
+    assert!(
+        pods.iter().any(|p| p.starts_with("kiln-default-")),
+        "a runner pod: {pods:?}"
+    );
+    kubectl(
+        &kubeconfig,
+        &["delete", "-f", manifests.to_str().unwrap(), "--wait=true"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/kiln");
