@@ -276,7 +276,8 @@ struct Inner {
 /// The Kubernetes pod backend.
 pub struct KubeBackend {
     inner: Arc<Inner>,
-    rt: tokio::runtime::Runtime,
+    /// Taken only when the backend is dropped.
+    rt: std::mem::ManuallyDrop<tokio::runtime::Runtime>,
 }
 
 impl KubeBackend {
@@ -302,7 +303,10 @@ impl KubeBackend {
         let inner = Arc::new(inner);
         rt.spawn(inner.clone().watch());
         rt.spawn(inner.clone().maintain_pools());
-        Ok(KubeBackend { inner, rt })
+        Ok(KubeBackend {
+            inner,
+            rt: std::mem::ManuallyDrop::new(rt),
+        })
     }
 
     /// Runs `job` on a pod made for it (create, wait for Ready, exec, delete): the naive path
@@ -1461,6 +1465,10 @@ impl StandbyPod for KubePod {
 impl Drop for KubeBackend {
     fn drop(&mut self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
+        // Dropped from inside the actor system (a scheduler that failed to start, say), a runtime
+        // may not wait for its threads: it is let go without waiting.
+        let rt = unsafe { std::mem::ManuallyDrop::take(&mut self.rt) };
+        rt.shutdown_background();
     }
 }
 
