@@ -181,9 +181,9 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         if outcome.status != Status::Accepted || outcome.stdout.as_utf8() != Some("1\n") {
             return Err(format!("the warm run answered {outcome:?}"));
         }
-        let requests_warm = pool.api_requests() - before;
         // The replacement pod and the used pod's deletion are this job's cost too.
         wait_standby(&pool, 2)?;
+        let requests_warm = pool.api_requests() - before;
         let t2 = Instant::now();
         let outcome = pool.run_cold(job.clone()).map_err(|e| e.to_string())?;
         let cold_took = t2.elapsed();

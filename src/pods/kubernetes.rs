@@ -1082,7 +1082,7 @@ impl Inner {
         let mut stderr = attached.stderr().expect("stderr was asked for");
         let diagnostics = Arc::new(Mutex::new(Vec::new()));
         let collect = diagnostics.clone();
-        let drain = tokio::spawn(async move {
+        let mut drain = tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stderr.read(&mut buf).await {
                 if n == 0 {
@@ -1175,7 +1175,12 @@ impl Inner {
         phase("exec_connect", connected);
         phase("runner", runner);
         phase("exec_transfer", answered.saturating_sub(runner));
-        let _ = tokio::time::timeout(Duration::from_millis(100), drain).await;
+        // The runner's stderr came before its outcome; the stream need not end for it (an aborted
+        // exec's stderr may stay open). Only a failed read waits a moment for the last words.
+        if report.is_err() {
+            let _ = tokio::time::timeout(Duration::from_millis(100), &mut drain).await;
+        }
+        drain.abort();
         let diagnostics = String::from_utf8_lossy(&diagnostics.lock().unwrap()).into_owned();
         self.tell_layers(&diagnostics);
         match report.map(RunnerReport::into_outcome) {
