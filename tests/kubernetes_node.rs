@@ -642,7 +642,8 @@ fn images() -> (String, String) {
 fn broker_for_pods() -> String {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
         .arg("up")
-        .env("KILN_KAFKA_PORT", "19092")
+        // Its own port: tests/kafka.rs starts and stops a private broker on 19092.
+        .env("KILN_KAFKA_PORT", "19192")
         .env("KILN_KAFKA_HOST", GATEWAY)
         .output()
         .expect("scripts/kafka runs");

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    AttachParams, AttachedProcess, DeleteParams, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
@@ -892,6 +894,7 @@ impl Inner {
         job: Job,
         started: Box<dyn FnOnce() + Send>,
         cancel: Arc<Cancel>,
+        mut early: Option<tokio::task::JoinHandle<Option<Early>>>,
     ) -> Result<Outcome, PodError> {
         let label = format!("{}/{}", job.id, self.instance);
         let t0 = Instant::now();
@@ -905,6 +908,10 @@ impl Inner {
             match self.claim(&name, &rv, &label).await {
                 Ok(true) => break,
                 Ok(false) => {
+                    // Another scheduler has the pod: the stream opened into it is dropped.
+                    if let Some(e) = early.take() {
+                        e.abort();
+                    }
                     self.release(&name);
                     (name, rv) = self
                         .wait_reserve(pool)
@@ -934,7 +941,7 @@ impl Inner {
             .k8s_job_phase
             .with_label_values(&["claim"])
             .observe(claimed.as_secs_f64());
-        let outcome = self.exec(&name, &job, started, &cancel).await;
+        let outcome = self.exec(&name, &job, started, &cancel, early).await;
         tracing::debug!(pod = %name, ?claimed, total = ?t0.elapsed(), "ran a job");
         // The outcome goes back at once; the used pod is deleted behind it (and, should that
         // fail, by the maintainer: a pod claimed here that nothing holds).
@@ -983,7 +990,8 @@ impl Inner {
         };
         self.state.lock().unwrap().reserved.insert(name.clone());
         let cancel = Arc::new(Cancel::default());
-        self.run(0, name, rv, job, Box::new(|| {}), cancel).await
+        self.run(0, name, rv, job, Box::new(|| {}), cancel, None)
+            .await
     }
 
     /// Claims `n` Ready standby pods of pool 0 back to back, `parallel` at a time, and says how
@@ -1025,26 +1033,78 @@ impl Inner {
         Ok(took)
     }
 
+    /// Opens the runner's exec stream in `name` once, ahead of its job: the runner starts and
+    /// waits for the job frame while the pod is still on standby. None when it cannot be opened
+    /// now (the job then connects on its own).
+    async fn open_exec(self: Arc<Self>, name: String) -> Option<Early> {
+        let r = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.streams
+                .exec(&name, self.settings.runner_command.clone(), &exec_params(0)),
+        )
+        .await;
+        self.count("exec", matches!(r, Ok(Ok(_))));
+        let mut attached = r.ok()?.ok()?;
+        let ended = Box::pin(attached.take_status()?);
+        Some(Early { attached, ended })
+    }
+
     async fn exec(
         &self,
         name: &str,
         job: &Job,
         started: Box<dyn FnOnce() + Send>,
         cancel: &Cancel,
+        early: Option<tokio::task::JoinHandle<Option<Early>>>,
     ) -> Result<Outcome, PodError> {
         let frame = encode(job).map_err(|e| PodError::Create {
             step: "encode the job".into(),
             error: e,
         })?;
-        let params = AttachParams::default()
-            .stdin(true)
-            .stdout(true)
-            .stderr(true)
-            .max_stdin_buf_size(frame.len().max(64 << 10));
+        let params = exec_params(frame.len());
+        let connecting = Instant::now();
+        // The stream opened on standby, when it is there and has not ended; the job has not been
+        // sent, so a stream that broke meanwhile costs only a new one.
+        let early = match early {
+            Some(task) => task.await.ok().flatten().and_then(|mut e| {
+                use futures_util::FutureExt;
+                e.ended.as_mut().now_or_never().is_none().then_some(e)
+            }),
+            None => None,
+        };
         // Reaching the pod: retried while the API server is away (the job has not started).
         let mut backoff = Duration::from_millis(100);
-        let connecting = Instant::now();
-        let mut attached = loop {
+        let (mut attached, ended) = match early {
+            Some(e) => (e.attached, Some(e.ended)),
+            None => (
+                self.connect_exec(name, &params, cancel, &mut backoff)
+                    .await?,
+                None,
+            ),
+        };
+        let connected = connecting.elapsed();
+        tracing::debug!(pod = name, ?connected, "exec connected");
+        self.exchange(
+            name,
+            &frame,
+            &mut attached,
+            ended,
+            started,
+            cancel,
+            connected,
+        )
+        .await
+    }
+
+    /// Connects the runner's exec stream in `name`, retrying while the API server is away.
+    async fn connect_exec(
+        &self,
+        name: &str,
+        params: &AttachParams,
+        cancel: &Cancel,
+        backoff: &mut Duration,
+    ) -> Result<AttachedProcess, PodError> {
+        loop {
             if let Some(why) = cancel.why() {
                 return Err(PodError::Lost(why));
             }
@@ -1054,7 +1114,7 @@ impl Inner {
             let r = tokio::time::timeout(
                 REQUEST_TIMEOUT,
                 self.streams
-                    .exec(name, self.settings.runner_command.clone(), &params),
+                    .exec(name, self.settings.runner_command.clone(), params),
             )
             .await
             .unwrap_or_else(|_| {
@@ -1064,19 +1124,31 @@ impl Inner {
             });
             self.count("exec", r.is_ok());
             match r {
-                Ok(a) => break a,
-                Err(e) if backoff < Duration::from_secs(30) => {
+                Ok(a) => return Ok(a),
+                Err(e) if *backoff < Duration::from_secs(30) => {
                     tracing::warn!(pod = name, error = %e, "exec into the pod failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    tokio::time::sleep(*backoff).await;
+                    *backoff *= 2;
                 }
                 Err(e) => {
                     return Err(PodError::Lost(format!("exec into pod {name} failed: {e}")));
                 }
             }
-        };
-        let connected = connecting.elapsed();
-        tracing::debug!(pod = name, ?connected, "exec connected");
+        }
+    }
+
+    /// Sends the job frame on a connected exec stream and reads the runner's report.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        name: &str,
+        frame: &[u8],
+        attached: &mut AttachedProcess,
+        ended: Option<EndedStream>,
+        started: Box<dyn FnOnce() + Send>,
+        cancel: &Cancel,
+        connected: Duration,
+    ) -> Result<Outcome, PodError> {
         let mut stdin = attached.stdin().expect("stdin was asked for");
         let mut stdout = attached.stdout().expect("stdout was asked for");
         let mut stderr = attached.stderr().expect("stderr was asked for");
@@ -1094,7 +1166,7 @@ impl Inner {
                 }
             }
         });
-        if let Err(e) = stdin.write_all(&frame).await {
+        if let Err(e) = stdin.write_all(frame).await {
             drain.abort();
             return Err(PodError::Lost(format!(
                 "sending the job to pod {name}: {e}"
@@ -1125,8 +1197,10 @@ impl Inner {
         tokio::pin!(read);
         // The exec stream's end: its status, or nothing when the connection broke. kube's stream
         // does not close stdout when the connection breaks, so a broken one shows only here.
-        let ended = attached.take_status().expect("status is taken once");
-        tokio::pin!(ended);
+        let mut ended = match ended {
+            Some(e) => e,
+            None => Box::pin(attached.take_status().expect("status is taken once")),
+        };
         let report = loop {
             tokio::select! {
                 r = &mut read => break r,
@@ -1305,6 +1379,33 @@ struct KubePod {
     name: String,
     rv: String,
     cancel: Arc<Cancel>,
+    /// The runner's exec stream, opened while the pod waits for its job.
+    early: Option<tokio::task::JoinHandle<Option<Early>>>,
+}
+
+/// How an exec stream ends: its status, or None when the connection broke.
+type EndedStream = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+            > + Send,
+    >,
+>;
+
+/// An exec stream opened ahead of its job, with the future of its end.
+struct Early {
+    attached: AttachedProcess,
+    ended: EndedStream,
+}
+
+/// The exec stream's settings: stdin, stdout and stderr, with room for a job frame of `frame`
+/// bytes (writes wait for room beyond it).
+fn exec_params(frame: usize) -> AttachParams {
+    AttachParams::default()
+        .stdin(true)
+        .stdout(true)
+        .stderr(true)
+        .max_stdin_buf_size(frame.max(1 << 20))
 }
 
 impl PodBackend for KubeBackend {
@@ -1333,6 +1434,7 @@ impl PodBackend for KubeBackend {
                 })?;
             let cancel = Arc::new(Cancel::default());
             cancel.set_pod(&name);
+            let early = Some(tokio::spawn(inner.clone().open_exec(name.clone())));
             Ok(Box::new(KubePod {
                 inner,
                 pool,
@@ -1340,6 +1442,7 @@ impl PodBackend for KubeBackend {
                 name,
                 rv,
                 cancel,
+                early,
             }) as Box<dyn StandbyPod>)
         });
         Box::pin(async move {
@@ -1453,8 +1556,9 @@ impl StandbyPod for KubePod {
             name,
             rv,
             cancel,
+            early,
         } = *self;
-        let task = handle.spawn(inner.run(pool, name, rv, job, started, cancel));
+        let task = handle.spawn(inner.run(pool, name, rv, job, started, cancel, early));
         Box::pin(async move {
             task.await
                 .unwrap_or_else(|e| Err(PodError::Lost(format!("the run task failed: {e}"))))
@@ -1462,6 +1566,10 @@ impl StandbyPod for KubePod {
     }
 
     fn destroy(self: Box<Self>) -> BoxFuture<'static, ()> {
+        // Its runner, if started, reads the end of its input and exits.
+        if let Some(early) = &self.early {
+            early.abort();
+        }
         self.inner.release(&self.name);
         Box::pin(async {})
     }
