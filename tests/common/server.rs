@@ -113,8 +113,10 @@ impl Server {
         self.data_dir.with_extension("stderr")
     }
 
+    /// Waits for /readyz to say 200: the queue open and a standby pod ready (a Kubernetes pool's
+    /// first pods on a busy node can take most of a minute).
     pub fn wait_ready(&self) {
-        let until = Instant::now() + Duration::from_secs(30);
+        let until = Instant::now() + Duration::from_secs(120);
         while Instant::now() < until {
             if let Ok(r) = ureq::get(&format!("{}/readyz", self.base)).call() {
                 if r.status() == 200 {
