@@ -563,8 +563,11 @@ fn a_pod_deleted_and_a_scheduler_killed_mid_run_on_the_real_node_lose_no_job() {
     };
     let long = std::time::Duration::from_secs(180);
 
-    // A runner pod deleted from outside while its program sleeps: the job runs again elsewhere.
-    let id = submit(&server, &sleeper(0));
+    // A runner pod deleted from outside while its program sleeps (long enough that the deletion,
+    // through a busy API server, lands mid-run): the job runs again elsewhere.
+    let mut long_sleeper = sleeper(0);
+    long_sleeper["source"] = json!("import time\ntime.sleep(10)\nprint(0)");
+    let id = submit(&server, &long_sleeper);
     let mut victim = None;
     eventually(
         "a pod claimed the job",
