@@ -96,17 +96,9 @@ pub fn serve_pod() -> i32 {
             format!("the job could not be decoded: {e}"),
         ),
     };
-    // The timing and the outcome in one write: the host wakes once for both.
-    let mut outcome = outcome;
-    let timing = outcome.timing.take().map(RunnerReport::Timing);
-    let frames = timing
-        .iter()
-        .chain(std::iter::once(&RunnerReport::finished(outcome)))
-        .map(super::protocol::encode)
-        .collect::<Result<Vec<_>, _>>();
-    match frames.map(|f| output.write_all(&f.concat()).and_then(|()| output.flush())) {
-        Ok(Ok(())) => 0,
-        _ => 2,
+    match write_outcome(&mut output, outcome) {
+        Ok(()) => 0,
+        Err(_) => 2,
     }
 }
 
@@ -186,17 +178,7 @@ pub fn run_exec() -> i32 {
             format!("the job could not be decoded: {e}"),
         ),
     };
-    // Where the time went in the pod, then the outcome, in one write.
-    let mut outcome = outcome;
-    let timing = outcome.timing.take().map(RunnerReport::Timing);
-    let frames = timing
-        .iter()
-        .chain(std::iter::once(&RunnerReport::finished(outcome)))
-        .map(super::protocol::encode)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io::Error::other);
-    let mut out = io::stdout().lock();
-    match frames.and_then(|f| out.write_all(&f.concat()).and_then(|()| out.flush())) {
+    match write_outcome(&mut io::stdout().lock(), outcome) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("kiln-runner: writing the outcome: {e}");
@@ -322,4 +304,18 @@ fn lay_warm_cache(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> io::Resu
         Ok(())
     }
     walk(from, to, true, owner)
+}
+
+/// Writes where the job's time went in the pod (when the runner measured it), then the outcome,
+/// in one write: the host wakes once for both.
+fn write_outcome(out: &mut impl Write, mut outcome: Outcome) -> io::Result<()> {
+    let timing = outcome.timing.take().map(RunnerReport::Timing);
+    let frames = timing
+        .iter()
+        .chain(std::iter::once(&RunnerReport::finished(outcome)))
+        .map(super::protocol::encode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io::Error::other)?;
+    out.write_all(&frames.concat())?;
+    out.flush()
 }
