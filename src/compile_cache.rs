@@ -21,6 +21,7 @@ use crate::bytes::Bytes;
 use crate::job::{Artifact, Job};
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Status};
+use crate::pods::Finished;
 
 /// Changes when what goes into a key changes.
 const KEY_FORMAT: u32 = 1;
@@ -65,14 +66,15 @@ impl Cached {
     }
 
     /// What to keep of a finished job that compiled: its artifact (taken from the outcome, or
-    /// copied when `leave` says the outcome still needs it), or its compile failure when the
+    /// copied when `leave` says it is still needed beside the outcome), or its compile failure when the
     /// compiler itself said no (not a limit, which another run might not meet).
-    pub fn from_outcome(outcome: &mut Outcome, leave: bool) -> Option<Cached> {
+    pub fn from_finished(finished: &mut Finished, leave: bool) -> Option<Cached> {
         let artifact = if leave {
-            outcome.artifact.clone()
+            finished.artifact.clone()
         } else {
-            outcome.artifact.take()
+            finished.artifact.take()
         };
+        let outcome = &finished.outcome;
         if let Some(a) = artifact {
             return Some(Cached::Built(a));
         }

@@ -240,7 +240,7 @@ impl Registry {
         Some(crate::pods::fork_server::ForkServerSpec {
             language: lang.name.clone(),
             python_version,
-            command: crate::runner::pyfork::ForkedCommand {
+            command: kiln_wire::setup::ForkedCommand {
                 argv: lang.run.clone(),
                 env: lang.env.clone(),
             },

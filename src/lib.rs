@@ -4,28 +4,32 @@
 //! `actors` hold it until a pod from `pods` runs it with `kiln-runner` (`runner`), and the
 //! result leaves through the queue's results side.
 
+// The contract, the sandbox and the runner are crates of their own (crates/); they keep their
+// paths here.
+pub use kiln_runner as runner;
+pub use kiln_sandbox as sandbox;
+pub use kiln_wire::{bytes, job, outcome};
+
 pub mod actors;
 pub mod api;
 pub mod bench;
-pub mod bytes;
 pub mod callback;
 pub mod cli;
 pub mod compile_cache;
 pub mod config;
 pub mod entry_point;
 pub mod events;
-pub mod job;
 pub mod judge0;
 pub mod languages;
 pub mod metrics;
-pub mod outcome;
 pub mod pods;
 pub mod queue;
 pub mod result;
-pub mod runner;
-pub mod sandbox;
 pub mod scheduler;
 pub mod serve;
 pub mod sessions;
 pub mod submission;
 pub mod warm;
+
+/// A boxed future, as the two seams' traits (`pods::PodBackend`, `queue::Queue`) return them.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

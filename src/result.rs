@@ -203,8 +203,6 @@ impl ResultView {
                 memory_bytes: self.memory_bytes,
                 message: self.message.clone(),
                 forked: false,
-                artifact: None,
-                timing: None,
                 tests: self
                     .tests
                     .iter()

@@ -6,19 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-/// What the host sends a runner during an interactive run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Input {
-    Stdin(Vec<u8>),
-    CloseStdin,
-    Signal(i32),
-}
-
-/// Output as the program writes it: stream 1 is stdout, 2 stderr.
-pub type Chunk = (u8, Vec<u8>);
+pub use kiln_wire::session::{Chunk, Input};
 
 /// The pod's ends of a session.
 pub struct PodEnds {

@@ -181,6 +181,30 @@ impl Submission {
     }
 }
 
+/// A submission as it travels through the queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    pub submission: Submission,
+    pub created_at_ms: u64,
+}
+
+impl Envelope {
+    /// A journaled envelope, also one an earlier Kiln wrote (see `Submission::from_bincode`).
+    pub fn from_bincode(b: &[u8]) -> Result<Envelope, String> {
+        decode_bincode::<Envelope, FirstEnvelope>(b)
+    }
+
+    /// Bytes the submission carries (sources, stdin, args): what a queue full of them costs.
+    pub fn weight(&self) -> usize {
+        let s = &self.submission;
+        s.files.iter().map(|f| f.content.len()).sum::<usize>()
+            + s.source.as_ref().map_or(0, String::len)
+            + s.stdin.len()
+            + s.args.iter().map(String::len).sum::<usize>()
+    }
+}
+
 /// An envelope as journaled before the submission's layout grew.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
@@ -190,9 +214,9 @@ pub(crate) struct FirstEnvelope {
     created_at_ms: u64,
 }
 
-impl From<FirstEnvelope> for crate::queue::Envelope {
-    fn from(e: FirstEnvelope) -> crate::queue::Envelope {
-        crate::queue::Envelope {
+impl From<FirstEnvelope> for Envelope {
+    fn from(e: FirstEnvelope) -> Envelope {
+        Envelope {
             id: e.id,
             submission: e.submission.into(),
             created_at_ms: e.created_at_ms,
@@ -365,7 +389,7 @@ impl Submission {
                 (None, true) => default_entry.clone(),
                 (None, false) => return Err(Invalid(format!("files[{i}] needs a name"))),
             };
-            crate::runner::check_file_name(&name)
+            kiln_wire::rules::check_file_name(&name)
                 .map_err(|e| Invalid(format!("files[{i}]: {e}")))?;
             if lang.outputs.contains(&name) {
                 return Err(Invalid(format!(
@@ -702,7 +726,7 @@ mod layout_tests {
             created_at_ms: 1_796_000_000_000,
         };
         let old = bincode::serde::encode_to_vec(&env, c).unwrap();
-        let e = crate::queue::Envelope::from_bincode(&old).unwrap();
+        let e = Envelope::from_bincode(&old).unwrap();
         assert_eq!(e.created_at_ms, 1_796_000_000_000);
         assert_eq!(e.submission.stdin, "in");
 

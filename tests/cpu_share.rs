@@ -367,13 +367,17 @@ fn host_cores() -> usize {
 /// Starts `job` in a fresh pod; its outcome when it ends.
 async fn start(backend: &LocalBackend, job: Job) -> tokio::task::JoinHandle<Outcome> {
     let pod = backend.create(0).await.expect("standby pod");
-    tokio::spawn(async move { pod.run(job).await.expect("the hog's pod reported") })
+    tokio::spawn(async move { pod.run(job).await.expect("the hog's pod reported").outcome })
 }
 
 /// The share of its wall time the job's run step was on a core: CPU time over wall time.
 async fn share_of_one_run(backend: &LocalBackend, job: &Job) -> f64 {
     let pod = backend.create(0).await.expect("standby pod");
-    let o = pod.run(job.clone()).await.expect("the work's pod reported");
+    let o = pod
+        .run(job.clone())
+        .await
+        .expect("the work's pod reported")
+        .outcome;
     assert_eq!(o.status, Status::Accepted, "{o:?}");
     o.cpu_time_ms as f64 / o.wall_time_ms.max(1) as f64
 }

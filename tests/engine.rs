@@ -476,7 +476,7 @@ async fn a_compile_that_never_ends_is_stopped() {
     let job = s.resolve("test", registry(), &job_policy).unwrap();
     use kiln::pods::PodBackend;
     let pod = backend().create(0).await.unwrap();
-    let o = pod.run(job).await.unwrap();
+    let o = pod.run(job).await.unwrap().outcome;
     assert_eq!(o.status, Status::CompileError, "{o:?}");
     // Reading /dev/random forever ends on the compile time or memory limit, whichever is first.
     assert!(
@@ -632,7 +632,7 @@ async fn nothing_started_by_the_compile_step_survives_into_the_run() {
     ];
     use kiln::pods::PodBackend;
     let pod = backend().create(0).await.unwrap();
-    let o = pod.run(job).await.unwrap();
+    let o = pod.run(job).await.unwrap().outcome;
     assert_eq!(text(&o.compile_output), "compiled\n", "{o:?}");
     let pids: Vec<&str> = std::str::from_utf8(&o.stdout.0)
         .unwrap()
@@ -669,7 +669,7 @@ async fn a_local_pods_outcome_says_where_the_time_went() {
             .unwrap();
         let pod = backend().create(0).await.unwrap();
         let o = pod.run(job).await.unwrap();
-        assert_eq!(o.stdout.0, b"hi\n", "{o:?}");
+        assert_eq!(o.outcome.stdout.0, b"hi\n", "{o:?}");
         let t = o.timing.expect("a local pod's runner reports its timing");
         assert_eq!(t.steps.len(), steps, "{language}: {t:?}");
         // Every stamp follows the one before it: prepared, each step's four, done.
@@ -695,7 +695,8 @@ async fn a_compile_step_of_one_process_that_never_ends_is_stopped() {
     let o = tokio::time::timeout(std::time::Duration::from_secs(30), pod.run(job))
         .await
         .expect("the job ends (its compile step has a 1 s wall limit)")
-        .unwrap();
+        .unwrap()
+        .outcome;
     assert_eq!(o.status, Status::CompileError, "{o:?}");
     assert!(
         o.message

@@ -12,6 +12,10 @@ const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
   args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+  // A fresh machine's first start (font caches, profile) on a busy host took over puppeteer's
+  // default 30 s; Chromium's own stderr goes to ours, so a start that fails says why.
+  timeout: 180000,
+  dumpio: true,
 });
 try {
   const page = await browser.newPage();

@@ -15,7 +15,7 @@ use super::result_publisher::Publish;
 use super::{guard, Connect, JobKey, Peers, Shared};
 use crate::events::{Event, EventKind};
 use crate::outcome::{Outcome, Status};
-use crate::pods::PodError;
+use crate::pods::{Finished, Lost, PodError};
 use crate::queue::Delivery;
 use crate::result::{now_ms, RunResult};
 
@@ -48,7 +48,7 @@ pub struct Overran {
 pub struct JobDone {
     pub runner: usize,
     pub key: JobKey,
-    pub result: Result<Outcome, PodError>,
+    pub result: Result<Finished, PodError>,
 }
 
 /// A pod runner has failed to make a pod several times in a row.
@@ -478,17 +478,19 @@ impl Dispatcher {
     }
 
     /// A test of set `id` came back (or was lost: `Err`, run again up to `max_attempts`).
-    fn test_done(&mut self, id: &str, index: usize, result: Result<Outcome, String>) {
+    fn test_done(&mut self, id: &str, index: usize, result: Result<Finished, String>) {
         let max_attempts = self.shared.max_attempts;
         let Some(set) = self.sets.get_mut(id) else {
             return;
         };
         set.running -= 1;
         match result {
-            Ok(mut outcome) => {
+            Ok(Finished {
+                outcome, artifact, ..
+            }) => {
                 if index == 0 && !set.compiled {
                     set.compiled = true;
-                    set.built = outcome.artifact.take();
+                    set.built = artifact;
                     set.compile_output = outcome.compile_output.clone();
                     if outcome.status == Status::CompileError {
                         // Nothing to run the other tests with: the compile error is the result.
@@ -497,7 +499,6 @@ impl Dispatcher {
                         set.stop_on_first_failure = true;
                     }
                 }
-                outcome.artifact = None;
                 if outcome.status != Status::Accepted {
                     set.failed = Some(set.failed.map_or(index, |f| f.min(index)));
                 }
@@ -594,16 +595,12 @@ impl Dispatcher {
             memory_bytes: runs.iter().map(|o| o.memory_bytes).max().unwrap_or(0),
             message: Some(message),
             forked: false,
-            artifact: None,
-            timing: None,
             tests,
         };
         self.publish(&peers, set.delivery, set.language, outcome);
     }
 
     fn publish(&self, peers: &Peers, delivery: Delivery, language: String, outcome: Outcome) {
-        let mut outcome = outcome;
-        outcome.artifact = None;
         let result = RunResult {
             id: delivery.envelope.id.clone(),
             language,
@@ -616,7 +613,7 @@ impl Dispatcher {
     }
 
     /// The runner holding `held` is gone: run the job again, or give up after the maximum.
-    fn lost(&mut self, held: Held, reason: String) {
+    fn lost(&mut self, held: Held, reason: Redelivery) {
         let Some(peers) = self.peers.clone() else {
             return;
         };
@@ -624,7 +621,7 @@ impl Dispatcher {
             Work::Whole(d) => d,
             Work::Test { id, index } => {
                 warn!(%id, test = index, %reason, "a test's run was lost");
-                self.test_done(&id, index, Err(reason));
+                self.test_done(&id, index, Err(reason.to_string()));
                 return;
             }
         };
@@ -632,7 +629,7 @@ impl Dispatcher {
         self.shared
             .metrics
             .redeliveries
-            .with_label_values(&[reason_label(&reason)])
+            .with_label_values(&[reason.metric_label()])
             .inc();
         if delivery.attempt >= self.shared.max_attempts {
             let message = format!(
@@ -652,13 +649,23 @@ impl Dispatcher {
     }
 }
 
-fn reason_label(reason: &str) -> &'static str {
-    if reason.contains("restarted") {
-        "runner_restarted"
-    } else if reason.contains("watchdog") {
-        "watchdog"
-    } else {
-        "pod_lost"
+/// Why a job is run again: what the metrics count it by, and the words its result gives when it
+/// is given up on.
+#[derive(Debug, thiserror::Error)]
+pub enum Redelivery {
+    #[error("its pod runner crashed and was restarted")]
+    RunnerRestarted,
+    #[error(transparent)]
+    Pod(#[from] PodError),
+}
+
+impl Redelivery {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Redelivery::RunnerRestarted => "runner_restarted",
+            Redelivery::Pod(PodError::Lost(Lost::Watchdog)) => "watchdog",
+            Redelivery::Pod(_) => "pod_lost",
+        }
     }
 }
 
@@ -698,7 +705,7 @@ impl Handler<RunnerReady> for Dispatcher {
             // A runner that reports ready while the ledger says it holds a job was restarted
             // mid-job: that job must run again.
             if let Some(held) = this.ledger.remove(&msg.runner) {
-                this.lost(held, "its pod runner crashed and was restarted".into());
+                this.lost(held, Redelivery::RunnerRestarted);
             }
             this.failing.remove(&msg.runner);
             this.idle.retain(|(r, _, _)| *r != msg.runner);
@@ -722,10 +729,12 @@ impl Handler<JobDone> for Dispatcher {
             }
             let held = this.ledger.remove(&msg.runner).expect("checked present");
             match (held.work, msg.result) {
-                (Work::Test { id, index }, Ok(outcome)) => this.test_done(&id, index, Ok(outcome)),
-                (Work::Whole(delivery), Ok(outcome)) => {
+                (Work::Test { id, index }, Ok(finished)) => {
+                    this.test_done(&id, index, Ok(finished))
+                }
+                (Work::Whole(delivery), Ok(finished)) => {
                     if let Some(peers) = this.peers.clone() {
-                        this.publish(&peers, delivery, held.language, outcome);
+                        this.publish(&peers, delivery, held.language, finished.outcome);
                     }
                 }
                 (work, Err(e)) => this.lost(
@@ -735,7 +744,7 @@ impl Handler<JobDone> for Dispatcher {
                         language: held.language,
                         pool: held.pool,
                     },
-                    e.to_string(),
+                    Redelivery::Pod(e),
                 ),
             }
             this.assign();
@@ -759,7 +768,7 @@ impl Handler<Overran> for Dispatcher {
             let mut outcome = Outcome::failed(Status::TimeLimitExceeded, message);
             outcome.wall_time_ms = msg.after_ms;
             match held.work {
-                Work::Test { id, index } => this.test_done(&id, index, Ok(outcome)),
+                Work::Test { id, index } => this.test_done(&id, index, Ok(Finished::of(outcome))),
                 Work::Whole(delivery) => {
                     if let Some(peers) = this.peers.clone() {
                         this.publish(&peers, delivery, held.language, outcome);

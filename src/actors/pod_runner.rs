@@ -13,8 +13,7 @@ use super::pool_keeper::PodStatus;
 use super::timeout_watchdog::{Unwatch, Watch};
 use super::{guard, JobKey, Peers, Shared};
 use crate::job::Job;
-use crate::outcome::Outcome;
-use crate::pods::{PodError, StandbyPod};
+use crate::pods::{Finished, Lost, PodError, StandbyPod};
 
 /// Run this job on your standby pod.
 #[derive(Message)]
@@ -35,7 +34,7 @@ struct PodMade {
 #[rtype(result = "()")]
 struct Ran {
     key: JobKey,
-    result: Result<Outcome, PodError>,
+    result: Result<Finished, PodError>,
 }
 
 pub struct PodRunner {
@@ -155,14 +154,10 @@ impl Handler<PodMade> for PodRunner {
                 }
                 Err(e) => {
                     this.failures += 1;
-                    let label = match &e {
-                        PodError::Create { step, .. } => step.clone(),
-                        PodError::Lost(_) => "lost".into(),
-                    };
                     this.shared
                         .metrics
                         .pod_failures
-                        .with_label_values(&[label.as_str()])
+                        .with_label_values(&[e.metric_label()])
                         .inc();
                     let backoff = Duration::from_millis((50u64 << this.failures.min(7)).min(5_000));
                     tracing::error!(runner = this.id, error = %e, ?backoff, "could not make a standby pod");
@@ -262,7 +257,7 @@ impl PodRunner {
                     self.peers.dispatcher.do_send(JobDone {
                         runner: self.id,
                         key,
-                        result: Ok(failed.failed_outcome().expect("a failure")),
+                        result: Ok(Finished::of(failed.failed_outcome().expect("a failure"))),
                     });
                     // The standby pod was not used: this runner is ready again (after
                     // the JobDone, which the dispatcher reads first).
@@ -285,7 +280,9 @@ impl PodRunner {
             self.peers.dispatcher.do_send(JobDone {
                 runner: self.id,
                 key,
-                result: Err(PodError::Lost("the runner had no standby pod".into())),
+                result: Err(PodError::Lost(Lost::Internal(
+                    "the runner had no standby pod".into(),
+                ))),
             });
             return;
         };
@@ -319,7 +316,9 @@ impl PodRunner {
         actix::spawn(async move {
             let result = match AssertUnwindSafe(run).catch_unwind().await {
                 Ok(r) => r,
-                Err(_) => Err(PodError::Lost("running the pod panicked".into())),
+                Err(_) => Err(PodError::Lost(Lost::Internal(
+                    "running the pod panicked".into(),
+                ))),
             };
             me.do_send(Ran { key, result });
         });
@@ -339,17 +338,17 @@ impl Handler<Ran> for PodRunner {
             }
             this.current = None;
             let mut result = msg.result;
-            if let (Ok(outcome), Some(a)) = (&mut result, this.laid_in.take()) {
-                outcome.artifact.get_or_insert(a);
+            if let (Ok(finished), Some(a)) = (&mut result, this.laid_in.take()) {
+                finished.artifact.get_or_insert(a);
             }
-            if let Ok(outcome) = &mut result {
+            if let Ok(finished) = &mut result {
                 // Only a test-case set's first test needs its build back (for the set's other
                 // tests); otherwise the cache's copy is the only one.
                 let leave = msg.key.test.is_some();
                 let keep = this.cache_key.take().and_then(|k| {
                     Some((
                         k,
-                        crate::compile_cache::Cached::from_outcome(outcome, leave)?,
+                        crate::compile_cache::Cached::from_finished(finished, leave)?,
                     ))
                 });
                 if let (Some(cache), Some((k, entry))) = (this.shared.compile_cache.clone(), keep) {

@@ -232,7 +232,7 @@ async fn execute(
         }
     };
     let v = r.view();
-    let signal = v.signal.map(crate::runner::signal_name);
+    let signal = v.signal.map(kiln_wire::rules::signal_name);
     let mut out = json!({"language": lang.name, "version": lang.version});
     if lang.compile.is_some() {
         let failed = v.status.as_str() == "compile_error";

@@ -59,21 +59,7 @@ fn signal_number(v: &Value) -> Option<i32> {
     if let Some(n) = v.as_i64() {
         return (1..=64).contains(&n).then_some(n as i32);
     }
-    let name = v.as_str()?;
-    let name = name.strip_prefix("SIG").unwrap_or(name);
-    Some(match name {
-        "KILL" => libc::SIGKILL,
-        "TERM" => libc::SIGTERM,
-        "INT" => libc::SIGINT,
-        "HUP" => libc::SIGHUP,
-        "QUIT" => libc::SIGQUIT,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "ALRM" => libc::SIGALRM,
-        _ => return None,
-    })
+    kiln_wire::rules::signal_by_name(v.as_str()?)
 }
 
 /// A `data` frame of the program's output (stream 2 is stderr).
@@ -212,7 +198,7 @@ async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageS
                     if !in_run {
                         let _ = ws.text(json!({"type": "stage", "stage": "run"}).to_string()).await;
                     }
-                    let signal = o.signal.map(crate::runner::signal_name);
+                    let signal = o.signal.map(kiln_wire::rules::signal_name);
                     let _ = ws.text(json!({"type": "exit", "stage": "run", "code": o.exit_code, "signal": signal, "status": r.view().status, "message": o.message}).to_string()).await;
                 }
                 break;

@@ -178,7 +178,8 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         let t = Instant::now();
         let outcome = rt
             .block_on(pod.run(job.clone()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .outcome;
         let took = t.elapsed();
         let phases_after = phases(&metrics);
         if outcome.status != Status::Accepted || outcome.stdout.as_utf8() != Some("1\n") {
@@ -188,7 +189,10 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         wait_standby(&pool, 2)?;
         let requests_warm = pool.api_requests() - before;
         let t2 = Instant::now();
-        let outcome = pool.run_cold(job.clone()).map_err(|e| e.to_string())?;
+        let outcome = pool
+            .run_cold(job.clone())
+            .map_err(|e| e.to_string())?
+            .outcome;
         let cold_took = t2.elapsed();
         if outcome.status != Status::Accepted {
             return Err(format!("the cold run answered {outcome:?}"));
@@ -197,7 +201,8 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         let t3 = Instant::now();
         let outcome = rt
             .block_on(standby.run(job.clone()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .outcome;
         let local_took = t3.elapsed();
         if outcome.status != Status::Accepted || outcome.stdout.as_utf8() != Some("1\n") {
             return Err(format!("the local run answered {outcome:?}"));

@@ -100,13 +100,16 @@ async fn fill_cache(
     let mut keep = job.clone();
     keep.keep_artifact = true;
     let pod = backend.create(0).await.map_err(|e| e.to_string())?;
-    let mut outcome = pod.run(keep).await.map_err(|e| e.to_string())?;
-    match crate::compile_cache::Cached::from_outcome(&mut outcome, false) {
+    let mut finished = pod.run(keep).await.map_err(|e| e.to_string())?;
+    match crate::compile_cache::Cached::from_finished(&mut finished, false) {
         Some(built @ crate::compile_cache::Cached::Built(_)) => {
             cache.put(&key, &built);
             Ok(Some(key))
         }
-        _ => Err(format!("{}: no build to cache: {outcome:?}", job.language)),
+        _ => Err(format!(
+            "{}: no build to cache: {:?}",
+            job.language, finished.outcome
+        )),
     }
 }
 
@@ -121,7 +124,7 @@ struct Parts {
 }
 
 impl Parts {
-    fn of(total: Duration, t: &crate::runner::protocol::Timing) -> Parts {
+    fn of(total: Duration, t: &kiln_wire::report::Timing) -> Parts {
         let us = Duration::from_micros;
         let mut last = t.prepared_us;
         let steps = t
@@ -229,13 +232,14 @@ pub async fn run(
             let pod = backend.create(0).await.map_err(|e| e.to_string())?;
             tokio::time::sleep(Duration::from_millis(5)).await;
             let t = Instant::now();
-            let outcome = pod.run(job.clone()).await.map_err(|e| e.to_string())?;
+            let finished = pod.run(job.clone()).await.map_err(|e| e.to_string())?;
             let took = t.elapsed();
             kiln.push(took);
+            let outcome = &finished.outcome;
             if outcome.stdout.0 != b"hello kiln\n" {
                 return Err(format!("{}: the pod's run printed {outcome:?}", lang.name));
             }
-            parts.extend(outcome.timing.as_ref().map(|t| Parts::of(took, t)));
+            parts.extend(finished.timing.as_ref().map(|t| Parts::of(took, t)));
             let (total, steps) = bare(&job, &work)?;
             floor.push(total);
             bare_steps.push(steps);
@@ -249,7 +253,7 @@ pub async fn run(
                 };
                 let mut hit = job.clone();
                 hit.prebuilt = Some(build);
-                let outcome = pod.run(hit).await.map_err(|e| e.to_string())?;
+                let outcome = pod.run(hit).await.map_err(|e| e.to_string())?.outcome;
                 warm.push(t.elapsed());
                 if outcome.stdout.0 != b"hello kiln\n" {
                     return Err(format!("{}: the warm run printed {outcome:?}", lang.name));
@@ -314,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_jobs_time_splits_into_frames_preparation_steps_and_outcome() {
-        let t = crate::runner::protocol::Timing {
+        let t = kiln_wire::report::Timing {
             prepared_us: 100,
             steps: vec![[150, 400, 5400, 5600], [5650, 5900, 6000, 6050]],
             done_us: 6070,

@@ -138,7 +138,10 @@ pub async fn engine(
     // Warm the page cache and the code paths once.
     floor_python(&python, 3);
     let pod = backend.create(0).await.map_err(|e| e.to_string())?;
-    pod.run(job.clone()).await.map_err(|e| e.to_string())?;
+    pod.run(job.clone())
+        .await
+        .map_err(|e| e.to_string())?
+        .outcome;
 
     let mut floor = Vec::new();
     let mut sandboxed = Vec::new();
@@ -150,7 +153,11 @@ pub async fn engine(
         // Let the pod settle into standby, as the pool's pods do before a job arrives.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let t = Instant::now();
-        let outcome = pod.run(job.clone()).await.map_err(|e| e.to_string())?;
+        let outcome = pod
+            .run(job.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .outcome;
         sandboxed.push(t.elapsed());
         if outcome.stdout.0 != b"1\n" {
             return Err(format!("sandboxed run printed {:?}", outcome));
@@ -180,7 +187,11 @@ pub async fn engine(
         let pod = backend.create(0).await.map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let t = Instant::now();
-        let outcome = pod.run(c_job.clone()).await.map_err(|e| e.to_string())?;
+        let outcome = pod
+            .run(c_job.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .outcome;
         c_sandboxed.push(t.elapsed());
         if outcome.stdout.0 != b"1\n" {
             return Err(format!("sandboxed C printed {outcome:?}"));

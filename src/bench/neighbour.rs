@@ -49,7 +49,11 @@ fn resolve(
 /// The run step's wall time of `job` in a fresh pod, in milliseconds.
 async fn wall_ms(backend: &dyn PodBackend, job: &Job) -> Result<u64, String> {
     let pod = backend.create(0).await.map_err(|e| e.to_string())?;
-    let o = pod.run(job.clone()).await.map_err(|e| e.to_string())?;
+    let o = pod
+        .run(job.clone())
+        .await
+        .map_err(|e| e.to_string())?
+        .outcome;
     if o.status != Status::Accepted {
         return Err(format!("the job did not run to its end: {o:?}"));
     }
@@ -151,7 +155,8 @@ pub async fn run(
         let hog = hog
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .outcome;
         if hog.status != Status::TimeLimitExceeded {
             return Err(format!(
                 "the hog did not run to its wall-time limit: {hog:?}"

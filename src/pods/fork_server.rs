@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::runner::protocol;
-use crate::runner::pyfork::{ForkedCommand, ServerSetup, LISTEN_FD, READY_LINE};
-use crate::sandbox::setup::PodSetup;
+use crate::runner::pyfork::{LISTEN_FD, READY_LINE};
+use kiln_wire::frame as protocol;
+use kiln_wire::setup::{ForkedCommand, PodSetup, ServerSetup};
 
 /// A language whose runs are forked from a resident interpreter (`fork_server = true`).
 #[derive(Clone, Debug)]

@@ -28,11 +28,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::{BoxFuture, PodBackend, PodError, PodKiller, Pool, StandbyPod};
+use super::{BoxFuture, Lost, PodBackend, PodError, PodKiller, Pool, StandbyPod};
 use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::outcome::Outcome;
-use crate::runner::protocol::{decode, encode, RunnerReport, MAX_FRAME};
+use kiln_wire::frame::{encode, read_frame_async};
+use kiln_wire::report::{Finished, RunnerReport};
 
 pub const LABEL_ROLE: &str = "kiln.dev/role";
 pub const LABEL_POOL: &str = "kiln.dev/pool";
@@ -313,9 +313,14 @@ impl KubeBackend {
 
     /// Runs `job` on a pod made for it (create, wait for Ready, exec, delete): the naive path
     /// `kiln bench --kubernetes` compares standby pods with.
-    pub fn run_cold(&self, job: Job) -> Result<Outcome, PodError> {
-        block_on_elsewhere(self.rt.handle(), self.inner.clone().run_cold(job))
-            .unwrap_or_else(|| Err(PodError::Lost("the cold run panicked".into())))
+    pub fn run_cold(&self, job: Job) -> Result<Finished, PodError> {
+        block_on_elsewhere(self.rt.handle(), self.inner.clone().run_cold(job)).unwrap_or_else(
+            || {
+                Err(PodError::Lost(Lost::Internal(
+                    "the cold run panicked".into(),
+                )))
+            },
+        )
     }
 
     /// How long claiming `n` standby pods takes, `parallel` claims at a time.
@@ -895,7 +900,7 @@ impl Inner {
         started: Box<dyn FnOnce() + Send>,
         cancel: Arc<Cancel>,
         mut early: Option<tokio::task::JoinHandle<Option<Early>>>,
-    ) -> Result<Outcome, PodError> {
+    ) -> Result<Finished, PodError> {
         let label = format!("{}/{}", job.id, self.instance);
         let t0 = Instant::now();
         // Claim: conflicts move on to another pod; an unreachable API server is waited out.
@@ -955,7 +960,7 @@ impl Inner {
 
     /// What a design without standby pods does for each job: create a pod, wait for it to be
     /// Ready, exec the job, delete the pod. For `kiln bench --kubernetes` only.
-    async fn run_cold(self: Arc<Self>, job: Job) -> Result<Outcome, PodError> {
+    async fn run_cold(self: Arc<Self>, job: Job) -> Result<Finished, PodError> {
         let mut pod = self.pod_object(0);
         let labels = pod.metadata.labels.get_or_insert_with(Default::default);
         labels.insert(LABEL_POOL.into(), "bench-cold".into());
@@ -1056,10 +1061,10 @@ impl Inner {
         started: Box<dyn FnOnce() + Send>,
         cancel: &Cancel,
         early: Option<tokio::task::JoinHandle<Option<Early>>>,
-    ) -> Result<Outcome, PodError> {
+    ) -> Result<Finished, PodError> {
         let frame = encode(job).map_err(|e| PodError::Create {
             step: "encode the job".into(),
-            error: e,
+            error: e.to_string(),
         })?;
         let params = exec_params(frame.len());
         let connecting = Instant::now();
@@ -1109,7 +1114,7 @@ impl Inner {
                 return Err(PodError::Lost(why));
             }
             if let Some(why) = self.pod_lost(name) {
-                return Err(PodError::Lost(why));
+                return Err(PodError::Lost(Lost::Gone(why)));
             }
             let r = tokio::time::timeout(
                 REQUEST_TIMEOUT,
@@ -1131,7 +1136,9 @@ impl Inner {
                     *backoff *= 2;
                 }
                 Err(e) => {
-                    return Err(PodError::Lost(format!("exec into pod {name} failed: {e}")));
+                    return Err(PodError::Lost(Lost::Connection(format!(
+                        "exec into pod {name} failed: {e}"
+                    ))));
                 }
             }
         }
@@ -1148,7 +1155,7 @@ impl Inner {
         started: Box<dyn FnOnce() + Send>,
         cancel: &Cancel,
         connected: Duration,
-    ) -> Result<Outcome, PodError> {
+    ) -> Result<Finished, PodError> {
         let mut stdin = attached.stdin().expect("stdin was asked for");
         let mut stdout = attached.stdout().expect("stdout was asked for");
         let mut stderr = attached.stderr().expect("stderr was asked for");
@@ -1168,9 +1175,9 @@ impl Inner {
         });
         if let Err(e) = stdin.write_all(frame).await {
             drain.abort();
-            return Err(PodError::Lost(format!(
+            return Err(PodError::Lost(Lost::Connection(format!(
                 "sending the job to pod {name}: {e}"
-            )));
+            ))));
         }
         let _ = stdin.flush().await;
         started();
@@ -1178,19 +1185,12 @@ impl Inner {
         let read = async {
             let mut timing = None;
             loop {
-                let mut len = [0u8; 4];
-                stdout.read_exact(&mut len).await?;
-                let len = u32::from_le_bytes(len) as usize;
-                if len > MAX_FRAME {
-                    return Err(std::io::Error::other(format!(
-                        "a report frame of {len} bytes"
-                    )));
-                }
-                let mut payload = vec![0u8; len];
-                stdout.read_exact(&mut payload).await?;
-                match decode::<RunnerReport>(&payload).map_err(std::io::Error::other)? {
+                match read_frame_async::<RunnerReport, _>(&mut stdout)
+                    .await
+                    .map_err(std::io::Error::from)?
+                {
                     RunnerReport::Timing(t) => timing = Some(t),
-                    report => return Ok((report, timing)),
+                    report => return Ok::<_, std::io::Error>((report, timing)),
                 }
             }
         };
@@ -1213,14 +1213,14 @@ impl Inner {
                             let why = status
                                 .and_then(|s| s.message)
                                 .unwrap_or_else(|| "the connection broke".into());
-                            return Err(PodError::Lost(format!(
+                            return Err(PodError::Lost(Lost::Connection(format!(
                                 "the exec stream to pod {name} ended without an outcome: {why}"
-                            )));
+                            ))));
                         }
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if let Some(why) = cancel.why().or_else(|| self.pod_lost(name)) {
+                    if let Some(why) = cancel.why().or_else(|| self.pod_lost(name).map(Lost::Gone)) {
                         attached.abort();
                         drain.abort();
                         return Err(PodError::Lost(why));
@@ -1257,15 +1257,15 @@ impl Inner {
         drain.abort();
         let diagnostics = String::from_utf8_lossy(&diagnostics.lock().unwrap()).into_owned();
         self.tell_layers(&diagnostics);
-        match report.map(RunnerReport::into_outcome) {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(other)) => Err(PodError::Lost(format!(
+        match report.map(|r| r.into_finished(timing)) {
+            Ok(Ok(finished)) => Ok(finished),
+            Ok(Err(other)) => Err(PodError::Lost(Lost::Protocol(format!(
                 "the runner in pod {name} reported {other:?} instead of an outcome"
-            ))),
-            Err(e) => Err(PodError::Lost(format!(
+            )))),
+            Err(e) => Err(PodError::Lost(Lost::Connection(format!(
                 "reading the outcome from pod {name}: {e}; runner said: {}",
                 diagnostics.trim()
-            ))),
+            )))),
         }
     }
 
@@ -1358,12 +1358,12 @@ async fn owner_for(client: &Client, ns: &str, instance: &str) -> anyhow::Result<
 /// Stops a run from elsewhere (the watchdog).
 #[derive(Default)]
 struct Cancel {
-    why: Mutex<Option<String>>,
+    why: Mutex<Option<Lost>>,
     pod: Mutex<String>,
 }
 
 impl Cancel {
-    fn why(&self) -> Option<String> {
+    fn why(&self) -> Option<Lost> {
         self.why.lock().unwrap().clone()
     }
 
@@ -1533,14 +1533,14 @@ impl StandbyPod for KubePod {
         let (inner, cancel, handle) =
             (self.inner.clone(), self.cancel.clone(), self.handle.clone());
         PodKiller::new(move || {
-            *cancel.why.lock().unwrap() = Some("the watchdog deleted the pod".into());
+            *cancel.why.lock().unwrap() = Some(Lost::Watchdog);
             let name = cancel.pod.lock().unwrap().clone();
             let inner = inner.clone();
             handle.spawn(async move { inner.delete_pod(&name, "watchdog").await });
         })
     }
 
-    fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
+    fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Finished, PodError>> {
         self.run_watched(job, Box::new(|| {}))
     }
 
@@ -1548,7 +1548,7 @@ impl StandbyPod for KubePod {
         self: Box<Self>,
         job: Job,
         started: Box<dyn FnOnce() + Send>,
-    ) -> BoxFuture<'static, Result<Outcome, PodError>> {
+    ) -> BoxFuture<'static, Result<Finished, PodError>> {
         let KubePod {
             inner,
             pool,
@@ -1560,8 +1560,11 @@ impl StandbyPod for KubePod {
         } = *self;
         let task = handle.spawn(inner.run(pool, name, rv, job, started, cancel, early));
         Box::pin(async move {
-            task.await
-                .unwrap_or_else(|e| Err(PodError::Lost(format!("the run task failed: {e}"))))
+            task.await.unwrap_or_else(|e| {
+                Err(PodError::Lost(Lost::Internal(format!(
+                    "the run task failed: {e}"
+                ))))
+            })
         })
     }
 

@@ -9,19 +9,18 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 
 use super::cores::Cores;
 use super::fork_server::{ForkServer, ForkServerSpec};
-use super::{BoxFuture, PodBackend, PodError, PodKiller, StandbyPod};
+use super::{BoxFuture, Finished, Lost, PodBackend, PodError, PodKiller, StandbyPod};
 use crate::job::Job;
 use crate::languages::Registry;
-use crate::outcome::Outcome;
-use crate::runner::protocol::{self, RunnerReport, MAX_FRAME};
-use crate::runner::pyfork::ForkedCommand;
-use crate::sandbox::cgroup::{CgroupLayout, CgroupPaths};
-use crate::sandbox::setup::PodSetup;
+use crate::sandbox::cgroup::{CgroupLayout, RemoveGroup};
+use kiln_wire::frame::{encode, read_frame_async};
+use kiln_wire::report::RunnerReport;
+use kiln_wire::setup::{CgroupPaths, ForkedCommand, PodSetup};
 
 /// Settings of the local backend.
 #[derive(Clone, Debug)]
@@ -225,19 +224,19 @@ impl LocalBackend {
     }
 
     /// The fork server needs root (it enters pods' namespaces) and Kiln's library next to the
-    /// runner (`libkiln.so`, built with it).
+    /// runner (`libkiln_runner.so`, built with it).
     fn start_fork_server(&self, spec: ForkServerSpec) -> Result<ForkServer, String> {
         if self.rootless {
             return Err("needs root".into());
         }
         // Cargo leaves the library in deps/ when only a binary was asked for (`cargo run`).
-        let beside = self.settings.runner.with_file_name("libkiln.so");
+        let beside = self.settings.runner.with_file_name("libkiln_runner.so");
         let library = [
             beside.clone(),
             self.settings
                 .runner
                 .with_file_name("deps")
-                .join("libkiln.so"),
+                .join("libkiln_runner.so"),
         ]
         .into_iter()
         .find(|p| p.is_file())
@@ -483,7 +482,7 @@ impl LocalPod {
             step: step.into(),
             error: e,
         };
-        let frame = protocol::encode(setup).map_err(|e| fail("encode the pod setup", e))?;
+        let frame = encode(setup).map_err(|e| fail("encode the pod setup", e.to_string()))?;
         self.to_runner
             .write_all(&frame)
             .await
@@ -506,16 +505,15 @@ impl LocalPod {
         mut inputs: tokio::sync::mpsc::UnboundedReceiver<crate::sessions::Input>,
     ) -> Result<tokio::task::JoinHandle<()>, PodError> {
         use std::os::fd::AsFd;
-        let fd = self
-            .to_runner
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| PodError::Lost(format!("duplicating the job pipe: {e}")))?;
-        let mut writer = pipe::Sender::from_owned_fd(fd)
-            .map_err(|e| PodError::Lost(format!("the job pipe's duplicate: {e}")))?;
+        let fd = self.to_runner.as_fd().try_clone_to_owned().map_err(|e| {
+            PodError::Lost(Lost::Internal(format!("duplicating the job pipe: {e}")))
+        })?;
+        let mut writer = pipe::Sender::from_owned_fd(fd).map_err(|e| {
+            PodError::Lost(Lost::Internal(format!("the job pipe's duplicate: {e}")))
+        })?;
         Ok(tokio::spawn(async move {
             while let Some(input) = inputs.recv().await {
-                let Ok(frame) = protocol::encode(&input) else {
+                let Ok(frame) = encode(&input) else {
                     continue;
                 };
                 if writer.write_all(&frame).await.is_err() {
@@ -523,28 +521,22 @@ impl LocalPod {
                 }
             }
             // The client is gone: the program's stdin ends.
-            if let Ok(frame) = protocol::encode(&crate::sessions::Input::CloseStdin) {
+            if let Ok(frame) = encode(&crate::sessions::Input::CloseStdin) {
                 let _ = writer.write_all(&frame).await;
             }
         }))
     }
 
     async fn read_report(&mut self) -> Result<RunnerReport, String> {
-        let mut len = [0u8; 4];
-        self.from_runner
-            .read_exact(&mut len)
+        read_frame_async(&mut self.from_runner)
             .await
-            .map_err(|e| format!("kiln-runner closed its output ({e})"))?;
-        let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_FRAME {
-            return Err(format!("kiln-runner sent a frame of {len} bytes"));
-        }
-        let mut payload = vec![0u8; len];
-        self.from_runner
-            .read_exact(&mut payload)
-            .await
-            .map_err(|e| format!("kiln-runner closed its output ({e})"))?;
-        protocol::decode(&payload)
+            .map_err(|e| match e {
+                e if e.is_closed() => format!("kiln-runner closed its output ({e})"),
+                kiln_wire::frame::FrameError::TooBig(len) => {
+                    format!("kiln-runner sent a frame of {len} bytes")
+                }
+                e => e.to_string(),
+            })
     }
 
     /// Kills the runner (and with it the whole pod), reaps it and removes the cgroup.
@@ -587,7 +579,7 @@ impl StandbyPod for LocalPod {
         })
     }
 
-    fn run(mut self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
+    fn run(mut self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Finished, PodError>> {
         let forkable = self.forkable.as_ref().is_some_and(|c| c.serves(&job));
         self.history.record(forkable, job.compiles());
         Box::pin(async move {
@@ -613,11 +605,12 @@ impl StandbyPod for LocalPod {
                 let session = crate::sessions::take(&job.id);
                 let mut job = job;
                 job.interactive = session.is_some();
-                let frame = protocol::encode(&job).map_err(PodError::Lost)?;
-                self.to_runner
-                    .write_all(&frame)
-                    .await
-                    .map_err(|e| PodError::Lost(format!("sending the job: {e}")))?;
+                let frame = encode(&job).map_err(|e| {
+                    PodError::Lost(Lost::Internal(format!("encoding the job: {e}")))
+                })?;
+                self.to_runner.write_all(&frame).await.map_err(|e| {
+                    PodError::Lost(Lost::Connection(format!("sending the job: {e}")))
+                })?;
                 let (outputs, relay) = match session {
                     Some(ends) => (Some(ends.outputs), Some(self.relay_inputs(ends.inputs)?)),
                     None => (None, None),
@@ -632,14 +625,13 @@ impl StandbyPod for LocalPod {
                         }
                         Ok(RunnerReport::Timing(t)) => timing = Some(t),
                         Ok(report) => {
-                            break match report.into_outcome() {
-                                Ok(outcome) => Ok(Outcome { timing, ..outcome }),
-                                Err(other) => {
-                                    Err(PodError::Lost(format!("unexpected report {other:?}")))
-                                }
-                            }
+                            break report.into_finished(timing).map_err(|other| {
+                                PodError::Lost(Lost::Protocol(format!(
+                                    "unexpected report {other:?}"
+                                )))
+                            })
                         }
-                        Err(e) => break Err(PodError::Lost(e)),
+                        Err(e) => break Err(PodError::Lost(Lost::Connection(e))),
                     }
                 };
                 if let Some(relay) = relay {

@@ -8,13 +8,10 @@ pub mod kubernetes;
 pub mod local;
 pub mod noop;
 
-use std::future::Future;
-use std::pin::Pin;
-
 use crate::job::Job;
-use crate::outcome::Outcome;
+pub use kiln_wire::report::Finished;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// Why a pod could not be made or could not finish its job.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,7 +21,50 @@ pub enum PodError {
     Create { step: String, error: String },
     /// The pod went away while it held a job (killed, crashed, timed out).
     #[error("the sandbox was lost during the job: {0}")]
-    Lost(String),
+    Lost(Lost),
+}
+
+/// How a pod was lost while it held a job. The words say what happened; the kind is what
+/// metrics count (`metric_label`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Lost {
+    /// The connection to its runner broke or closed before the outcome (a pipe, an exec stream).
+    #[error("{0}")]
+    Connection(String),
+    /// The runner answered with something other than its outcome.
+    #[error("{0}")]
+    Protocol(String),
+    /// The pod was killed or deleted under the job (by the node, an operator, or a crash).
+    #[error("{0}")]
+    Gone(String),
+    /// The timeout watchdog killed the pod.
+    #[error("the watchdog deleted the pod")]
+    Watchdog,
+    /// Kiln's own part that ran the pod failed (a panic, a task that did not finish).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Lost {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Lost::Connection(_) => "connection",
+            Lost::Protocol(_) => "protocol",
+            Lost::Gone(_) => "gone",
+            Lost::Watchdog => "watchdog",
+            Lost::Internal(_) => "internal",
+        }
+    }
+}
+
+impl PodError {
+    /// The label `kiln_pod_failures_total` counts a pod that could not be made by: the step.
+    pub fn metric_label(&self) -> &str {
+        match self {
+            PodError::Create { step, .. } => step,
+            PodError::Lost(_) => "lost",
+        }
+    }
 }
 
 /// A set of alike pods: which languages they serve and how many pod runners hold them.
@@ -72,15 +112,15 @@ pub trait StandbyPod: Send + 'static {
     fn id(&self) -> &str;
     /// A handle that kills the pod from elsewhere (the timeout watchdog).
     fn killer(&self) -> PodKiller;
-    /// Runs the job and retires the pod.
-    fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>>;
+    /// Runs the job and retires the pod: its outcome, and what the runner sent beside it.
+    fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Finished, PodError>>;
     /// `run`, calling `started` when the job's program is about to start: the watchdog's clock
     /// starts then, not while a remote pod is still being claimed and reached.
     fn run_watched(
         self: Box<Self>,
         job: Job,
         started: Box<dyn FnOnce() + Send>,
-    ) -> BoxFuture<'static, Result<Outcome, PodError>> {
+    ) -> BoxFuture<'static, Result<Finished, PodError>> {
         started();
         self.run(job)
     }

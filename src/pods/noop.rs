@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BoxFuture, PodBackend, PodError, PodKiller, StandbyPod};
+use super::{BoxFuture, Finished, PodBackend, PodError, PodKiller, StandbyPod};
 use crate::job::Job;
 use crate::outcome::{Outcome, Status};
 
@@ -37,13 +37,13 @@ impl StandbyPod for NoopPod {
         PodKiller::new(|| {})
     }
 
-    fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PodError>> {
+    fn run(self: Box<Self>, job: Job) -> BoxFuture<'static, Result<Finished, PodError>> {
         Box::pin(async move {
             let mut outcome = Outcome::failed(Status::Accepted, "");
             outcome.message = None;
             outcome.exit_code = Some(0);
             outcome.stdout = job.stdin;
-            Ok(outcome)
+            Ok(Finished::of(outcome))
         })
     }
 

@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 use super::result_files::{ResultFiles, Stored};
 pub use super::Submitted;
 use super::{Delivery, Envelope, Intake, Queue, QueueError, SubmissionState};
-use crate::pods::BoxFuture;
 use crate::result::{now_ms, RunResult};
+use crate::BoxFuture;
 
 const SUBMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("submissions");
 const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");

@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 use super::offsets::{PartitionOffsets, MAX_SPAN};
 use super::{Delivery, Envelope, Queue, QueueError};
 use crate::metrics::Metrics;
-use crate::pods::BoxFuture;
 use crate::result::{now_ms, RunResult};
 use crate::submission::Submission;
+use crate::BoxFuture;
 
 /// Content types a submission (and its result) may be written in.
 pub const JSON: &str = "application/json";

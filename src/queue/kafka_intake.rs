@@ -20,8 +20,8 @@ use super::embedded::EmbeddedQueue;
 use super::kafka::{ConnectError, KafkaSettings, BINCODE, JSON};
 use super::{Envelope, Intake, QueueError, SubmissionState, Submitted};
 use crate::events::{Event, EventBus, EventKind};
-use crate::pods::BoxFuture;
 use crate::result::{ResultView, RunResult};
+use crate::BoxFuture;
 
 /// Ids produced by this instance whose result has not been read yet, so that a GET can say
 /// "queued"; the oldest are forgotten past this many.

@@ -7,35 +7,10 @@ pub mod kafka_intake;
 pub mod offsets;
 pub mod result_files;
 
-use serde::{Deserialize, Serialize};
-
-use crate::pods::BoxFuture;
 use crate::result::RunResult;
-use crate::submission::Submission;
+use crate::BoxFuture;
 
-/// A submission as it travels through the queue.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Envelope {
-    pub id: String,
-    pub submission: Submission,
-    pub created_at_ms: u64,
-}
-
-impl Envelope {
-    /// A journaled envelope, also one an earlier Kiln wrote (see `Submission::from_bincode`).
-    pub fn from_bincode(b: &[u8]) -> Result<Envelope, String> {
-        crate::submission::decode_bincode::<Envelope, crate::submission::FirstEnvelope>(b)
-    }
-
-    /// Bytes the submission carries (sources, stdin, args): what a queue full of them costs.
-    pub fn weight(&self) -> usize {
-        let s = &self.submission;
-        s.files.iter().map(|f| f.content.len()).sum::<usize>()
-            + s.source.as_ref().map_or(0, String::len)
-            + s.stdin.len()
-            + s.args.iter().map(String::len).sum::<usize>()
-    }
-}
+pub use crate::submission::Envelope;
 
 /// One taken submission; the queue knows it by `token` until it is completed.
 #[derive(Clone, Debug)]

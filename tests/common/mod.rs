@@ -63,7 +63,7 @@ pub async fn run_on(backend: &LocalBackend, sub: Submission) -> Outcome {
         .resolve("test", registry(), &LimitPolicy::default())
         .expect("valid submission");
     let pod = backend.create(0).await.expect("standby pod");
-    pod.run(job).await.expect("pod finished the job")
+    pod.run(job).await.expect("pod finished the job").outcome
 }
 
 /// Same, under a policy other than the default.
@@ -72,7 +72,7 @@ pub async fn run_with(sub: Submission, policy: &LimitPolicy) -> Outcome {
         .resolve("test", registry(), policy)
         .expect("valid submission");
     let pod = backend().create(0).await.expect("standby pod");
-    pod.run(job).await.expect("pod finished the job")
+    pod.run(job).await.expect("pod finished the job").outcome
 }
 
 pub fn source(language: &str, source: &str) -> Submission {

@@ -1,4 +1,6 @@
-//! What came of running a job: the final status and the measurements, as the runner reports it.
+//! What came of running a job: the final status and the measurements, as the runner reports it
+//! and results publish it. What only the host's own parts use travels beside it
+//! (`report::Finished`).
 
 use serde::{Deserialize, Serialize};
 
@@ -82,14 +84,6 @@ pub struct Outcome {
     /// of exec'd. Not part of the API's result; counted in the metrics.
     #[serde(default)]
     pub forked: bool,
-    /// What the compile step made, when the job asked for it (`keep_artifact`). Travels from a
-    /// pod beside the outcome (`RunnerReport::Built`), never in results.
-    #[serde(skip)]
-    pub artifact: Option<crate::job::Artifact>,
-    /// Where the job's time went inside a local pod (`RunnerReport::Timing`), for benchmarks;
-    /// never in results.
-    #[serde(skip)]
-    pub timing: Option<crate::runner::protocol::Timing>,
     /// A test-case set's runs, in test order (empty for a submission without `tests`).
     #[serde(default)]
     pub tests: Vec<TestOutcome>,
@@ -126,20 +120,19 @@ impl TestOutcome {
 }
 
 /// An outcome as bincode held it before `tests` (journals and results topics of that time).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
-pub(crate) struct FirstOutcome {
-    status: Status,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    stdout: Bytes,
-    stderr: Bytes,
-    compile_output: Bytes,
-    cpu_time_ms: u64,
-    wall_time_ms: u64,
-    memory_bytes: u64,
-    message: Option<String>,
-    forked: bool,
+#[derive(Deserialize, Serialize)]
+pub struct FirstOutcome {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Bytes,
+    pub stderr: Bytes,
+    pub compile_output: Bytes,
+    pub cpu_time_ms: u64,
+    pub wall_time_ms: u64,
+    pub memory_bytes: u64,
+    pub message: Option<String>,
+    pub forked: bool,
 }
 
 impl From<FirstOutcome> for Outcome {
@@ -156,8 +149,6 @@ impl From<FirstOutcome> for Outcome {
             memory_bytes: f.memory_bytes,
             message: f.message,
             forked: f.forked,
-            artifact: None,
-            timing: None,
             tests: Vec::new(),
         }
     }
@@ -178,8 +169,6 @@ impl Outcome {
             memory_bytes: 0,
             message: Some(message.into()),
             forked: false,
-            artifact: None,
-            timing: None,
             tests: Vec::new(),
         }
     }

@@ -28,9 +28,7 @@ mod server;
 
 use std::os::fd::RawFd;
 
-use serde::{Deserialize, Serialize};
-
-use crate::sandbox::setup::PodSetup;
+pub use kiln_wire::setup::{ForkedCommand, ServerSetup};
 
 pub use launch::launch_server;
 pub use server::PyInit__kiln_pyfork;
@@ -41,34 +39,3 @@ pub const LISTEN_FD: RawFd = 3;
 pub const POD_CONNECTION_FD: RawFd = 3;
 /// What the server prints on stdout once it waits for requests.
 pub const READY_LINE: &str = "kiln fork server ready";
-
-/// The command a fork server runs, as the pod's runner needs to know it: a job is served by the
-/// fork server when its run command is exactly `argv` (so no arguments for the program: the
-/// process's /proc/self/cmdline could not show them), it has no compile step, and its
-/// environment is `env`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ForkedCommand {
-    pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
-}
-
-impl ForkedCommand {
-    pub fn serves(&self, job: &crate::job::Job) -> bool {
-        job.compile.is_none()
-            && !job.run.limits.network
-            && job.run.argv == self.argv
-            && job.env == self.env
-    }
-}
-
-/// What `kiln-runner fork-server` needs to start the server.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ServerSetup {
-    /// The mount layout of the server's namespace: a pod's.
-    pub pod: PodSetup,
-    pub command: ForkedCommand,
-    /// `major.minor` of the interpreter, which names its user site directory.
-    pub python_version: String,
-    /// Kiln's library (`libkiln.so`), laid into the user site as `_kiln_pyfork.so`.
-    pub library: std::path::PathBuf,
-}

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use super::python::Python;
 use super::{LISTEN_FD, READY_LINE};
-use crate::runner::zygote::{await_command, fail, lock_down, prelock, report, ChildEnds};
-use crate::sandbox::fdpass::recv_with_fds;
-use crate::sandbox::seccomp::SyscallFilter;
-use crate::sandbox::setup::WORK_DIR;
+use crate::zygote::{await_command, fail, lock_down, prelock, report, ChildEnds};
+use kiln_sandbox::fdpass::recv_with_fds;
+use kiln_sandbox::seccomp::SyscallFilter;
+use kiln_sandbox::setup::WORK_DIR;
 
 /// The message an ImportError carries back to usercustomize.py in a program's process.
 const PROGRAM_MARK: &CStr = c"kiln: program process";
@@ -188,7 +188,7 @@ unsafe fn fork_for(
         // That child only forks the program's process and exits: reaping it at once keeps its
         // zombie from holding up the pod's end (a pid namespace ends when all of it is reaped).
         if pid > 0 {
-            let _ = crate::runner::execute::wait4(pid);
+            let _ = crate::execute::wait4(pid);
         }
         return false; // the server: drops its copies of the request's descriptors
     }
@@ -270,7 +270,7 @@ unsafe fn program(server: &Server, procs: Vec<OwnedFd>, child: ChildEnds) {
         let _ = fd.into_raw_fd();
     }
     let _ = status.into_raw_fd();
-    crate::sandbox::close_from(3, false);
+    kiln_sandbox::close_from(3, false);
 }
 
 fn peer_uid(conn: &OwnedFd) -> Option<u32> {

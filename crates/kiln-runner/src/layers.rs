@@ -56,7 +56,7 @@ impl Layers {
             _ => "unknown",
         };
         let root = unsafe { libc::geteuid() } == 0;
-        let landlock_abi = crate::sandbox::landlock::abi_version();
+        let landlock_abi = kiln_sandbox::landlock::abi_version();
         let mut in_force = vec!["rlimits (cpu, file size, open files, stack, no core)".to_string()];
         in_force.push("no_new_privs".into());
         in_force.push("seccomp filter of Kiln's own".into());

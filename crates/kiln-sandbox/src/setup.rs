@@ -10,39 +10,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use serde::{Deserialize, Serialize};
 
-use super::cgroup::CgroupPaths;
-
-/// What the host tells a new pod about itself, sent as the first frame on the runner's stdin.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PodSetup {
-    pub cgroup: Option<CgroupPaths>,
-    /// Size of the tmpfs that holds the work dir and /tmp.
-    pub tmpfs_bytes: u64,
-    /// Host paths made visible, read-only, at the same place (system dirs, toolchains, and the
-    /// allow-listed entries of /etc).
-    pub read_only: Vec<PathBuf>,
-    /// Files and folders hidden behind empty ones even though their parent is visible.
-    pub masked: Vec<PathBuf>,
-    pub hostname: String,
-    /// The unprivileged identity programs run as; `None` when the pod runs in a user namespace
-    /// that maps only the invoking user.
-    pub sandbox_user: Option<(u32, u32)>,
-    /// Warm caches: (host directory, path inside the pod). The pod sees the host directory
-    /// read-only with a writable layer of its own on top.
-    pub overlays: Vec<(PathBuf, PathBuf)>,
-    /// The command of the fork server whose connection the runner finds on fd 3, if any.
-    pub fork_server: Option<crate::runner::pyfork::ForkedCommand>,
-    /// How many of the runner's own zygotes to fork while on standby: none when a forked
-    /// process is coming and recent jobs were all served by such (a job that needs the
-    /// runner's own then forks it, its cgroup move then on that job's path), two while recent
-    /// jobs compiled (one per step).
-    pub local_zygotes: u8,
-}
-
-/// The directory programs start in, inside the pod.
-pub const WORK_DIR: &str = "/work";
+pub use kiln_wire::setup::{PodSetup, WORK_DIR};
 
 /// A failed step of pod creation, named so the operator knows what to fix.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use super::ServerSetup;
 /// like a pod's (the interpreter must resolve its paths as a program in a pod would) and execs
 /// the interpreter with the listening socket on fd 3.
 pub fn launch_server() -> i32 {
-    let setup: ServerSetup = match crate::runner::protocol::read_frame(&mut io::stdin().lock()) {
+    let setup: ServerSetup = match kiln_wire::frame::read_frame(&mut io::stdin().lock()) {
         Ok(Some(s)) => s,
         Ok(None) => return 0,
         Err(e) => {
@@ -37,7 +37,7 @@ pub fn launch_server() -> i32 {
         );
         return 2;
     }
-    if let Err(e) = crate::sandbox::setup::enter_pod(&setup.pod) {
+    if let Err(e) = kiln_sandbox::setup::enter_pod(&setup.pod) {
         eprintln!("kiln-runner fork-server: {e}");
         return 2;
     }

@@ -9,8 +9,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
 /// Which cgroup hierarchy this host offers for sandboxes, found once at start.
 #[derive(Clone, Debug)]
 pub enum CgroupLayout {
@@ -31,15 +29,7 @@ pub enum CgroupLayout {
     Unavailable { reason: String },
 }
 
-/// The directories of one pod's cgroup, as handed to the runner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CgroupPaths {
-    pub version: u8,
-    /// v1: memory, pids, cpuacct, then cpu when it is a hierarchy of its own (in that order);
-    /// v2: the one directory. (Pods are pinned to cores by affinity, not by a cpuset group:
-    /// `src/pods/cores.rs`.)
-    pub dirs: Vec<PathBuf>,
-}
+pub use kiln_wire::setup::CgroupPaths;
 
 const KILN_GROUP: &str = "kiln";
 
@@ -329,10 +319,15 @@ impl CgroupLayout {
     }
 }
 
-impl CgroupPaths {
+/// What the host does with a pod's group once the pod is gone.
+pub trait RemoveGroup {
     /// Kills whatever is still in the group and removes its directories. Retries briefly because
     /// processes killed an instant ago may still be leaving.
-    pub fn remove(&self) -> io::Result<()> {
+    fn remove(&self) -> io::Result<()>;
+}
+
+impl RemoveGroup for CgroupPaths {
+    fn remove(&self) -> io::Result<()> {
         for attempt in 0..200 {
             let mut busy = false;
             for dir in &self.dirs {

@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::execute::{wait4, Isolation};
-use crate::sandbox::pipe;
-use crate::sandbox::seccomp::SyscallFilter;
+use kiln_sandbox::pipe;
+use kiln_sandbox::seccomp::SyscallFilter;
 
 /// A process forked ahead of time that has already moved itself into the pod's cgroup and waits
 /// for a command to exec. Moving a process between cgroup v1 hierarchies costs ~8 ms (an RCU
@@ -124,7 +124,7 @@ impl Zygote {
         fds.extend(procs.iter().map(|f| f.as_raw_fd()));
         fds.extend(child.raw());
         let header = [namespaces.len() as u8, procs.len() as u8];
-        crate::sandbox::fdpass::send_with_fds(server.as_raw_fd(), &header, &fds)?;
+        kiln_sandbox::fdpass::send_with_fds(server.as_raw_fd(), &header, &fds)?;
         Ok(zygote)
     }
 
@@ -175,7 +175,7 @@ impl Zygote {
         self.wait_ready()?;
         let control = self.control.take().expect("a zygote launches once");
         let mut file = std::fs::File::from(control);
-        crate::runner::protocol::write_frame(&mut file, spec)?;
+        kiln_wire::frame::write_frame(&mut file, spec)?;
         drop(file);
         let err = read_all(&self.status);
         if err.is_empty() {
@@ -312,7 +312,7 @@ pub(crate) fn prelock(filter: &SyscallFilter, work_dir: Option<&Path>) -> io::Re
 /// Landlock: read and execute anything visible, write only below `work_dir`, /tmp and /dev.
 fn confine(work_dir: &Path) -> io::Result<()> {
     let writable = [work_dir, Path::new("/tmp"), Path::new("/dev")];
-    crate::sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
+    kiln_sandbox::landlock::confine(&writable).map_err(io::Error::other)?;
     Ok(())
 }
 
@@ -326,7 +326,7 @@ pub(crate) fn await_command(
     say_pid: bool,
 ) -> ExecSpec {
     unsafe { libc::setpgid(0, 0) };
-    if let Err(e) = crate::sandbox::cgroup::enter(procs) {
+    if let Err(e) = kiln_sandbox::cgroup::enter(procs) {
         fail(status, "joining the pod's cgroup", &e);
     }
     let mut hello = vec![b'R'];
@@ -335,7 +335,7 @@ pub(crate) fn await_command(
     }
     unsafe { libc::write(status.as_raw_fd(), hello.as_ptr().cast(), hello.len()) };
     let mut control = std::fs::File::from(control);
-    match crate::runner::protocol::read_frame(&mut control) {
+    match kiln_wire::frame::read_frame(&mut control) {
         Ok(Some(spec)) => spec,
         Ok(None) => unsafe { libc::_exit(0) },
         Err(e) => fail(status, "reading the command", &e),
@@ -376,7 +376,7 @@ fn become_program(spec: &ExecSpec, stdio: &[OwnedFd; 3], confined: &Path) -> io:
     }
     lock_down(spec, stdio, Some(confined))?;
     // Only stdio goes through the exec (the status pipe closes with it, telling the runner).
-    crate::sandbox::close_from(3, true);
+    kiln_sandbox::close_from(3, true);
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();

@@ -1,21 +1,25 @@
 //! `kiln-runner`: takes one job, writes its files, compiles, runs, and reports one outcome.
-//! The same code runs as pid 1 of a local standby pod and inside a Kubernetes pod.
+//! The same code runs as pid 1 of a local standby pod and inside a Kubernetes pod. It depends on
+//! the contract (`kiln-wire`) and the isolation layers (`kiln-sandbox`) only; this crate's
+//! cdylib is also the Python fork server's native half (`pyfork`).
 
 pub mod execute;
 pub mod layers;
 pub mod pod;
-pub mod protocol;
 pub mod pyfork;
 pub mod zygote;
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path};
+use std::path::Path;
 
-use crate::job::{Job, JobFile, Limits};
-use crate::outcome::{Outcome, Status};
+use kiln_wire::job::{Artifact, Job, JobFile, Limits};
+use kiln_wire::outcome::{Outcome, Status};
+use kiln_wire::report::{Finished, Timing};
+
 use execute::{execute, Breach, Capture, Execution, Isolation};
+pub use kiln_wire::rules::{check_file_name, signal_name};
 use zygote::Zygote;
 
 /// `kiln-runner`'s command line (also `kiln` started under the name `kiln-runner`).
@@ -56,10 +60,41 @@ pub fn run_job(
     isolation: &Isolation,
     ready: Vec<Zygote>,
     forked: Option<(Zygote, &pyfork::ForkedCommand)>,
-) -> Outcome {
+) -> Finished {
     let read = std::time::Instant::now();
+    let mut timing = Timing::default();
+    let mut artifact = None;
+    let outcome = run_steps(
+        job,
+        work_dir,
+        isolation,
+        ready,
+        forked,
+        read,
+        &mut timing,
+        &mut artifact,
+    );
+    // The timing is reported only for a job whose steps all ran.
+    let ran = timing.done_us > 0;
+    Finished {
+        outcome,
+        artifact,
+        timing: ran.then_some(timing),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_steps(
+    job: &Job,
+    work_dir: &Path,
+    isolation: &Isolation,
+    ready: Vec<Zygote>,
+    forked: Option<(Zygote, &pyfork::ForkedCommand)>,
+    read: std::time::Instant,
+    timing: &mut Timing,
+    artifact: &mut Option<Artifact>,
+) -> Outcome {
     let since = |t: std::time::Instant| t.saturating_duration_since(read).as_micros() as u64;
-    let mut timing = protocol::Timing::default();
     if let Err(e) = write_files(&job.files, work_dir, isolation.sandbox_user) {
         return Outcome::failed(Status::Rejected, e);
     }
@@ -106,7 +141,6 @@ pub fn run_job(
         .as_ref()
         .map(|p| p.compile_output.0.clone())
         .unwrap_or_default();
-    let mut artifact = None;
     if let Some(compile) = job.compile.as_ref().filter(|_| compiles) {
         let mut limits = compile.limits.clone();
         limits.output_bytes = limits.output_bytes.min(COMPILE_OUTPUT_CAP);
@@ -170,7 +204,7 @@ pub fn run_job(
         }
         // Taken before the run, which may change the work dir.
         if job.keep_artifact {
-            artifact = collect_artifact(work_dir, &job.files).map(|files| crate::job::Artifact {
+            *artifact = collect_artifact(work_dir, &job.files).map(|files| Artifact {
                 files,
                 compile_output: compile_output.clone().into(),
             });
@@ -216,7 +250,7 @@ pub fn run_job(
         job.expected_output.as_ref().map(|b| &b.0[..]),
         isolation,
     );
-    Outcome {
+    let outcome = Outcome {
         status,
         exit_code: run.exit_code,
         signal: run.signal,
@@ -228,13 +262,10 @@ pub fn run_job(
         memory_bytes: run.memory_bytes,
         message,
         forked,
-        artifact,
-        timing: Some(protocol::Timing {
-            done_us: since(std::time::Instant::now()),
-            ..timing
-        }),
         tests: Vec::new(),
-    }
+    };
+    timing.done_us = since(std::time::Instant::now()).max(1);
+    outcome
 }
 
 /// Most a compile step's outputs may come to for the compile cache; a bigger build is not kept.
@@ -377,38 +408,6 @@ fn same_output(got: &[u8], want: &[u8]) -> bool {
         lines
     }
     normalise(got) == normalise(want)
-}
-
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGINT => "SIGINT",
-        libc::SIGTRAP => "SIGTRAP",
-        _ => "other",
-    }
-}
-
-/// Checks a submitted file name: relative, no `..`, no empty parts.
-pub fn check_file_name(name: &str) -> Result<(), String> {
-    let path = Path::new(name);
-    if name.is_empty() || name.len() > 255 {
-        return Err(format!("file name {name:?} must be 1 to 255 bytes"));
-    }
-    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!(
-            "file name {name:?} must be a relative path without '..'"
-        ));
-    }
-    Ok(())
 }
 
 fn write_files(

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::zygote::{ExecSpec, Zygote};
-use crate::job::Limits;
-use crate::sandbox::cgroup::Cgroup;
+use kiln_sandbox::cgroup::Cgroup;
+use kiln_wire::job::Limits;
 
 /// Where the runner executes: what isolation it has to work with.
 pub struct Isolation {
@@ -66,13 +66,13 @@ const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs one command in `zygote` and watches it to the end. When it ends, every other process in
 /// the pod is killed except `keep` (the next stage's zygote).
-/// An interactive run's link to the host: input frames (`crate::sessions::Input`) arrive on the
+/// An interactive run's link to the host: input frames (`kiln_wire::session::Input`) arrive on the
 /// runner's stdin after the job frame, output goes out as `RunnerReport::Output` frames on its
 /// stdout as the program writes it.
 pub struct Live {
     input: RawFd,
     output: RawFd,
-    pending: Vec<u8>,
+    pending: kiln_wire::frame::FrameBuffer,
     /// The host said stdin is done (or went away).
     closed: bool,
 }
@@ -84,17 +84,17 @@ impl Live {
         Ok(Live {
             input: 0,
             output: 1,
-            pending: Vec::new(),
+            pending: Default::default(),
             closed: false,
         })
     }
 
     fn send(&self, stream: u8, data: &[u8]) {
-        let report = super::protocol::RunnerReport::Output {
+        let report = kiln_wire::report::RunnerReport::Output {
             stream,
             data: data.to_vec(),
         };
-        if let Ok(frame) = super::protocol::encode(&report) {
+        if let Ok(frame) = kiln_wire::frame::encode(&report) {
             let mut at = 0;
             while at < frame.len() {
                 let n = unsafe {
@@ -112,7 +112,7 @@ impl Live {
     }
 
     /// Reads what the host sent; returns the whole input frames in it.
-    fn receive(&mut self) -> Vec<crate::sessions::Input> {
+    fn receive(&mut self) -> Vec<kiln_wire::session::Input> {
         let mut chunk = [0u8; 65536];
         loop {
             let n = unsafe { libc::read(self.input, chunk.as_mut_ptr().cast(), chunk.len()) };
@@ -126,18 +126,12 @@ impl Live {
                 }
                 break;
             }
-            self.pending.extend_from_slice(&chunk[..n as usize]);
+            self.pending.push(&chunk[..n as usize]);
         }
         let mut out = Vec::new();
-        while self.pending.len() >= 4 {
-            let len = u32::from_le_bytes(self.pending[..4].try_into().expect("4 bytes")) as usize;
-            if self.pending.len() < 4 + len {
-                break;
-            }
-            if let Ok(input) = super::protocol::decode(&self.pending[4..4 + len]) {
-                out.push(input);
-            }
-            self.pending.drain(..4 + len);
+        // A frame that does not decode is skipped; the ones after it are still read.
+        while let Some(frame) = self.pending.next() {
+            out.extend(frame.ok());
         }
         out
     }
@@ -359,9 +353,9 @@ impl Watch {
         };
         for input in live.receive() {
             match input {
-                crate::sessions::Input::Stdin(data) => self.stdin_data.extend_from_slice(&data),
-                crate::sessions::Input::CloseStdin => live.closed = true,
-                crate::sessions::Input::Signal(sig) => unsafe {
+                kiln_wire::session::Input::Stdin(data) => self.stdin_data.extend_from_slice(&data),
+                kiln_wire::session::Input::CloseStdin => live.closed = true,
+                kiln_wire::session::Input::Signal(sig) => unsafe {
                     libc::kill(-self.pid, sig);
                     libc::kill(self.pid, sig);
                 },
@@ -591,7 +585,7 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// inherits them, and the seccomp filter refuses `sched_setaffinity`: the program cannot take
 /// more cores than its job was given. Where the kernel refuses, the program runs unpinned.
 fn pin_like_me(pid: i32) {
-    if let Ok(cores) = crate::sandbox::affinity::of(0) {
-        let _ = crate::sandbox::affinity::set(pid, &cores);
+    if let Ok(cores) = kiln_sandbox::affinity::of(0) {
+        let _ = kiln_sandbox::affinity::set(pid, &cores);
     }
 }

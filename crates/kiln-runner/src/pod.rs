@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::execute::Isolation;
-use super::protocol::{read_frame, write_frame, RunnerReport};
 use super::run_job;
 use super::zygote::Zygote;
-use crate::job::Job;
-use crate::outcome::{Outcome, Status};
-use crate::sandbox::cgroup::Cgroup;
-use crate::sandbox::setup::{enter_pod, PodSetup, SetupError, WORK_DIR};
+use kiln_sandbox::cgroup::Cgroup;
+use kiln_sandbox::setup::{enter_pod, PodSetup, SetupError, WORK_DIR};
+use kiln_wire::frame::{decode, encode, read_frame, write_frame};
+use kiln_wire::job::Job;
+use kiln_wire::outcome::{Outcome, Status};
+use kiln_wire::report::{Finished, RunnerReport};
 
 /// Pod mode: build the pod from the host's `PodSetup`, report ready, run one job, report, exit.
 /// Exiting as pid 1 makes the kernel kill anything left in the pod.
@@ -91,10 +92,10 @@ pub fn serve_pod() -> i32 {
             run_job(&job, Path::new(WORK_DIR), &isolation, zygotes, forked)
         }
         Ok(None) => return 0, // the host retired this pod unused
-        Err(e) => Outcome::failed(
+        Err(e) => Finished::of(Outcome::failed(
             Status::Rejected,
             format!("the job could not be decoded: {e}"),
-        ),
+        )),
     };
     match write_outcome(&mut output, outcome) {
         Ok(()) => 0,
@@ -132,10 +133,10 @@ pub fn run_direct(json: bool) -> i32 {
     let job: Result<Job, String> = if json {
         serde_json::from_slice(&raw).map_err(|e| format!("the job is not valid JSON: {e}"))
     } else {
-        super::protocol::decode(&raw).map_err(|e| format!("the job is not valid bincode: {e}"))
+        decode(&raw).map_err(|e| format!("the job is not valid bincode: {e}"))
     };
     let outcome = match job {
-        Ok(job) => run_in_temp_dir(&job, false),
+        Ok(job) => run_in_temp_dir(&job, false).outcome,
         Err(e) => Outcome::failed(Status::Rejected, e),
     };
     let encoded = if json {
@@ -172,11 +173,11 @@ pub fn run_exec() -> i32 {
             );
             run_in_temp_dir(&job, true)
         }
-        Ok(None) => Outcome::failed(Status::Rejected, "no job arrived on stdin"),
-        Err(e) => Outcome::failed(
+        Ok(None) => Finished::of(Outcome::failed(Status::Rejected, "no job arrived on stdin")),
+        Err(e) => Finished::of(Outcome::failed(
             Status::Rejected,
             format!("the job could not be decoded: {e}"),
-        ),
+        )),
     };
     match write_outcome(&mut io::stdout().lock(), outcome) {
         Ok(()) => 0,
@@ -207,7 +208,7 @@ pub fn stand_by() -> i32 {
 /// root filesystem is read-only and the pod's limits bound memory and processes: the job's `/tmp`
 /// paths (HOME, TMPDIR, build caches) are moved into its own directory, so that nothing one job
 /// leaves is seen by the next either.
-fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
+fn run_in_temp_dir(job: &Job, in_pod: bool) -> Finished {
     let root = unsafe { libc::geteuid() } == 0;
     let dir = std::env::temp_dir().join(format!(
         "kiln-work-{}-{}",
@@ -215,10 +216,10 @@ fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
         job.id.replace('/', "_")
     ));
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return Outcome::failed(
+        return Finished::of(Outcome::failed(
             Status::InternalError,
             format!("creating the work dir {}: {e}", dir.display()),
-        );
+        ));
     }
     let sandbox_user = root.then_some((65534, 65534));
     if let Some((uid, gid)) = sandbox_user {
@@ -241,15 +242,15 @@ fn run_in_temp_dir(job: &Job, in_pod: bool) -> Outcome {
         }
         let mut j = job.clone();
         for (_, v) in j.env.iter_mut() {
-            *v = crate::job::move_tmp(v, &tmp);
+            *v = kiln_wire::job::move_tmp(v, &tmp);
         }
         for stage in j.compile.iter_mut().chain(std::iter::once(&mut j.run)) {
             for a in stage.argv.iter_mut() {
-                *a = crate::job::move_tmp(a, &tmp);
+                *a = kiln_wire::job::move_tmp(a, &tmp);
             }
         }
         if let Some(warm) = &job.warm_cache {
-            let at = PathBuf::from(crate::job::move_tmp(&warm.path, &tmp));
+            let at = PathBuf::from(kiln_wire::job::move_tmp(&warm.path, &tmp));
             if let Err(e) = lay_warm_cache(&image_warm_root().join(&warm.dir), &at, sandbox_user) {
                 eprintln!("kiln-runner: the warm cache {} is not used: {e}", warm.dir);
             }
@@ -308,14 +309,12 @@ fn lay_warm_cache(from: &Path, to: &Path, owner: Option<(u32, u32)>) -> io::Resu
 
 /// Writes where the job's time went in the pod (when the runner measured it), then the outcome,
 /// in one write: the host wakes once for both.
-fn write_outcome(out: &mut impl Write, mut outcome: Outcome) -> io::Result<()> {
-    let timing = outcome.timing.take().map(RunnerReport::Timing);
-    let frames = timing
+fn write_outcome(out: &mut impl Write, finished: Finished) -> io::Result<()> {
+    let frames = finished
+        .into_reports()
         .iter()
-        .chain(std::iter::once(&RunnerReport::finished(outcome)))
-        .map(super::protocol::encode)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io::Error::other)?;
+        .map(encode)
+        .collect::<Result<Vec<_>, _>>()?;
     out.write_all(&frames.concat())?;
     out.flush()
 }
