@@ -2,8 +2,7 @@
 //! (single and batch), Judge0 (single and batch), Piston's execute and its WebSocket each refuse a
 //! full queue, a full disk and too many bytes, in their own API's shape, and queue nothing.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! The HTTP API of a real `kiln serve` process, with real sandboxes behind it.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use std::time::Duration;
 

@@ -3,8 +3,7 @@
 //! a kill -9 and restart while a cut one is never served, and the bound evicts the least recently
 //! used. Compiles are counted from /metrics.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use serde_json::{json, Value};
 use server::Server;

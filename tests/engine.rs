@@ -2,7 +2,7 @@
 //! the hostile programs peers are attacked with. Every test runs a real `kiln-runner` as pid 1
 //! of fresh namespaces with a real cgroup.
 
-mod common;
+use crate::common;
 
 use common::*;
 use kiln::outcome::Status;

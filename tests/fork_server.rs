@@ -2,7 +2,7 @@
 //! real pods: a forked run must be indistinguishable from an exec'd one, and must really have
 //! been forked.
 
-mod common;
+use crate::common;
 
 use common::{run_on, source};
 use kiln::outcome::Status;

@@ -3,10 +3,8 @@
 //! Judge0 sends them, multi-file archives, and the official Python SDK from PyPI run unchanged
 //! but for its endpoint.
 
-#[path = "common/server.rs"]
-mod server;
-#[path = "common/tools.rs"]
-mod tools;
+use crate::server;
+use crate::tools;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

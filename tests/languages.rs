@@ -6,8 +6,7 @@
 //! Languages whose toolchain this host lacks are named as skipped; under CI (where `.ci/run`
 //! installs them all) a missing one fails.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,8 @@
 //! Piston's v2 API (`/api/v2/runtimes`, `/api/v2/execute`) served by a real `kiln serve`, in the
 //! shapes Piston's clients read.
 
-#[path = "common/server.rs"]
-mod server;
-#[path = "common/tools.rs"]
-mod tools;
+use crate::server;
+use crate::tools;
 
 use serde_json::json;
 use server::Server;

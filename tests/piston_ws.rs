@@ -2,8 +2,7 @@
 //! answers each line of stdin before the next is sent, a compiled program too, a signal ends a
 //! program that would run forever, and every protocol error closes with Piston's code.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -4,10 +4,8 @@
 //! a curl line that does the same, shows a compile error, and shows the live pool and queue.
 //! `KILN_PLAYGROUND_SCREENSHOTS=docs` keeps the screenshots (docs/playground.png).
 
-#[path = "common/server.rs"]
-mod server;
-#[path = "common/tools.rs"]
-mod tools;
+use crate::server;
+use crate::tools;
 
 use server::Server;
 

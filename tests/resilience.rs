@@ -1,7 +1,6 @@
 //! Nothing accepted is lost: injected actor panics, `kill -9` of the whole process, SIGTERM.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use std::time::Duration;
 

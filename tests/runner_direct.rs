@@ -1,7 +1,7 @@
 //! `kiln-runner run`: the runner on its own, as it runs inside a Kubernetes pod (no namespaces or
 //! cgroups of its own): rlimits, no_new_privs, seccomp and landlock still hold.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;

@@ -2,8 +2,7 @@
 //! statuses per test and overall, stop at the first failure, a memory bomb kept to its own test, a
 //! compile error for the whole set, bounded output, and bad input refused.
 
-#[path = "common/server.rs"]
-mod server;
+use crate::server;
 
 use serde_json::{json, Value};
 use server::Server;
