@@ -71,14 +71,14 @@ pub struct Settings {
     /// Test setting: probability that a pod runner panics when handed a job.
     pub inject_panic_probability: f64,
     /// `text` or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
     pub limits: LimitPolicy,
     /// `embedded` (journaled in the data dir) or `kafka` for `kiln serve`.
-    pub queue: String,
+    pub queue: QueueKind,
     /// Kafka mode: brokers, topics, group (`kiln scheduler`, `kiln api`, `kiln serve --queue kafka`).
     pub kafka: crate::queue::kafka::KafkaSettings,
     /// `local` (namespaces on this machine) or `kubernetes` (pods through the API server).
-    pub pods: String,
+    pub pods: PodsKind,
     /// Kubernetes mode: namespace, pools, pod template (`--pods kubernetes`).
     pub kubernetes: crate::pods::kubernetes::KubeSettings,
     /// The APIs of other code runners that Kiln also speaks.
@@ -131,11 +131,11 @@ impl Default for Settings {
             warm_cache_dir: None,
             fork_server: true,
             inject_panic_probability: 0.0,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             limits: LimitPolicy::default(),
-            queue: "embedded".into(),
+            queue: QueueKind::Embedded,
             kafka: Default::default(),
-            pods: "local".into(),
+            pods: PodsKind::Local,
             kubernetes: Default::default(),
             compat: Default::default(),
             compile_cache_bytes: 1 << 30,
@@ -182,18 +182,6 @@ impl Settings {
         crate::callback::Targets::from_settings(&self.callback_allowed_networks)?;
         for pattern in &self.pod_etc {
             crate::sandbox::etc::check_pattern(pattern).map_err(|e| format!("pod_etc: {e}"))?;
-        }
-        if !matches!(self.queue.as_str(), "embedded" | "kafka") {
-            return Err(format!(
-                "queue must be embedded or kafka, not {:?}",
-                self.queue
-            ));
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(format!(
-                "log_format must be text or json, not {:?}",
-                self.log_format
-            ));
         }
         Ok(())
     }
@@ -296,4 +284,109 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn modes_are_parsed_once_and_unknown_ones_are_refused_with_the_choices() {
+        let dir = std::env::temp_dir().join(format!("kiln-config-modes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kiln.toml");
+        std::fs::write(
+            &file,
+            "queue = \"kafka\"\npods = \"kubernetes\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.queue, QueueKind::Kafka);
+        assert_eq!(settings.pods, PodsKind::Kubernetes);
+        assert_eq!(settings.log_format, LogFormat::Json);
+        let defaults = Settings::load(None).unwrap();
+        assert_eq!(
+            (defaults.queue, defaults.pods, defaults.log_format),
+            (QueueKind::Embedded, PodsKind::Local, LogFormat::Text)
+        );
+
+        std::fs::write(&file, "pods = \"docker\"\n").unwrap();
+        let refused = Settings::load(Some(&file)).unwrap_err();
+        assert!(
+            refused.contains("docker")
+                && refused.contains("local")
+                && refused.contains("kubernetes"),
+            "{refused}"
+        );
+
+        assert_eq!("kafka".parse::<QueueKind>(), Ok(QueueKind::Kafka));
+        assert_eq!(
+            "rabbitmq".parse::<QueueKind>(),
+            Err("queue must be embedded or kafka, not \"rabbitmq\"".to_string())
+        );
+        assert_eq!(
+            "yaml".parse::<LogFormat>(),
+            Err("log_format must be text or json, not \"yaml\"".to_string())
+        );
+        assert_eq!(PodsKind::Kubernetes.to_string(), "kubernetes");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
+
+/// Declares a setting that is one of a few names: parsed once (from the config file, the
+/// environment or a flag), an unknown name refused with the ones it could be.
+macro_rules! mode {
+    ($(#[$doc:meta])* $name:ident, $setting:literal { $($variant:ident = $text:literal),+ }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase", try_from = "String")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(format!(
+                        concat!($setting, " must be ", mode!(@names $($text),+), ", not {:?}"),
+                        text
+                    )),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(text: String) -> Result<Self, String> {
+                text.parse()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    (@names $first:literal, $second:literal) => { concat!($first, " or ", $second) };
+}
+
+mode!(
+    /// Where submissions wait: journaled in the data dir, or on Kafka's topics.
+    QueueKind, "queue" { Embedded = "embedded", Kafka = "kafka" }
+);
+mode!(
+    /// Where jobs run: namespace pods on this machine, or Kubernetes pods.
+    PodsKind, "pods" { Local = "local", Kubernetes = "kubernetes" }
+);
+mode!(
+    /// How the log reads: text lines or JSON lines.
+    LogFormat, "log_format" { Text = "text", Json = "json" }
+);

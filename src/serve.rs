@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use crate::actors::scheduler_root::SchedulerRoot;
 use crate::actors::Shared;
 use crate::api::{routes, Admission, ApiState};
-use crate::config::Settings;
+use crate::config::{LogFormat, PodsKind, QueueKind, Settings};
 use crate::languages::Registry;
 use crate::metrics::Metrics;
 use crate::pods::local::{LocalBackend, LocalSettings};
@@ -66,7 +66,7 @@ pub fn pod_backend(
     registry: &Arc<Registry>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Arc<dyn PodBackend>> {
-    if settings.pods == "kubernetes" {
+    if settings.pods == PodsKind::Kubernetes {
         let backend = crate::pods::kubernetes::KubeBackend::start(
             settings.kubernetes.clone(),
             metrics.clone(),
@@ -102,11 +102,12 @@ pub fn shared_parts(
         .map(|p| p.runners.unwrap_or(settings.effective_pool_size()))
         .sum();
     // Remote pods do not share this host's cores: by default every runner may hold a job.
-    let max_parallel_jobs = if settings.pods == "kubernetes" && settings.max_parallel_jobs == 0 {
-        runners
-    } else {
-        settings.effective_max_parallel_jobs()
-    };
+    let max_parallel_jobs =
+        if settings.pods == PodsKind::Kubernetes && settings.max_parallel_jobs == 0 {
+            runners
+        } else {
+            settings.effective_max_parallel_jobs()
+        };
     let compile_cache = if settings.compile_cache_bytes == 0 {
         None
     } else {
@@ -273,7 +274,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     let backend = pod_backend(&settings, &registry, &metrics)?;
     let mut backend_lines = backend.describe();
     let store = Arc::new(open_store(&settings)?);
-    let (shared, intake): (Arc<Shared>, Arc<dyn Intake>) = if settings.queue == "kafka" {
+    let (shared, intake): (Arc<Shared>, Arc<dyn Intake>) = if settings.queue == QueueKind::Kafka {
         // The scheduler consumes the submissions topic; the API produces to it and answers from
         // the results topic, kept in the store.
         let queue = Arc::new(crate::scheduler::connect(&settings, metrics.clone()).await?);
@@ -370,13 +371,13 @@ pub(crate) async fn until_terminated() -> std::io::Result<()> {
 }
 
 /// Logs to stderr, as text or JSON lines; `RUST_LOG` filters (default: `default_level`).
-pub fn init_logging(format: &str, default_level: &str) {
+pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         let _ = builder
             .json()
             .flatten_event(true)

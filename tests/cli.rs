@@ -47,6 +47,47 @@ fn kiln_run_refuses_a_file_whose_language_it_cannot_tell() {
 }
 
 #[test]
+fn an_unknown_mode_is_refused_with_the_choices_before_anything_starts() {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-modes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("kiln.toml");
+    std::fs::write(&config, "pods = \"docker\"\n").unwrap();
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec!["serve", "--queue", "rabbitmq"],
+            "queue must be embedded or kafka, not \"rabbitmq\"",
+        ),
+        (
+            vec!["scheduler", "--pods", "docker"],
+            "pods must be local or kubernetes, not \"docker\"",
+        ),
+        (
+            vec!["--log-format", "yaml", "serve"],
+            "log_format must be text or json, not \"yaml\"",
+        ),
+        (
+            vec!["--config", config.to_str().unwrap(), "serve"],
+            "pods must be local or kubernetes, not \"docker\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = kiln()
+            .args(&args)
+            .env("KILN_DATA_DIR", dir.join("data"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert!(
+        !dir.join("data").exists(),
+        "a refused start made its data dir"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn kiln_runtimes_lists_each_language_with_its_state() {
     let out = kiln().arg("runtimes").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -468,8 +468,8 @@ fn the_helm_chart_lints_renders_installs_and_uninstalls() {
     std::fs::write(dir.join("kiln.toml"), block("kiln.toml")).unwrap();
     let settings = kiln::config::Settings::load(Some(&dir.join("kiln.toml")))
         .expect("the chart's config loads");
-    assert_eq!(settings.pods, "kubernetes");
-    assert_eq!(settings.queue, "kafka");
+    assert_eq!(settings.pods.as_str(), "kubernetes");
+    assert_eq!(settings.queue.as_str(), "kafka");
     assert_eq!(settings.kubernetes.namespace, ns.name);
     assert_eq!(settings.kubernetes.pools()[0].max, 32);
     let template = dir.join("runner-pod.json");

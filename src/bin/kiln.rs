@@ -147,7 +147,9 @@ enum TopicsCmd {
 fn settings(cli: &Cli) -> anyhow::Result<kiln::config::Settings> {
     let mut s = kiln::config::Settings::load(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
     if let Some(f) = &cli.log_format {
-        s.log_format = f.clone();
+        s.log_format = f
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--log-format: {e}"))?;
     }
     Ok(s)
 }
@@ -182,7 +184,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
     } else {
         "warn"
     };
-    kiln::serve::init_logging(&s.log_format, level);
+    kiln::serve::init_logging(s.log_format, level);
     match cli.command {
         Cmd::Serve {
             listen,
@@ -199,11 +201,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 s.data_dir = d;
             }
             if let Some(q) = queue {
-                anyhow::ensure!(
-                    matches!(q.as_str(), "embedded" | "kafka"),
-                    "--queue must be embedded or kafka, not {q:?}"
-                );
-                s.queue = q;
+                s.queue = q.parse().map_err(|e| anyhow::anyhow!("--queue: {e}"))?;
             }
             if let Some(b) = brokers {
                 s.kafka.brokers = b;
@@ -391,12 +389,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
 /// `--pods`: which pod backend, checked.
 fn set_pods(s: &mut kiln::config::Settings, pods: Option<String>) -> anyhow::Result<()> {
     if let Some(p) = pods {
-        s.pods = p;
+        s.pods = p.parse().map_err(|e| anyhow::anyhow!("--pods: {e}"))?;
     }
-    anyhow::ensure!(
-        matches!(s.pods.as_str(), "local" | "kubernetes"),
-        "--pods must be local or kubernetes, not {:?}",
-        s.pods
-    );
     Ok(())
 }
