@@ -12,6 +12,7 @@ use tracing::{info_span, warn};
 use super::pod_runner::{PodRunner, RunJob};
 use super::queue_consumer::Credit;
 use super::result_publisher::Publish;
+use super::test_set::TestSet;
 use super::{guard, Connect, JobKey, Peers, Shared};
 use crate::events::{Event, EventKind};
 use crate::outcome::{Outcome, Status};
@@ -76,41 +77,6 @@ struct Held {
 enum Work {
     Whole(Delivery),
     Test { id: String, index: usize },
-}
-
-/// A test-case set in flight: its first test compiles (and runs), then every other test runs in a
-/// pod of its own with that build laid in, in parallel; one result holds them all.
-struct TestSet {
-    delivery: Delivery,
-    language: String,
-    pool: usize,
-    jobs: Vec<crate::job::Job>,
-    /// Tests not yet given to a runner, in test order.
-    pending: VecDeque<usize>,
-    results: Vec<Option<Outcome>>,
-    attempts: Vec<u32>,
-    running: usize,
-    /// The first test has come back (it compiled the program).
-    compiled: bool,
-    built: Option<crate::job::Artifact>,
-    compile_output: crate::bytes::Bytes,
-    stop_on_first_failure: bool,
-    /// The first test, in test order, known not to be accepted.
-    failed: Option<usize>,
-}
-
-impl TestSet {
-    /// The tests whose results the set waits for: all, or up to the first failure.
-    fn needed(&self) -> usize {
-        match (self.stop_on_first_failure, self.failed) {
-            (true, Some(f)) => f + 1,
-            _ => self.jobs.len(),
-        }
-    }
-
-    fn complete(&self) -> bool {
-        self.running == 0 && self.results[..self.needed()].iter().all(Option::is_some)
-    }
 }
 
 /// Which pool a submitted language name goes to.
@@ -401,28 +367,8 @@ impl Dispatcher {
         pool: usize,
         jobs: Vec<crate::job::Job>,
     ) {
-        let n = jobs.len();
         let id = delivery.envelope.id.clone();
-        // An interpreted language has nothing to build: every test may start at once. A
-        // compiled one's first test brings its build back for the others.
-        let mut jobs = jobs;
-        let compiled = jobs[0].compile.is_none();
-        jobs[0].keep_artifact = !compiled;
-        let set = TestSet {
-            stop_on_first_failure: delivery.envelope.submission.stop_on_first_failure,
-            delivery,
-            language,
-            pool,
-            jobs,
-            pending: (0..n).collect(),
-            results: vec![None; n],
-            attempts: vec![1; n],
-            running: 0,
-            compiled,
-            built: None,
-            compile_output: Default::default(),
-            failed: None,
-        };
+        let set = TestSet::new(delivery, language, pool, jobs);
         let _ = self.shared.events.send(Event {
             id: id.clone(),
             kind: EventKind::Running,
@@ -483,40 +429,7 @@ impl Dispatcher {
         let Some(set) = self.sets.get_mut(id) else {
             return;
         };
-        set.running -= 1;
-        match result {
-            Ok(Finished {
-                outcome, artifact, ..
-            }) => {
-                if index == 0 && !set.compiled {
-                    set.compiled = true;
-                    set.built = artifact;
-                    set.compile_output = outcome.compile_output.clone();
-                    if outcome.status == Status::CompileError {
-                        // Nothing to run the other tests with: the compile error is the result.
-                        set.pending.clear();
-                        set.failed = Some(0);
-                        set.stop_on_first_failure = true;
-                    }
-                }
-                if outcome.status != Status::Accepted {
-                    set.failed = Some(set.failed.map_or(index, |f| f.min(index)));
-                }
-                set.results[index] = Some(outcome);
-            }
-            Err(reason) => {
-                set.attempts[index] += 1;
-                if set.attempts[index] > max_attempts {
-                    let message = format!(
-                        "gave up after {max_attempts} attempts; the last one failed because {reason}"
-                    );
-                    set.results[index] = Some(Outcome::failed(Status::InternalError, message));
-                    set.failed = Some(set.failed.map_or(index, |f| f.min(index)));
-                } else {
-                    set.pending.push_front(index);
-                }
-            }
-        }
+        set.record(index, result, max_attempts);
         if set.complete() {
             let set = self.sets.remove(id).expect("present");
             self.set_order.retain(|s| s != id);
@@ -530,74 +443,9 @@ impl Dispatcher {
         let Some(peers) = self.peers.clone() else {
             return;
         };
-        let n = set.jobs.len();
-        let runs: Vec<Outcome> = set
-            .results
-            .into_iter()
-            .take(
-                set.failed
-                    .map_or(n, |f| if set.stop_on_first_failure { f + 1 } else { n }),
-            )
-            .map(|r| r.expect("complete"))
-            .collect();
-        if runs.len() == 1 && runs[0].status == Status::CompileError {
-            let outcome = runs.into_iter().next().expect("one");
-            self.publish(&peers, set.delivery, set.language, outcome);
-            return;
-        }
-        let first_bad = runs.iter().position(|o| o.status != Status::Accepted);
-        let head = &runs[first_bad.unwrap_or(0)];
-        let mut tests: Vec<crate::outcome::TestOutcome> =
-            runs.iter().map(crate::outcome::TestOutcome::of).collect();
-        // The result stays bounded: past the budget, later tests' output is cut and says so.
-        let mut budget = self.shared.policy.max_tests_output_bytes;
-        for t in &mut tests {
-            let size = t.stdout.len() + t.stderr.len();
-            if size > budget {
-                let keep_out = t.stdout.len().min(budget);
-                t.stdout.0.truncate(keep_out);
-                t.stderr.0.truncate(budget - keep_out);
-                let note = format!(
-                    "output cut: a result holds at most {} bytes of test output (max_tests_output_bytes)",
-                    self.shared.policy.max_tests_output_bytes
-                );
-                t.message = Some(match t.message.take() {
-                    Some(m) => format!("{m}; {note}"),
-                    None => note,
-                });
-            }
-            budget -= t.stdout.len() + t.stderr.len();
-        }
-        let message = match first_bad {
-            Some(i) => format!(
-                "test {} of {n}{}: {}",
-                i + 1,
-                if runs.len() < n {
-                    " (stopped there)"
-                } else {
-                    ""
-                },
-                head.message
-                    .clone()
-                    .unwrap_or_else(|| head.status.to_string())
-            ),
-            None => format!("all {n} tests accepted"),
-        };
-        let outcome = Outcome {
-            status: head.status,
-            exit_code: head.exit_code,
-            signal: head.signal,
-            stdout: tests[first_bad.unwrap_or(0)].stdout.clone(),
-            stderr: tests[first_bad.unwrap_or(0)].stderr.clone(),
-            compile_output: set.compile_output,
-            cpu_time_ms: runs.iter().map(|o| o.cpu_time_ms).max().unwrap_or(0),
-            wall_time_ms: runs.iter().map(|o| o.wall_time_ms).max().unwrap_or(0),
-            memory_bytes: runs.iter().map(|o| o.memory_bytes).max().unwrap_or(0),
-            message: Some(message),
-            forked: false,
-            tests,
-        };
-        self.publish(&peers, set.delivery, set.language, outcome);
+        let (delivery, language, outcome) =
+            set.into_result(self.shared.policy.max_tests_output_bytes);
+        self.publish(&peers, delivery, language, outcome);
     }
 
     fn publish(&self, peers: &Peers, delivery: Delivery, language: String, outcome: Outcome) {

@@ -13,6 +13,7 @@ pub mod pool_keeper;
 pub mod queue_consumer;
 pub mod result_publisher;
 pub mod scheduler_root;
+mod test_set;
 pub mod timeout_watchdog;
 
 use std::panic::AssertUnwindSafe;
