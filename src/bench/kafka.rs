@@ -245,8 +245,10 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
     let mut py_settings = settings.clone();
     py_settings.kafka = py.clone();
     py_settings.warm_caches = false;
-    let backend =
-        Arc::new(crate::serve::local_backend(&py_settings, &registry).map_err(|e| e.to_string())?);
+    let backend = Arc::new(
+        crate::commands::startup::local_backend(&py_settings, &registry)
+            .map_err(|e| e.to_string())?,
+    );
     let _py_scheduler = start_scheduler(&py_settings, backend).await?;
     let runs = 100;
     let (py_k, b) = (py.clone(), brokers.to_string());
@@ -325,8 +327,14 @@ async fn start_scheduler(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let shared = crate::serve::shared_parts(settings, Arc::new(queue), backend, registry, metrics)
-        .map_err(|e| e.to_string())?;
+    let shared = crate::commands::startup::shared_parts(
+        settings,
+        Arc::new(queue),
+        backend,
+        registry,
+        metrics,
+    )
+    .map_err(|e| e.to_string())?;
     Ok(crate::actors::scheduler_root::SchedulerRoot::start(shared))
 }
 

@@ -157,7 +157,7 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         .build()
         .map_err(|e| e.to_string())?;
     // `kiln serve`'s local pods on this machine, for the same job.
-    let local = crate::serve::local_backend(&Settings::default(), &registry)
+    let local = crate::commands::startup::local_backend(&Settings::default(), &registry)
         .map_err(|e| format!("{e:#}"))?;
 
     // (1) Warm standby pod, a pod made for the job, and a local pod, interleaved.

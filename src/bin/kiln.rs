@@ -184,7 +184,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
     } else {
         "warn"
     };
-    kiln::serve::init_logging(s.log_format, level);
+    kiln::commands::startup::init_logging(s.log_format, level);
     match cli.command {
         Cmd::Serve {
             listen,
@@ -206,7 +206,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             if let Some(b) = brokers {
                 s.kafka.brokers = b;
             }
-            kiln::serve::run(s, cli.config.as_deref())?;
+            kiln::commands::serve::run(s, cli.config.as_deref())?;
             Ok(0)
         }
         Cmd::Api {
@@ -223,7 +223,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             if let Some(d) = data_dir {
                 s.data_dir = d;
             }
-            kiln::serve::run_api(s)?;
+            kiln::commands::serve::run_api(s)?;
             Ok(0)
         }
         Cmd::Scheduler {
@@ -240,7 +240,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 s.kafka.transactional_id = Some(t);
             }
             s.listen = listen;
-            kiln::scheduler::run(s)?;
+            kiln::commands::scheduler::run(s)?;
             Ok(0)
         }
         Cmd::Topics {
@@ -273,7 +273,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             stdin,
             server,
             args,
-        } => kiln::cli::run_file(s, &file, language, stdin, server, args),
+        } => kiln::commands::run::run_file(s, &file, language, stdin, server, args),
         Cmd::Runtimes => {
             let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
                 .map_err(anyhow::Error::msg)?;
@@ -349,7 +349,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             actix::System::new().block_on(async {
                 let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
                     .map_err(anyhow::Error::msg)?;
-                let backend = kiln::serve::local_backend(&s, &registry)?;
+                let backend = kiln::commands::startup::local_backend(&s, &registry)?;
                 if neighbour {
                     let report = kiln::bench::neighbour::run(&backend, &registry, runs)
                         .await

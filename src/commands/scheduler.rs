@@ -15,20 +15,8 @@ use crate::actors::Shared;
 use crate::config::Settings;
 use crate::languages::Registry;
 use crate::metrics::Metrics;
-use crate::queue::kafka::KafkaQueue;
 
-/// Connects to Kafka, retrying with backoff while the brokers do not answer; fails at once when
-/// the operator must act (missing topics).
-pub(crate) async fn connect(
-    settings: &Settings,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<KafkaQueue> {
-    let kafka = settings.kafka.clone();
-    crate::queue::kafka::connect_with_backoff(move || {
-        KafkaQueue::connect(kafka.clone(), metrics.clone())
-    })
-    .await
-}
+use super::startup::connect;
 
 /// Runs until SIGTERM or SIGINT, then lets running jobs finish (their results are published;
 /// what is left is redone by the partitions' next owner).
@@ -39,7 +27,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         );
         // The ops endpoints answer from the start: /readyz says 503 while Kafka is connected to.
         let metrics = Arc::new(Metrics::new());
-        let backend = crate::serve::pod_backend(&settings, &registry, &metrics)?;
+        let backend = crate::commands::startup::pod_backend(&settings, &registry, &metrics)?;
         let ops = web::Data::new(Ops {
             shared: OnceLock::new(),
             metrics: metrics.clone(),
@@ -70,7 +58,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         println!("kiln scheduler: /healthz, /readyz and /metrics on http://{addr}");
 
         let queue = Arc::new(connect(&settings, metrics.clone()).await?);
-        let shared = crate::serve::shared_parts(
+        let shared = crate::commands::startup::shared_parts(
             &settings,
             queue.clone(),
             backend.clone(),
@@ -91,7 +79,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
 
-        crate::serve::until_terminated().await?;
+        crate::commands::startup::until_terminated().await?;
         tracing::info!("shutting down: finishing running jobs");
         let left = scheduler.drain(Duration::from_secs(30)).await;
         if left > 0 {

@@ -145,7 +145,7 @@ impl Embedded {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             actix::System::new().block_on(async move {
-                match crate::serve::start(settings).await {
+                match crate::commands::serve::start(settings).await {
                     Ok(instance) => {
                         let _ = tx.send(Ok(instance.addr));
                         let _ = stopped.await;
