@@ -112,14 +112,11 @@ impl TestSet {
 
     /// The set's delivery, language and one outcome, once it is complete.
     pub(super) fn into_result(self, max_tests_output_bytes: usize) -> (Delivery, String, Outcome) {
-        let n = self.jobs.len();
+        let (n, needed) = (self.jobs.len(), self.needed());
         let runs: Vec<Outcome> = self
             .results
             .into_iter()
-            .take(
-                self.failed
-                    .map_or(n, |f| if self.stop_on_first_failure { f + 1 } else { n }),
-            )
+            .take(needed)
             .map(|r| r.expect("complete"))
             .collect();
         let outcome = one_outcome(runs, n, self.compile_output, max_tests_output_bytes);

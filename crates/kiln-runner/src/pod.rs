@@ -159,9 +159,9 @@ pub fn run_direct(json: bool) -> i32 {
     }
 }
 
-/// Exec mode (a Kubernetes pod): one `Job` frame on stdin; on stdout the job's `Timing` frame, then
-/// one `RunnerReport::Finished` (or `Built`) frame. Exactly one frame is read, never "until end of input": an exec stream's stdin may not
-/// close. Before the job runs, stderr's first line reports the layers around the runner and what it
+/// Exec mode (a Kubernetes pod): one `Job` frame on stdin; on stdout the job's `Timing` frame,
+/// then one `RunnerReport::Finished` (or `Built`) frame. Exactly one frame is read, never "until
+/// end of input": an exec stream's stdin may not close. Before the job runs, stderr's first line reports the layers around the runner and what it
 /// adds (`super::layers`).
 pub fn run_exec() -> i32 {
     let mut input = io::stdin().lock();
