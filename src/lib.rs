@@ -12,7 +12,6 @@ pub use kiln_wire::{bytes, job, outcome};
 
 pub mod actors;
 pub mod api;
-pub mod bench;
 pub mod callback;
 pub mod commands;
 pub mod compile_cache;

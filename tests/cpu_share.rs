@@ -223,7 +223,7 @@ impl Watcher {
     fn now(&self) -> Moment {
         Moment {
             at: Instant::now(),
-            host_busy: kiln::bench::host_busy(),
+            host_busy: kiln_harness::host::busy(),
             pods_ns: self.seen.lock().unwrap().pods_ns,
             own: own_cpu(),
         }

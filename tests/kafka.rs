@@ -467,9 +467,8 @@ fn the_same_id_produced_again_while_pending_runs_and_answers_once() {
 
 #[test]
 fn a_scheduler_whose_brokers_do_not_answer_waits_and_says_so_in_readyz() {
-    use std::io::BufRead;
     // Nothing listens on port 1 of loopback.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut scheduler = kiln_harness::Spec::new(env!("CARGO_BIN_EXE_kiln"), "kiln scheduler")
         .args([
             "scheduler",
             "--brokers",
@@ -477,20 +476,14 @@ fn a_scheduler_whose_brokers_do_not_answer_waits_and_says_so_in_readyz() {
             "--listen",
             "127.0.0.1:0",
         ])
-        .env("KILN_WARM_CACHES", "false")
         .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+        .start()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let ops = first.rsplit(' ').next().unwrap().to_string();
+    let ops = scheduler.url().to_string();
     std::thread::sleep(Duration::from_secs(2));
     let r = ureq::get(&format!("{ops}/readyz")).call();
-    let still_running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
+    let still_running = scheduler.is_running();
+    scheduler.kill9();
     assert!(still_running, "it keeps trying instead of exiting");
     match r {
         Err(ureq::Error::Status(503, body)) => {

@@ -1,13 +1,13 @@
 //! `--spawn`: the harness starts Kiln itself (and, for Kafka and Kubernetes, the project's broker
 //! and kwok cluster), so that it can kill and restart parts of it during the run.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use kiln_harness::{KilnProcess, Spec, Stderr};
 
 use crate::targets::Topics;
 
@@ -65,101 +65,49 @@ fn extra_env() -> Vec<(String, String)> {
 /// One kiln process the harness can kill and start again the same way.
 pub struct Proc {
     pub name: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-    /// What it printed first (the address it listens on).
-    pub first_line: String,
+    process: KilnProcess,
 }
 
 impl Proc {
     pub fn start(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Result<Proc> {
-        let mut p = Proc {
-            name: name.to_string(),
-            args: args.to_vec(),
-            env: env.to_vec(),
-            child: None,
-            first_line: String::new(),
-        };
-        p.spawn()?;
-        Ok(p)
-    }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let mut child = Command::new(kiln_binary()?)
-            .args(&self.args)
-            .env("RUST_LOG", "warn")
+        let process = Spec::new(kiln_binary()?, name)
+            .args(args)
+            // Kiln as operators run it: warm caches fill in the background.
+            .env("KILN_WARM_CACHES", "true")
             .envs(extra_env())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stderr(if std::env::var_os("KILN_LOADTEST_LOGS").is_some() {
-                Stdio::inherit()
+                Stderr::Inherit
             } else {
-                Stdio::null()
+                Stderr::Null
             })
-            .spawn()
-            .with_context(|| format!("starting {}", self.name))?;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        self.first_line = lines
-            .next()
-            .context("kiln printed nothing")?
-            .context("reading kiln's output")?;
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
-        Ok(())
+            .start()?;
+        Ok(Proc {
+            name: name.to_string(),
+            process,
+        })
     }
 
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill9();
-        self.spawn()
+        Ok(self.process.restart()?)
     }
 
     /// The URL it serves (from "kiln listening on http://..." or "kiln scheduler: ... on http://...").
     pub fn url(&self) -> String {
-        self.first_line
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let until = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.url().to_string()
     }
 }
 
 pub fn wait_ready(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if let Ok(r) = ureq::get(&format!("{url}/readyz")).call() {
-            if r.status() == 200 {
-                return Ok(());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if kiln_harness::process::wait_ready(url, Instant::now(), timeout).is_err() {
+        bail!("{url} never became ready")
     }
-    bail!("{url} never became ready")
+    Ok(())
 }
 
 /// What the harness started.

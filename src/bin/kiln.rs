@@ -90,44 +90,12 @@ enum Cmd {
     },
     /// List the languages this host can run, and the ones it cannot with the reason.
     Runtimes,
-    /// Measure Kiln against the bare-spawn floor and print a Markdown report.
+    /// Measure Kiln against the bare-spawn floor and print a Markdown report: runs the
+    /// kiln-bench binary built beside this one (`kiln bench --help` lists the measurements).
+    #[command(disable_help_flag = true)]
     Bench {
-        #[arg(long, default_value_t = 200)]
-        runs: usize,
-        /// Measure the HTTP API end to end (starts `kiln serve` as a child process).
-        #[arg(long)]
-        http: bool,
-        /// Requests in flight for the HTTP throughput measurement (default: one per core).
-        #[arg(long)]
-        concurrency: Option<usize>,
-        /// With --http: Python from a virtualenv whose site start-up imports a few packages,
-        /// for Kiln and the floor alike.
-        #[arg(long)]
-        site_imports: bool,
-        /// Measure Kiln over Kafka on these brokers (e.g. 127.0.0.1:9092 from scripts/kafka).
-        #[arg(long)]
-        kafka: Option<String>,
-        /// Measure Kubernetes standby pods against pods made per job, on the cluster of the
-        /// `[kubernetes]` settings (e.g. `kubernetes.kubeconfig` from scripts/k8s).
-        #[arg(long)]
-        kubernetes: bool,
-        /// Each language's program in this directory (e.g. tests/languages) through a standby
-        /// pod against the bare toolchain on the host.
-        #[arg(long)]
-        languages: Option<PathBuf>,
-        /// A C++ solution judged on N tests (`--runs` = N): one submission with `tests`, N
-        /// submissions, and N bare compiles and runs on the host.
-        #[arg(long)]
-        test_sets: bool,
-        /// The embedded queue with `--runs` submissions queued: accept rate, memory per queued
-        /// submission, and `/readyz` after `kill -9`.
-        #[arg(long)]
-        queue: bool,
-        /// A single-threaded C job's wall time alone and beside a program keeping sixteen
-        /// processes busy, `--runs` / 10 rounds of five runs each side, as a ratio with its
-        /// spread (`tests/cpu_share.rs` checks the quota and the pinning behind it).
-        #[arg(long)]
-        neighbour: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -296,94 +264,35 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Bench {
-            runs,
-            http,
-            concurrency,
-            site_imports,
-            kafka,
-            kubernetes,
-            languages,
-            test_sets,
-            queue,
-            neighbour,
-        } => {
-            if queue {
-                let exe = std::env::current_exe().context("finding the kiln binary")?;
-                let report = kiln::bench::queue::run(&exe, runs).map_err(anyhow::Error::msg)?;
-                println!("{report}");
-                return Ok(0);
-            }
-            if test_sets {
-                let exe = std::env::current_exe().context("finding the kiln binary")?;
-                let report =
-                    kiln::bench::test_sets::run(&exe, runs, 3).map_err(anyhow::Error::msg)?;
-                println!("{report}");
-                return Ok(0);
-            }
-            if kubernetes {
-                let report = kiln::bench::kubernetes::run(&s, runs).map_err(anyhow::Error::msg)?;
-                println!("{report}");
-                return Ok(0);
-            }
-            if let Some(brokers) = kafka {
-                let report = actix::System::new()
-                    .block_on(kiln::bench::kafka::run(&brokers, &s, runs))
-                    .map_err(anyhow::Error::msg)?;
-                println!("{report}");
-                return Ok(0);
-            }
-            if http {
-                let exe = std::env::current_exe().context("finding the kiln binary")?;
-                let options = kiln::bench::http::Options {
-                    runs,
-                    concurrency,
-                    site_imports,
-                };
-                let report = kiln::bench::http::run(&exe, &options).map_err(anyhow::Error::msg)?;
-                println!("{report}");
-                return Ok(0);
-            }
-            // Pods driven the way `kiln serve` drives them: from the actor system's thread,
-            // whose own event loop hears the runner (no hand-over between threads).
-            actix::System::new().block_on(async {
-                let registry = kiln::languages::Registry::load(s.languages_file.as_deref())
-                    .map_err(anyhow::Error::msg)?;
-                let backend = kiln::commands::startup::local_backend(&s, &registry)?;
-                if neighbour {
-                    let report = kiln::bench::neighbour::run(&backend, &registry, runs)
-                        .await
-                        .map_err(anyhow::Error::msg)?;
-                    println!("{report}");
-                    return Ok(0);
-                }
-                if let Some(dir) = &languages {
-                    // The warm caches `kiln serve` lays into pods (filled ones only).
-                    let backend = std::sync::Arc::new(backend);
-                    let root = s
-                        .warm_cache_dir
-                        .clone()
-                        .unwrap_or_else(kiln::warm::default_root);
-                    kiln::warm::start(
-                        std::sync::Arc::new(registry.clone()),
-                        root,
-                        backend.clone(),
-                        false,
-                    );
-                    let report = kiln::bench::languages::run(&*backend, &registry, dir, runs)
-                        .await
-                        .map_err(anyhow::Error::msg)?;
-                    println!("{report}");
-                    return Ok(0);
-                }
-                let figures = kiln::bench::engine(&backend, &registry, runs)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                println!("{}", kiln::bench::report_engine(&figures));
-                Ok(0)
-            })
-        }
+        Cmd::Bench { args } => bench(&cli.config, &cli.log_format, args),
     }
+}
+
+/// `kiln bench`: the measurements live in the kiln-bench binary (they are not part of the
+/// server), which this replaces itself with, telling it which kiln to measure.
+fn bench(
+    config: &Option<PathBuf>,
+    log_format: &Option<String>,
+    args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt as _;
+    let kiln = std::env::current_exe().context("finding the kiln binary")?;
+    let bench = kiln.with_file_name("kiln-bench");
+    anyhow::ensure!(
+        bench.is_file(),
+        "kiln bench runs {}, which is not built (cargo build --release -p kiln-bench)",
+        bench.display()
+    );
+    let mut cmd = std::process::Command::new(&bench);
+    cmd.arg("--kiln").arg(&kiln);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(f) = log_format {
+        cmd.arg("--log-format").arg(f);
+    }
+    let err = cmd.args(args).exec();
+    Err(anyhow::Error::new(err).context(format!("running {}", bench.display())))
 }
 
 /// `--pods`: which pod backend, checked.

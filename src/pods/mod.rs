@@ -6,7 +6,6 @@ pub mod cores;
 pub mod fork_server;
 pub mod kubernetes;
 pub mod local;
-pub mod noop;
 
 use crate::job::Job;
 pub use kiln_wire::report::Finished;

@@ -2,10 +2,10 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_harness::{KilnProcess, Spec, Stderr};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -201,56 +201,43 @@ impl Topics {
     }
 }
 
-/// Starts a `kiln` process on `topics` (quiet, no warm caches) and returns it with the first
-/// line it printed; the rest of its output is drained.
-fn spawn_kiln(mut cmd: Command, topics: &Topics) -> (Child, String) {
-    let mut child = cmd
-        .envs(topics.env())
-        .env("KILN_WARM_CACHES", "false")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+/// Starts a `kiln` process on `topics` (quiet, no warm caches); its first line is its start-up
+/// report.
+fn spawn_kiln(name: &str, spec: Spec, topics: &Topics) -> KilnProcess {
+    spec.envs(topics.env())
         .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
-            Stdio::inherit()
+            Stderr::Inherit
         } else {
-            Stdio::null()
+            Stderr::Null
         })
-        .spawn()
-        .expect("kiln starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines
-        .next()
-        .expect("kiln prints its start-up report")
-        .expect("readable");
-    std::thread::spawn(move || for _ in lines {});
-    (child, first)
+        .start()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// A `kiln scheduler` process.
 pub struct Scheduler {
-    child: Option<Child>,
+    process: KilnProcess,
     /// Where its /healthz, /readyz and /metrics answer.
     pub ops: String,
 }
 
 impl Scheduler {
     pub fn start(topics: &Topics, transactional_id: &str, extra: &[(&str, &str)]) -> Scheduler {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        cmd.args([
-            "scheduler",
-            "--brokers",
-            &topics.brokers,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("KILN_KAFKA__TRANSACTIONAL_ID", transactional_id)
-        .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let (child, first) = spawn_kiln(cmd, topics);
+        let spec = Spec::new(env!("CARGO_BIN_EXE_kiln"), "kiln scheduler")
+            .args([
+                "scheduler",
+                "--brokers",
+                &topics.brokers,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("KILN_KAFKA__TRANSACTIONAL_ID", transactional_id)
+            .envs(extra.iter().copied());
+        let process = spawn_kiln("kiln scheduler", spec, topics);
+        let first = process.first_line();
         assert!(first.starts_with("kiln scheduler:"), "{first}");
-        let ops = first.rsplit(' ').next().unwrap_or_default().to_string();
-        Scheduler {
-            child: Some(child),
-            ops,
-        }
+        let ops = process.url().to_string();
+        Scheduler { process, ops }
     }
 
     /// The value of the first metric line starting with `prefix`, or 0.
@@ -270,10 +257,7 @@ impl Scheduler {
 
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 }
 
@@ -285,7 +269,7 @@ impl Drop for Scheduler {
 
 /// A `kiln api` (or `kiln serve --queue kafka`) process: the HTTP API in Kafka mode.
 pub struct Api {
-    child: Option<Child>,
+    process: KilnProcess,
     pub base: String,
     data_dir: std::path::PathBuf,
 }
@@ -296,8 +280,8 @@ impl Api {
         let data_dir =
             std::env::temp_dir().join(format!("kiln-test-{instance}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        cmd.args(args)
+        let spec = Spec::new(env!("CARGO_BIN_EXE_kiln"), "kiln api")
+            .args(args)
             .args([
                 "--brokers",
                 &topics.brokers,
@@ -307,14 +291,15 @@ impl Api {
             ])
             .arg(&data_dir)
             .env("KILN_KAFKA__TRANSACTIONAL_ID", instance);
-        let (child, first) = spawn_kiln(cmd, topics);
+        let process = spawn_kiln("kiln api", spec, topics);
+        let first = process.first_line();
         let base = first
             .strip_prefix("kiln api listening on ")
             .or_else(|| first.strip_prefix("kiln listening on "))
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_string();
         Api {
-            child: Some(child),
+            process,
             base,
             data_dir,
         }
@@ -342,10 +327,7 @@ impl Api {
 
 impl Drop for Api {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }

@@ -1,17 +1,17 @@
 //! A real `kiln serve` process for the API tests, on an ephemeral port with its own data dir.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use kiln_harness::{KilnProcess, Spec, Stderr};
 
 use serde_json::Value;
 
 pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
-    child: Option<Child>,
+    process: Option<KilnProcess>,
     env: Vec<(String, String)>,
 }
 
@@ -59,7 +59,7 @@ impl Server {
         Server {
             base: String::new(),
             data_dir,
-            child: None,
+            process: None,
             env,
         }
     }
@@ -71,42 +71,28 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let process = Spec::new(env!("CARGO_BIN_EXE_kiln"), "kiln serve")
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
-            .env("RUST_LOG", "warn")
-            // Filling Go's cache takes ~35 s of CPU: only the test about warm caches does it.
-            .env("KILN_WARM_CACHES", "false")
+            // The harness turns warm-cache filling off (Go's takes ~35 s of CPU); the test about
+            // warm caches turns it on, into a dir of this server's own.
             .env("KILN_WARM_CACHE_DIR", self.data_dir.join("warm"))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
             .stderr(if std::env::var_os("KILN_TEST_LOGS").is_some() {
-                Stdio::inherit()
+                Stderr::Inherit
             } else {
                 // Kept beside the data dir (which a test may have made a tiny filesystem) and
                 // shown only when the process ends before it listens.
-                std::fs::File::create(self.stderr_path())
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null())
+                Stderr::File(self.stderr_path())
             })
-            .spawn()
-            .expect("kiln serve starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let Some(Ok(first)) = lines.next() else {
-            let status = child.wait();
-            let stderr = std::fs::read_to_string(self.stderr_path()).unwrap_or_default();
-            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-            panic!(
-                "kiln serve ended before it listened ({status:?}); its stderr ends:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        };
-        let addr = first
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = process
+            .first_line()
             .strip_prefix("kiln listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", process.first_line()));
         self.base = addr.to_string();
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
+        self.process = Some(process);
     }
 
     fn stderr_path(&self) -> PathBuf {
@@ -116,35 +102,27 @@ impl Server {
     /// Waits for /readyz to say 200: the queue open and a standby pod ready (a Kubernetes pool's
     /// first pods on a busy node can take most of a minute).
     pub fn wait_ready(&self) {
-        let until = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < until {
-            if let Ok(r) = ureq::get(&format!("{}/readyz", self.base)).call() {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let process = self.process.as_ref().expect("running");
+        if let Err(e) = process.wait_ready(Instant::now(), Duration::from_secs(120)) {
+            panic!("{e}");
         }
-        panic!("kiln serve never became ready");
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.process.as_ref().and_then(KilnProcess::pid).unwrap()
     }
 
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill9();
         }
     }
 
     /// SIGTERM and wait for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        c.wait().expect("exits")
+        let mut p = self.process.take().expect("running");
+        p.terminate().expect("exits")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -210,17 +188,8 @@ fn respond(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let until = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.stop(Duration::from_secs(10));
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
         let _ = std::fs::remove_file(self.stderr_path());

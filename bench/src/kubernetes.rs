@@ -9,18 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
+use kiln::config::Settings;
+use kiln::languages::Registry;
+use kiln::metrics::Metrics;
+use kiln::outcome::Status;
+use kiln::pods::kubernetes::{KubeBackend, KubeSettings, PoolSettings};
+use kiln::pods::PodBackend;
+use kiln::submission::{LimitPolicy, Submission};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use super::{ms, Summary};
-use crate::config::Settings;
-use crate::languages::Registry;
-use crate::metrics::Metrics;
-use crate::outcome::Status;
-use crate::pods::kubernetes::{KubeBackend, KubeSettings, PoolSettings};
-use crate::pods::PodBackend;
-use crate::submission::{LimitPolicy, Submission};
 
 fn backend(
     base: &KubeSettings,
@@ -157,7 +157,7 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
         .build()
         .map_err(|e| e.to_string())?;
     // `kiln serve`'s local pods on this machine, for the same job.
-    let local = crate::commands::startup::local_backend(&Settings::default(), &registry)
+    let local = kiln::commands::startup::local_backend(&Settings::default(), &registry)
         .map_err(|e| format!("{e:#}"))?;
 
     // (1) Warm standby pod, a pod made for the job, and a local pod, interleaved.

@@ -1,4 +1,4 @@
-//! `kiln bench`: Kiln's costs side by side with the floor measured in the same run, as ratios,
+//! `kiln bench` (the `kiln-bench` binary): Kiln's costs side by side with the floor measured in the same run, as ratios,
 //! because shared machines are noisy and only ratios compare across runs.
 
 pub mod http;
@@ -6,15 +6,16 @@ pub mod kafka;
 pub mod kubernetes;
 pub mod languages;
 pub mod neighbour;
+pub mod noop;
 pub mod queue;
 pub mod test_sets;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::languages::Registry;
-use crate::pods::PodBackend;
-use crate::submission::{LimitPolicy, Submission};
+use kiln::languages::Registry;
+use kiln::pods::PodBackend;
+use kiln::submission::{LimitPolicy, Submission};
 
 /// Median, p99 and mean of a set of samples.
 #[derive(Clone, Debug)]
@@ -101,24 +102,6 @@ fn floor_c(gcc_argv: &[String], dir: &std::path::Path) -> Duration {
     took
 }
 
-/// Busy CPU time of the whole host so far (from /proc/stat), kernel work included.
-pub fn host_busy() -> Duration {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user, nice, system, irq, softirq: not idle or iowait, not steal (the hypervisor's), not
-    // guest (counted in user already).
-    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| cpu.get(i)).sum();
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(busy * 1000 / hz)
-}
-
 /// Floor spawns, runs through claimed standby pods, and pod creation, interleaved so that noise
 /// hits all three alike.
 pub async fn engine(
@@ -202,19 +185,19 @@ pub async fn engine(
 
     let idle_pods = 50;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = mem_available();
+    let before = kiln_harness::host::mem_available();
     let mut pods = Vec::new();
     for _ in 0..idle_pods {
         pods.push(backend.create(0).await.map_err(|e| e.to_string())?);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = mem_available();
+    let after = kiln_harness::host::mem_available();
     let idle_pss_bytes = pss_of_runners() / idle_pods as u64;
     for pod in pods {
         pod.destroy().await;
     }
     let cycles = 100;
-    let busy_before = host_busy();
+    let busy_before = kiln_harness::host::busy();
     for _ in 0..cycles {
         backend
             .create(0)
@@ -224,7 +207,7 @@ pub async fn engine(
             .await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let lifecycle_cpu = (host_busy() - busy_before) / cycles;
+    let lifecycle_cpu = (kiln_harness::host::busy() - busy_before) / cycles;
     Ok(EngineFigures {
         c_floor: Summary::of(c_floor),
         c_sandboxed: Summary::of(c_sandboxed),
@@ -236,23 +219,6 @@ pub async fn engine(
         idle_host_bytes: (before - after) / idle_pods as i64,
         idle_pods,
     })
-}
-
-/// A `Name:   123 kB` field of a /proc file, in bytes.
-fn kb_field(path: &str, name: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-fn mem_available() -> i64 {
-    kb_field("/proc/meminfo", "MemAvailable:") as i64
 }
 
 /// Sum of the proportional set size of every `kiln-runner pod` process that is our child.
@@ -270,7 +236,7 @@ fn pss_of_runners() -> u64 {
         if ppid != me || !cmdline.starts_with(b"kiln-runner\0pod") {
             continue;
         }
-        total += kb_field(&dir.join("smaps_rollup").to_string_lossy(), "Pss:");
+        total += kiln_harness::host::kb_field(&dir.join("smaps_rollup").to_string_lossy(), "Pss:");
     }
     total
 }
@@ -298,11 +264,11 @@ pub fn report_engine(f: &EngineFigures) -> String {
     )
 }
 
-/// `kiln serve` as a child process on a port of its own and a fresh data dir, stopped (and its
-/// dir removed) when dropped.
+/// `kiln serve` as a child process on a port of its own and a data dir, stopped when dropped
+/// (and the dir removed, unless it was given).
 pub struct ServeChild {
     pub addr: String,
-    child: std::process::Child,
+    process: kiln_harness::KilnProcess,
     dir: std::path::PathBuf,
     /// The dir outlives this server (another one is started on it later).
     keep_dir: bool,
@@ -323,71 +289,49 @@ impl ServeChild {
         dir: &std::path::Path,
         env: &[(&str, String)],
     ) -> Result<ServeChild, String> {
-        use std::io::BufRead;
-        let mut child = Command::new(kiln)
+        let process = kiln_harness::Spec::new(kiln, "kiln serve")
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .env("RUST_LOG", "warn")
-            // Filling a warm cache in the background would take CPU from the measurement.
-            .env("KILN_WARM_CACHES", "false")
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting kiln serve: {e}"))?;
-        let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-        let addr = first
+            .stderr(kiln_harness::Stderr::Inherit)
+            .start()
+            .map_err(|e| e.to_string())?;
+        let addr = process
+            .first_line()
             .strip_prefix("kiln listening on ")
-            .ok_or(format!("unexpected first line {first:?}"))?
+            .ok_or(format!("unexpected first line {:?}", process.first_line()))?
             .to_string();
-        std::thread::spawn(move || for _ in lines {});
         Ok(ServeChild {
             addr,
-            child,
+            process,
             dir: dir.to_path_buf(),
             keep_dir: true,
         })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid().unwrap_or(0)
     }
 
     /// Waits for `/readyz` to answer 200 (the pool is warm); how long that took from `since`.
     pub fn wait_ready(&self, since: Instant) -> Result<Duration, String> {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build();
-        while since.elapsed() < Duration::from_secs(60) {
-            if agent.get(&format!("{}/readyz", self.addr)).call().is_ok() {
-                return Ok(since.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Err("kiln serve was not ready within 60 s".into())
+        self.process
+            .wait_ready(since, Duration::from_secs(60))
+            .map_err(|e| e.to_string())
     }
 
     /// `kill -9`: nothing of the server's own shutdown runs.
     pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
         self.keep_dir = true;
     }
 }
 
 impl Drop for ServeChild {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        self.process.stop(Duration::from_secs(10));
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-pub(crate) fn rss_of(pid: u32) -> u64 {
-    kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }

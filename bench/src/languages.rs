@@ -7,11 +7,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln::job::Job;
+use kiln::languages::Registry;
+use kiln::pods::PodBackend;
+use kiln::submission::{LimitPolicy, Submission};
+
 use super::{ms, Summary};
-use crate::job::Job;
-use crate::languages::Registry;
-use crate::pods::PodBackend;
-use crate::submission::{LimitPolicy, Submission};
 
 /// The program of `language` in `dir`: `<language>.<ext>`, not the `.bad.` one.
 fn program(dir: &Path, language: &str) -> Option<String> {
@@ -42,10 +43,10 @@ pub(crate) fn bare(job: &Job, dir: &Path) -> Result<(Duration, Vec<Duration>), S
     let env: Vec<(String, String)> = job
         .env
         .iter()
-        .map(|(k, v)| (k.clone(), crate::job::move_tmp(v, &tmp)))
+        .map(|(k, v)| (k.clone(), kiln::job::move_tmp(v, &tmp)))
         .collect();
     let moved = |argv: &[String]| -> Vec<String> {
-        argv.iter().map(|a| crate::job::move_tmp(a, &tmp)).collect()
+        argv.iter().map(|a| kiln::job::move_tmp(a, &tmp)).collect()
     };
     let started = Instant::now();
     let mut stages = Vec::new();
@@ -90,19 +91,19 @@ fn push_table(lines: &mut Vec<String>, title: &str, header: &str, rows: Vec<Stri
 /// time a program is submitted; the key, or `None` for a job without a compile step.
 async fn fill_cache(
     backend: &dyn PodBackend,
-    cache: &crate::compile_cache::CompileCache,
+    cache: &kiln::compile_cache::CompileCache,
     job: &Job,
     version: &str,
 ) -> Result<Option<String>, String> {
-    let Some(key) = crate::compile_cache::CompileCache::key(job, version) else {
+    let Some(key) = kiln::compile_cache::CompileCache::key(job, version) else {
         return Ok(None);
     };
     let mut keep = job.clone();
     keep.keep_artifact = true;
     let pod = backend.create(0).await.map_err(|e| e.to_string())?;
     let mut finished = pod.run(keep).await.map_err(|e| e.to_string())?;
-    match crate::compile_cache::Cached::from_finished(&mut finished, false) {
-        Some(built @ crate::compile_cache::Cached::Built(_)) => {
+    match kiln::compile_cache::Cached::from_finished(&mut finished, false) {
+        Some(built @ kiln::compile_cache::Cached::Built(_)) => {
             cache.put(&key, &built);
             Ok(Some(key))
         }
@@ -202,10 +203,10 @@ pub async fn run(
     let mut warm_rows = Vec::new();
     // A compile cache of its own, as `kiln serve` keeps one (`compile_cache_bytes`).
     let cache_dir = work.with_extension("cache");
-    let cache = crate::compile_cache::CompileCache::open(
+    let cache = kiln::compile_cache::CompileCache::open(
         &cache_dir,
         1 << 30,
-        std::sync::Arc::new(crate::metrics::Metrics::new()),
+        std::sync::Arc::new(kiln::metrics::Metrics::new()),
     )
     .map_err(|e| format!("opening a compile cache in {}: {e}", cache_dir.display()))?;
     for lang in &registry.available {
@@ -248,7 +249,7 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let t = Instant::now();
                 // What the pod runner does on a hit: read the entry, lay the build in.
-                let Some(crate::compile_cache::Cached::Built(build)) = cache.get(key) else {
+                let Some(kiln::compile_cache::Cached::Built(build)) = cache.get(key) else {
                     return Err(format!("{}: the compile cache lost its entry", lang.name));
                 };
                 let mut hit = job.clone();

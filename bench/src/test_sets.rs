@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use kiln::languages::Registry;
+use kiln::submission::{LimitPolicy, Submission};
 use serde_json::{json, Value};
 
 use super::{ms, ServeChild, Summary};
-use crate::languages::Registry;
-use crate::submission::{LimitPolicy, Submission};
 
 const PARALLEL: usize = 2;
 

@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BoxFuture, Finished, PodBackend, PodError, PodKiller, StandbyPod};
-use crate::job::Job;
-use crate::outcome::{Outcome, Status};
+use kiln::job::Job;
+use kiln::outcome::{Outcome, Status};
+use kiln::pods::{BoxFuture, Finished, PodBackend, PodError, PodKiller, StandbyPod};
 
 /// Makes pods that run nothing.
 #[derive(Default)]

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{floor_python, host_busy, ms, rss_of, ServeChild, Summary};
-use crate::languages::Registry;
+use kiln::languages::Registry;
+use kiln_harness::host::{busy as host_busy, rss_of};
+
+use super::{floor_python, ms, ServeChild, Summary};
 
 pub struct Options {
     pub runs: usize,

@@ -9,18 +9,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln::config::Settings;
+use kiln::languages::Registry;
+use kiln::metrics::Metrics;
+use kiln::pods::PodBackend;
+use kiln::queue::kafka::{create_topics, KafkaQueue, KafkaSettings};
+use kiln_harness::host::rss_of;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{floor_python, ms, rss_of, Summary};
-use crate::config::Settings;
-use crate::languages::Registry;
-use crate::metrics::Metrics;
-use crate::pods::PodBackend;
-use crate::queue::kafka::{create_topics, KafkaQueue, KafkaSettings};
+use super::{floor_python, ms, Summary};
 
 /// Topics of their own for one measurement.
 fn topics(brokers: &str, run: &str, name: &str) -> KafkaSettings {
@@ -159,7 +160,7 @@ fn raw_pipe(k: &KafkaSettings, n: usize) -> Result<f64, String> {
                 1
             })) {
                 Some(Ok(m)) => {
-                    let sub: crate::submission::Submission =
+                    let sub: kiln::submission::Submission =
                         serde_json::from_slice(m.payload().unwrap_or_default())
                             .map_err(|e| e.to_string())?;
                     batch.push((sub.id.unwrap_or_default(), m.partition(), m.offset()));
@@ -204,7 +205,7 @@ fn raw_pipe(k: &KafkaSettings, n: usize) -> Result<f64, String> {
 
 /// Runs every Kafka measurement on `brokers` and reports them.
 pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String, String> {
-    let run = format!("bench-{}-{}", std::process::id(), crate::result::now_ms());
+    let run = format!("bench-{}-{}", std::process::id(), kiln::result::now_ms());
     let [raw, noop, py, backlog] =
         ["raw", "noop", "py", "backlog"].map(|name| topics(brokers, &run, name));
     for k in [&raw, &noop, &py, &backlog] {
@@ -230,7 +231,7 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
     noop_settings.max_parallel_jobs = 256;
     let noop_scheduler = start_scheduler(
         &noop_settings,
-        Arc::new(crate::pods::noop::NoopBackend::default()),
+        Arc::new(crate::noop::NoopBackend::default()),
     )
     .await?;
     let (b, t) = (brokers.to_string(), noop.results_topic.clone());
@@ -246,7 +247,7 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
     py_settings.kafka = py.clone();
     py_settings.warm_caches = false;
     let backend = Arc::new(
-        crate::commands::startup::local_backend(&py_settings, &registry)
+        kiln::commands::startup::local_backend(&py_settings, &registry)
             .map_err(|e| e.to_string())?,
     );
     let _py_scheduler = start_scheduler(&py_settings, backend).await?;
@@ -318,7 +319,7 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
 async fn start_scheduler(
     settings: &Settings,
     backend: Arc<dyn PodBackend>,
-) -> Result<crate::actors::scheduler_root::SchedulerRoot, String> {
+) -> Result<kiln::actors::scheduler_root::SchedulerRoot, String> {
     let registry = Arc::new(Registry::load(settings.languages_file.as_deref())?);
     let metrics = Arc::new(Metrics::new());
     let k = settings.kafka.clone();
@@ -327,7 +328,7 @@ async fn start_scheduler(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let shared = crate::commands::startup::shared_parts(
+    let shared = kiln::commands::startup::shared_parts(
         settings,
         Arc::new(queue),
         backend,
@@ -335,7 +336,7 @@ async fn start_scheduler(
         metrics,
     )
     .map_err(|e| e.to_string())?;
-    Ok(crate::actors::scheduler_root::SchedulerRoot::start(shared))
+    Ok(kiln::actors::scheduler_root::SchedulerRoot::start(shared))
 }
 
 /// Starts `kiln scheduler` over a backlog and reads its resident memory after `settle`.

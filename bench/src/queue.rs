@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use kiln_harness::host::rss_of;
 use serde_json::{json, Value};
 
-use super::{rss_of, ServeChild};
+use super::ServeChild;
 
 const BATCH: usize = 1000;
 const CLIENTS: usize = 4;

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::job::Job;
-use crate::languages::Registry;
-use crate::outcome::Status;
-use crate::pods::PodBackend;
-use crate::sandbox::cgroup::CgroupLayout;
-use crate::submission::{LimitPolicy, Submission};
+use kiln::job::Job;
+use kiln::languages::Registry;
+use kiln::outcome::Status;
+use kiln::pods::PodBackend;
+use kiln::sandbox::cgroup::CgroupLayout;
+use kiln::submission::{LimitPolicy, Submission};
 
 /// A few hundred milliseconds of single-threaded work (the program of `tests/cpu_share.rs`).
 const WORK: &str = "#include <stdio.h>\nint main(void){volatile unsigned long x=0;for(unsigned long i=0;i<400000000UL;i++)x+=i;printf(\"%lu\\n\",(unsigned long)x);return 0;}";
@@ -107,7 +107,7 @@ impl OtherWork {
     fn start() -> OtherWork {
         OtherWork {
             at: Instant::now(),
-            busy: super::host_busy()
+            busy: kiln_harness::host::busy()
                 .saturating_sub(pods_cpu())
                 .saturating_sub(own_cpu()),
         }
@@ -180,7 +180,7 @@ pub async fn run(
     let n = ratios.len();
     let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
     let (low, high) = (ratios[0], ratios[ratios.len() - 1]);
-    let cores = crate::sandbox::affinity::of(0).map_or(0, |c| c.len());
+    let cores = kiln::sandbox::affinity::of(0).map_or(0, |c| c.len());
     Ok(format!(
         "a single-threaded C job's run step, alone and beside a Python program keeping 16 \
          processes busy; {cores} cores here, each side the best of {RUNS_PER_SIDE} runs\n\
