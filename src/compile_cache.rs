@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::bytes::Bytes;
 use crate::job::{Artifact, Job};
 use crate::metrics::Metrics;
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Failure, Outcome, Status};
 use crate::pods::Finished;
 
 /// Changes when what goes into a key changes.
@@ -78,11 +78,7 @@ impl Cached {
         if let Some(a) = artifact {
             return Some(Cached::Built(a));
         }
-        let compiler_said_no = outcome.status == Status::CompileError
-            && outcome
-                .message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("compiler exited with code"));
+        let compiler_said_no = matches!(outcome.failure(), Some(Failure::CompilerExited(_)));
         compiler_said_no.then(|| Cached::Failed {
             compile_output: outcome.compile_output.clone(),
             message: outcome.message.clone().unwrap_or_default(),

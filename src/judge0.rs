@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::languages::Registry;
-use crate::outcome::Status;
+use crate::outcome::Failure;
 use crate::result::RunResult;
 
 /// The Judge0 version clients read from `/about` to pick their language table.
@@ -164,11 +164,7 @@ pub fn status_json(id: u8) -> Value {
 /// file) has its own id.
 pub fn status_id(result: &RunResult) -> u8 {
     let o = &result.outcome;
-    if o.status == Status::InternalError
-        && o.message
-            .as_deref()
-            .is_some_and(|m| m.contains("Exec format error"))
-    {
+    if o.failure() == Some(Failure::NotExecutable) {
         return 14;
     }
     o.status.judge0_id(o.signal)
@@ -529,6 +525,24 @@ pub fn unzip(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::{Outcome, Status};
+
+    #[test]
+    fn a_program_file_the_kernel_will_not_execute_has_status_14_and_other_start_failures_13() {
+        let result = |e: i32| RunResult {
+            id: "t".into(),
+            language: "c".into(),
+            outcome: Outcome::failed(
+                Status::InternalError,
+                Failure::could_not_start("program", &std::io::Error::from_raw_os_error(e)),
+            ),
+            attempts: 1,
+            created_at_ms: 0,
+            finished_at_ms: 0,
+        };
+        assert_eq!(status_id(&result(libc::ENOEXEC)), 14);
+        assert_eq!(status_id(&result(libc::ENOENT)), 13);
+    }
 
     #[test]
     fn words_split_as_a_shell_would_without_expanding() {

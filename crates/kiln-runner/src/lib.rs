@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use kiln_wire::job::{Artifact, Job, JobFile, Limits};
-use kiln_wire::outcome::{Outcome, Status};
+use kiln_wire::outcome::{Failure, Outcome, Status};
 use kiln_wire::report::{Finished, Timing};
 
 use execute::{execute, Breach, Capture, Execution, Isolation};
@@ -172,7 +172,7 @@ fn run_steps(
             Err(e) => {
                 return Outcome::failed(
                     Status::InternalError,
-                    format!("compiler could not start: {e}"),
+                    Failure::could_not_start("compiler", &e),
                 )
             }
         };
@@ -188,7 +188,7 @@ fn run_steps(
                 limits.memory_bytes
             )),
             (_, _, Some(0)) => None,
-            (_, _, Some(code)) => Some(format!("compiler exited with code {code}")),
+            (_, _, Some(code)) => Some(Failure::CompilerExited(code).to_string()),
             (_, _, None) => Some(format!(
                 "compiler killed by signal {}",
                 run.signal.unwrap_or(0)
@@ -237,7 +237,7 @@ fn run_steps(
         Err(e) => {
             let mut o = Outcome::failed(
                 Status::InternalError,
-                format!("program could not start: {e}"),
+                Failure::could_not_start("program", &e),
             );
             o.compile_output = compile_output.into();
             return o;

@@ -174,6 +174,65 @@ impl Outcome {
     }
 }
 
+/// A failure that a reader of the outcome acts on: the compile cache keeps a compiler's own
+/// refusal (the same on every run), Judge0 gives a program file the kernel would not execute
+/// its own status. The runner writes it into [`Outcome::message`] and readers get it back with
+/// [`Outcome::failure`], so the words and their reading are one rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The compiler ran and exited with this code.
+    CompilerExited(i32),
+    /// The kernel refused to execute the program (or compiler) file: ENOEXEC.
+    NotExecutable,
+}
+
+/// What ENOEXEC reads as (std's text for the errno), in a "could not start" message.
+const NOT_EXECUTABLE: &str = "Exec format error";
+const COMPILER_EXITED: &str = "compiler exited with code ";
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::CompilerExited(code) => write!(f, "{COMPILER_EXITED}{code}"),
+            Failure::NotExecutable => write!(f, "{NOT_EXECUTABLE} (os error {})", libc::ENOEXEC),
+        }
+    }
+}
+
+impl Failure {
+    /// `step` ("program", "compiler") could not start because of `error`: the message, which
+    /// names ENOEXEC the way [`Outcome::failure`] reads it.
+    pub fn could_not_start(step: &str, error: &std::io::Error) -> String {
+        if error.raw_os_error() == Some(libc::ENOEXEC) {
+            format!("{step} could not start: {}", Failure::NotExecutable)
+        } else {
+            format!("{step} could not start: {error}")
+        }
+    }
+
+    fn of(message: &str) -> Option<Failure> {
+        if let Some(code) = message.strip_prefix(COMPILER_EXITED) {
+            return code.parse().ok().map(Failure::CompilerExited);
+        }
+        message
+            .contains(NOT_EXECUTABLE)
+            .then_some(Failure::NotExecutable)
+    }
+}
+
+impl Outcome {
+    /// The failure its message names, for the statuses that carry one (a compile error, an
+    /// internal error).
+    pub fn failure(&self) -> Option<Failure> {
+        match self.status {
+            Status::CompileError | Status::InternalError => {
+                self.message.as_deref().and_then(Failure::of)
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +259,31 @@ mod tests {
             Status::OutputLimitExceeded.as_str(),
             "output_limit_exceeded"
         );
+    }
+
+    #[test]
+    fn a_failure_written_into_the_message_is_read_back_and_only_for_its_statuses() {
+        let exited = Outcome::failed(Status::CompileError, Failure::CompilerExited(1).to_string());
+        assert_eq!(
+            exited.message.as_deref(),
+            Some("compiler exited with code 1")
+        );
+        assert_eq!(exited.failure(), Some(Failure::CompilerExited(1)));
+        let enoexec = std::io::Error::from_raw_os_error(libc::ENOEXEC);
+        let message = Failure::could_not_start("program", &enoexec);
+        assert_eq!(message, format!("program could not start: {enoexec}"));
+        let refused = Outcome::failed(Status::InternalError, message);
+        assert_eq!(refused.failure(), Some(Failure::NotExecutable));
+        let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let gone = Outcome::failed(
+            Status::InternalError,
+            Failure::could_not_start("program", &missing),
+        );
+        assert_eq!(gone.failure(), None);
+        // A program's own words are not a failure of Kiln's.
+        let said = Outcome::failed(Status::RuntimeError, "compiler exited with code 1");
+        assert_eq!(said.failure(), None);
+        let limit = Outcome::failed(Status::CompileError, "compilation exceeded its time limit");
+        assert_eq!(limit.failure(), None);
     }
 }
