@@ -319,7 +319,7 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
 async fn start_scheduler(
     settings: &Settings,
     backend: Arc<dyn PodBackend>,
-) -> Result<kiln::actors::scheduler_root::SchedulerRoot, String> {
+) -> Result<kiln::actors::tree::ActorTree, String> {
     let registry = Arc::new(Registry::load(settings.languages_file.as_deref())?);
     let metrics = Arc::new(Metrics::new());
     let k = settings.kafka.clone();
@@ -328,15 +328,10 @@ async fn start_scheduler(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let shared = kiln::commands::startup::shared_parts(
-        settings,
-        Arc::new(queue),
-        backend,
-        registry,
-        metrics,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(kiln::actors::scheduler_root::SchedulerRoot::start(shared))
+    let parts =
+        kiln::commands::startup::tree_parts(settings, Arc::new(queue), backend, registry, metrics)
+            .map_err(|e| e.to_string())?;
+    Ok(kiln::actors::tree::ActorTree::start(parts))
 }
 
 /// Starts `kiln scheduler` over a backlog and reads its resident memory after `settle`.

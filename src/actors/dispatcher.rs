@@ -13,7 +13,7 @@ use super::pod_runner::{PodRunner, RunJob};
 use super::queue_consumer::Credit;
 use super::result_publisher::Publish;
 use super::test_set::TestSet;
-use super::{guard, Connect, JobKey, Peers, Shared};
+use super::{guard, Connect, JobKey, Peers, TreeParts};
 use crate::events::{Event, EventKind};
 use crate::outcome::{Outcome, Status};
 use crate::pods::{Finished, Lost, PodError};
@@ -90,7 +90,7 @@ enum Route {
 }
 
 pub struct Dispatcher {
-    shared: Arc<Shared>,
+    parts: Arc<TreeParts>,
     peers: Option<Peers>,
     /// Idle runners: (runner, pool, address).
     idle: VecDeque<(usize, usize, Addr<PodRunner>)>,
@@ -112,9 +112,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(shared: Arc<Shared>) -> Dispatcher {
+    pub fn new(parts: Arc<TreeParts>) -> Dispatcher {
         Dispatcher {
-            shared,
+            parts,
             peers: None,
             idle: VecDeque::new(),
             ledger: HashMap::new(),
@@ -133,14 +133,14 @@ impl Dispatcher {
         if let Some(r) = self.routes.get(language) {
             return r.clone();
         }
-        let route = match self.shared.registry.find(language, None) {
+        let route = match self.parts.registry.find(language, None) {
             Err(_) => Route::Unknown,
-            Ok(lang) => match self.shared.pools.iter().position(|p| p.serves(&lang.name)) {
+            Ok(lang) => match self.parts.pools.iter().position(|p| p.serves(&lang.name)) {
                 Some(p) => Route::Pool(p),
                 None => Route::Unserved(format!(
                     "no pod pool here serves {} (pools: {})",
                     lang.name,
-                    self.shared
+                    self.parts
                         .pools
                         .iter()
                         .map(|p| p.name.as_str())
@@ -157,7 +157,7 @@ impl Dispatcher {
 
     /// Tells the backend how many jobs each pool runs and how many wait for it.
     fn report_demand(&mut self) {
-        let mut now = vec![(0usize, 0usize); self.shared.pools.len()];
+        let mut now = vec![(0usize, 0usize); self.parts.pools.len()];
         for held in self.ledger.values() {
             now[held.pool].0 += 1;
         }
@@ -174,7 +174,7 @@ impl Dispatcher {
         }
         if now != self.demand {
             for (pool, (running, waiting)) in now.iter().enumerate() {
-                self.shared.backend.demand(pool, *running, *waiting);
+                self.parts.backend.demand(pool, *running, *waiting);
             }
             self.demand = now;
         }
@@ -188,7 +188,7 @@ impl Dispatcher {
         self.assign_tests();
         // Jobs whose pool has no idle runner now keep their place for the next round.
         let (mut blocked_retry, mut blocked) = (VecDeque::new(), VecDeque::new());
-        while !self.idle.is_empty() && self.ledger.len() < self.shared.max_parallel_jobs {
+        while !self.idle.is_empty() && self.ledger.len() < self.parts.settings.max_parallel_jobs {
             let (delivery, from_retry) = match self.retry.pop_front() {
                 Some(d) => (d, true),
                 None => match self.waiting.pop_front() {
@@ -228,8 +228,8 @@ impl Dispatcher {
             if !env.submission.tests.is_empty() {
                 let jobs = env.submission.resolve_tests(
                     &env.id,
-                    &self.shared.registry,
-                    &self.shared.policy,
+                    &self.parts.registry,
+                    &self.parts.settings.policy,
                 );
                 let language = env.submission.language.clone();
                 match (jobs, pool) {
@@ -244,23 +244,23 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let job =
-                match env
-                    .submission
-                    .resolve(&env.id, &self.shared.registry, &self.shared.policy)
-                {
-                    Ok(job) => job,
-                    Err(invalid) => {
-                        let language = env.submission.language.clone();
-                        self.publish(
-                            &peers,
-                            delivery,
-                            language,
-                            Outcome::failed(Status::Rejected, invalid.0),
-                        );
-                        continue;
-                    }
-                };
+            let job = match env.submission.resolve(
+                &env.id,
+                &self.parts.registry,
+                &self.parts.settings.policy,
+            ) {
+                Ok(job) => job,
+                Err(invalid) => {
+                    let language = env.submission.language.clone();
+                    self.publish(
+                        &peers,
+                        delivery,
+                        language,
+                        Outcome::failed(Status::Rejected, invalid.0),
+                    );
+                    continue;
+                }
+            };
             let (runner, pool, addr) = self.idle.remove(slot).expect("slot is in range");
             let key = JobKey {
                 id: env.id.clone(),
@@ -268,7 +268,7 @@ impl Dispatcher {
                 test: None,
             };
             tracing::debug!(runner, pool, "dispatching");
-            let _ = self.shared.events.send(Event {
+            let _ = self.parts.events.send(Event {
                 id: key.id.clone(),
                 kind: EventKind::Running,
             });
@@ -294,7 +294,7 @@ impl Dispatcher {
         self.report_demand();
         if self.idle.is_empty()
             && self.ledger.is_empty()
-            && self.failing.len() >= self.shared.total_runners()
+            && self.failing.len() >= self.parts.total_runners()
         {
             let error = self.failing.values().next().cloned().unwrap_or_default();
             while let Some(delivery) = self.retry.pop_front().or_else(|| self.waiting.pop_front()) {
@@ -313,16 +313,17 @@ impl Dispatcher {
             }
             return;
         }
-        self.shared.metrics.in_flight.set(self.ledger.len() as i64);
+        self.parts.metrics.in_flight.set(self.ledger.len() as i64);
         let free = self.idle.len().min(
-            self.shared
+            self.parts
+                .settings
                 .max_parallel_jobs
                 .saturating_sub(self.ledger.len()),
         );
         // What still waits here could not use the idle runners (they serve other pools), so it
         // does not hold their credit back; the total held waiting stays bounded all the same.
         let held = self.waiting.len() + self.retry.len();
-        let want = if held < 2 * self.shared.total_runners() + 16 {
+        let want = if held < 2 * self.parts.total_runners() + 16 {
             free.saturating_sub(self.granted)
         } else {
             0
@@ -369,7 +370,7 @@ impl Dispatcher {
     ) {
         let id = delivery.envelope.id.clone();
         let set = TestSet::new(delivery, language, pool, jobs);
-        let _ = self.shared.events.send(Event {
+        let _ = self.parts.events.send(Event {
             id: id.clone(),
             kind: EventKind::Running,
         });
@@ -382,7 +383,7 @@ impl Dispatcher {
     fn assign_tests(&mut self) {
         for id in self.set_order.clone() {
             loop {
-                if self.ledger.len() >= self.shared.max_parallel_jobs {
+                if self.ledger.len() >= self.parts.settings.max_parallel_jobs {
                     return;
                 }
                 let Some(set) = self.sets.get_mut(&id) else {
@@ -425,7 +426,7 @@ impl Dispatcher {
 
     /// A test of set `id` came back (or was lost: `Err`, run again up to `max_attempts`).
     fn test_done(&mut self, id: &str, index: usize, result: Result<Finished, String>) {
-        let max_attempts = self.shared.max_attempts;
+        let max_attempts = self.parts.settings.max_attempts;
         let Some(set) = self.sets.get_mut(id) else {
             return;
         };
@@ -444,7 +445,7 @@ impl Dispatcher {
             return;
         };
         let (delivery, language, outcome) =
-            set.into_result(self.shared.policy.max_tests_output_bytes);
+            set.into_result(self.parts.settings.policy.max_tests_output_bytes);
         self.publish(&peers, delivery, language, outcome);
     }
 
@@ -474,12 +475,12 @@ impl Dispatcher {
             }
         };
         warn!(id = %held.key.id, attempt = delivery.attempt, %reason, "a run was lost");
-        self.shared
+        self.parts
             .metrics
             .redeliveries
             .with_label_values(&[reason.metric_label()])
             .inc();
-        if delivery.attempt >= self.shared.max_attempts {
+        if delivery.attempt >= self.parts.settings.max_attempts {
             let message = format!(
                 "gave up after {} attempts; the last one failed because {reason}",
                 delivery.attempt
@@ -523,7 +524,7 @@ impl Actor for Dispatcher {
 
 impl actix::Supervised for Dispatcher {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.count_restart("dispatcher");
+        self.parts.count_restart("dispatcher");
     }
 }
 

@@ -1,7 +1,7 @@
 //! The scheduler: a supervisor tree of actix actors. A submission is taken from the queue by the
 //! `QueueConsumer`, held in the `Dispatcher`'s ledger while a `PodRunner` (one per standby pod,
 //! kept by the `PoolKeeper`) runs it, watched by the `TimeoutWatchdog`, and its result leaves
-//! through the `ResultPublisher`. `SchedulerRoot` starts and wires them.
+//! through the `ResultPublisher`. `ActorTree` starts and wires them.
 //!
 //! actix restarts a supervised actor only when it stops itself; a panic in a handler would kill it
 //! for good. So every handler that does real work runs inside `guard`, which turns a panic into
@@ -12,9 +12,9 @@ pub mod pod_runner;
 pub mod pool_keeper;
 pub mod queue_consumer;
 pub mod result_publisher;
-pub mod scheduler_root;
 mod test_set;
 pub mod timeout_watchdog;
+pub mod tree;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
@@ -29,34 +29,43 @@ use crate::pods::PodBackend;
 use crate::queue::Queue;
 use crate::submission::LimitPolicy;
 
-/// What every actor may use, shared read-only.
-pub struct Shared {
+/// What every actor of the tree reads: the services it calls and its settings.
+pub struct TreeParts {
     pub queue: Arc<dyn Queue>,
     pub backend: Arc<dyn PodBackend>,
-    pub registry: Arc<Registry>,
-    pub policy: LimitPolicy,
-    pub metrics: Arc<Metrics>,
-    pub events: EventBus,
-    /// Standby pods (pod runners) per pool unless the pool says otherwise.
-    pub pool_size: usize,
     /// The backend's pools, in its order (`PodBackend::create` takes an index into this).
     pub pools: Vec<crate::pods::Pool>,
-    pub max_parallel_jobs: usize,
-    pub max_attempts: u32,
-    pub watchdog_grace_ms: u64,
-    pub inject_panic_probability: f64,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub events: EventBus,
     /// Where result callbacks may go.
     pub callbacks: Arc<crate::callback::Targets>,
-    /// Standby pods ready now (for /readyz).
-    pub standby: AtomicUsize,
     /// Compiled programs by the hash of what decides them; None when turned off.
     pub compile_cache: Option<Arc<crate::compile_cache::CompileCache>>,
+    /// Standby pods ready now (for /readyz).
+    pub standby: AtomicUsize,
+    pub settings: TreeSettings,
 }
 
-impl Shared {
+/// The actor tree's settings, fixed when it starts.
+#[derive(Clone, Debug)]
+pub struct TreeSettings {
+    /// Limits a submission may ask for, and what it gets when it asks for none.
+    pub policy: LimitPolicy,
+    /// Standby pods (pod runners) per pool unless the pool says otherwise.
+    pub pool_size: usize,
+    pub max_parallel_jobs: usize,
+    /// Runs of one job before its result is `internal_error`.
+    pub max_attempts: u32,
+    pub watchdog_grace_ms: u64,
+    /// Chaos testing: the chance that an actor panics in a handler.
+    pub inject_panic_probability: f64,
+}
+
+impl TreeParts {
     /// Pod runners for pool `pool`.
     pub fn runners_in(&self, pool: usize) -> usize {
-        self.pools[pool].runners.unwrap_or(self.pool_size)
+        self.pools[pool].runners.unwrap_or(self.settings.pool_size)
     }
 
     /// Pod runners in every pool together.

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use super::dispatcher::{JobDone, RunnerFailing, RunnerReady};
 use super::pool_keeper::PodStatus;
 use super::timeout_watchdog::{Unwatch, Watch};
-use super::{guard, JobKey, Peers, Shared};
+use super::{guard, JobKey, Peers, TreeParts};
 use crate::job::Job;
 use crate::pods::{Finished, Lost, PodError, StandbyPod};
 
@@ -40,7 +40,7 @@ struct Ran {
 pub struct PodRunner {
     id: usize,
     pool: usize,
-    shared: Arc<Shared>,
+    parts: Arc<TreeParts>,
     peers: Peers,
     pod: Option<Box<dyn StandbyPod>>,
     /// Bumped on restart, so a pod made for the previous life is not mistaken for this one's.
@@ -55,12 +55,12 @@ pub struct PodRunner {
 }
 
 impl PodRunner {
-    pub fn new(id: usize, pool: usize, shared: Arc<Shared>, peers: Peers) -> PodRunner {
+    pub fn new(id: usize, pool: usize, parts: Arc<TreeParts>, peers: Peers) -> PodRunner {
         let seed = crate::result::now_ms() ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         PodRunner {
             id,
             pool,
-            shared,
+            parts,
             cache_key: None,
             laid_in: None,
             peers,
@@ -74,7 +74,7 @@ impl PodRunner {
 
     fn make_pod(&mut self, ctx: &mut Context<Self>) {
         let generation = self.generation;
-        let create = self.shared.backend.create(self.pool);
+        let create = self.parts.backend.create(self.pool);
         let me = ctx.address();
         actix::spawn(async move {
             let pod = match AssertUnwindSafe(create).catch_unwind().await {
@@ -113,7 +113,7 @@ impl Actor for PodRunner {
 
 impl actix::Supervised for PodRunner {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.count_restart("pod_runner");
+        self.parts.count_restart("pod_runner");
         self.generation += 1;
         self.current = None;
         self.release_pod();
@@ -154,7 +154,7 @@ impl Handler<PodMade> for PodRunner {
                 }
                 Err(e) => {
                     this.failures += 1;
-                    this.shared
+                    this.parts
                         .metrics
                         .pod_failures
                         .with_label_values(&[e.metric_label()])
@@ -178,7 +178,7 @@ impl Handler<RunJob> for PodRunner {
     type Result = ();
     fn handle(&mut self, msg: RunJob, ctx: &mut Context<Self>) {
         guard(self, ctx, "pod_runner", |this, ctx| {
-            let p = this.shared.inject_panic_probability;
+            let p = this.parts.settings.inject_panic_probability;
             if p > 0.0 && this.chance(p) {
                 panic!("injected pod runner panic (inject_panic_probability = {p})");
             }
@@ -186,9 +186,9 @@ impl Handler<RunJob> for PodRunner {
             let job = msg.job;
             this.cache_key = None;
             this.laid_in = None;
-            let cache_key = this.shared.compile_cache.as_ref().and_then(|_| {
+            let cache_key = this.parts.compile_cache.as_ref().and_then(|_| {
                 let version = this
-                    .shared
+                    .parts
                     .registry
                     .available
                     .iter()
@@ -200,7 +200,7 @@ impl Handler<RunJob> for PodRunner {
                     .then(|| crate::compile_cache::CompileCache::key(&job, version))
                     .flatten()
             });
-            match (this.shared.compile_cache.clone(), cache_key) {
+            match (this.parts.compile_cache.clone(), cache_key) {
                 (Some(cache), Some(k)) => {
                     // The entry (megabytes for a JVM build) is read off the actors' thread; the
                     // job is this runner's meanwhile, so a restart hands it back.
@@ -296,8 +296,9 @@ impl PodRunner {
             .as_ref()
             .map(|c| c.limits.wall_time_ms)
             .unwrap_or(0);
-        let budget =
-            Duration::from_millis(limits.wall_time_ms + compile_ms + self.shared.watchdog_grace_ms);
+        let budget = Duration::from_millis(
+            limits.wall_time_ms + compile_ms + self.parts.settings.watchdog_grace_ms,
+        );
         let (watchdog, runner, killer) = (self.peers.watchdog.clone(), self.id, pod.killer());
         let watched = key.clone();
         let started = Box::new(move || {
@@ -351,7 +352,7 @@ impl Handler<Ran> for PodRunner {
                         crate::compile_cache::Cached::from_finished(finished, leave)?,
                     ))
                 });
-                if let (Some(cache), Some((k, entry))) = (this.shared.compile_cache.clone(), keep) {
+                if let (Some(cache), Some((k, entry))) = (this.parts.compile_cache.clone(), keep) {
                     // Off the actors' thread: an entry can be megabytes.
                     tokio::task::spawn_blocking(move || cache.put(&k, &entry));
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::pod_runner::PodRunner;
-use super::{Connect, Shared};
+use super::{Connect, TreeParts};
 
 /// A runner's pod became ready (`standby`) or was taken or lost.
 #[derive(Message)]
@@ -20,15 +20,15 @@ pub struct PodStatus {
 }
 
 pub struct PoolKeeper {
-    shared: Arc<Shared>,
+    parts: Arc<TreeParts>,
     runners: Vec<Addr<PodRunner>>,
     standby: HashSet<usize>,
 }
 
 impl PoolKeeper {
-    pub fn new(shared: Arc<Shared>) -> PoolKeeper {
+    pub fn new(parts: Arc<TreeParts>) -> PoolKeeper {
         PoolKeeper {
-            shared,
+            parts,
             runners: Vec::new(),
             standby: HashSet::new(),
         }
@@ -41,7 +41,7 @@ impl Actor for PoolKeeper {
 
 impl actix::Supervised for PoolKeeper {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.count_restart("pool_keeper");
+        self.parts.count_restart("pool_keeper");
     }
 }
 
@@ -51,16 +51,16 @@ impl Handler<Connect> for PoolKeeper {
         if !self.runners.is_empty() {
             return;
         }
-        self.shared
+        self.parts
             .metrics
             .pool_size
-            .set(self.shared.total_runners() as i64);
-        for pool in 0..self.shared.pools.len() {
-            for _ in 0..self.shared.runners_in(pool) {
+            .set(self.parts.total_runners() as i64);
+        for pool in 0..self.parts.pools.len() {
+            for _ in 0..self.parts.runners_in(pool) {
                 let id = self.runners.len();
-                let (shared, peers) = (self.shared.clone(), msg.0.clone());
+                let (parts, peers) = (self.parts.clone(), msg.0.clone());
                 self.runners.push(actix::Supervisor::start(move |_| {
-                    PodRunner::new(id, pool, shared, peers)
+                    PodRunner::new(id, pool, parts, peers)
                 }));
             }
         }
@@ -75,10 +75,10 @@ impl Handler<PodStatus> for PoolKeeper {
         } else {
             self.standby.remove(&msg.runner);
         }
-        self.shared
+        self.parts
             .standby
             .store(self.standby.len(), Ordering::Relaxed);
-        self.shared
+        self.parts
             .metrics
             .pool_standby
             .set(self.standby.len() as i64);

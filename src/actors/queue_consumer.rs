@@ -10,10 +10,10 @@ use actix::prelude::*;
 use futures_util::FutureExt;
 
 use super::dispatcher::Dispatch;
-use super::{guard, Connect, Peers, Shared};
+use super::{guard, Connect, Peers, TreeParts};
 
 pub struct QueueConsumer {
-    shared: Arc<Shared>,
+    parts: Arc<TreeParts>,
     peers: Option<Peers>,
     credits: usize,
     fetching: bool,
@@ -40,9 +40,9 @@ pub struct Pause;
 struct Fetched(Result<Vec<crate::queue::Delivery>, String>, usize);
 
 impl QueueConsumer {
-    pub fn new(shared: Arc<Shared>) -> QueueConsumer {
+    pub fn new(parts: Arc<TreeParts>) -> QueueConsumer {
         QueueConsumer {
-            shared,
+            parts,
             peers: None,
             credits: 0,
             fetching: false,
@@ -56,7 +56,7 @@ impl QueueConsumer {
         }
         self.fetching = true;
         let want = self.credits;
-        let take = self.shared.queue.take(want);
+        let take = self.parts.queue.take(want);
         let me = ctx.address();
         actix::spawn(async move {
             let r = AssertUnwindSafe(take).catch_unwind().await;
@@ -75,7 +75,7 @@ impl Actor for QueueConsumer {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
-        self.shared
+        self.parts
             .queue
             .on_ready(Box::new(move || me.do_send(Wake)));
         // A safety net: work that arrived without a Wake (restart, redelivery) is still found.
@@ -86,7 +86,7 @@ impl Actor for QueueConsumer {
 
 impl actix::Supervised for QueueConsumer {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.count_restart("queue_consumer");
+        self.parts.count_restart("queue_consumer");
         self.fetching = false;
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::{Connect, Shared};
+use super::{Connect, TreeParts};
 use crate::events::{Event, EventKind};
 use crate::queue::Delivery;
 use crate::result::{now_ms, RunResult};
@@ -24,15 +24,15 @@ pub struct Publish {
 struct Flushed(Result<(), String>, Vec<(Delivery, RunResult)>);
 
 pub struct ResultPublisher {
-    shared: Arc<Shared>,
+    parts: Arc<TreeParts>,
     buffer: Vec<(Delivery, RunResult)>,
     flushing: bool,
 }
 
 impl ResultPublisher {
-    pub fn new(shared: Arc<Shared>) -> ResultPublisher {
+    pub fn new(parts: Arc<TreeParts>) -> ResultPublisher {
         ResultPublisher {
-            shared,
+            parts,
             buffer: Vec::new(),
             flushing: false,
         }
@@ -44,7 +44,7 @@ impl ResultPublisher {
         }
         self.flushing = true;
         let batch = std::mem::take(&mut self.buffer);
-        let write = self.shared.queue.complete(batch.clone());
+        let write = self.parts.queue.complete(batch.clone());
         let me = ctx.address();
         actix::spawn(async move {
             let r = write.await.map_err(|e| e.to_string());
@@ -59,7 +59,7 @@ impl Actor for ResultPublisher {
 
 impl actix::Supervised for ResultPublisher {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.count_restart("result_publisher");
+        self.parts.count_restart("result_publisher");
         self.flushing = false;
     }
 }
@@ -93,15 +93,15 @@ impl Handler<Flushed> for ResultPublisher {
                                 &result,
                                 delivery.envelope.submission.callback_format,
                             ),
-                            self.shared.metrics.clone(),
-                            self.shared.callbacks.clone(),
+                            self.parts.metrics.clone(),
+                            self.parts.callbacks.clone(),
                         );
                     }
-                    let m = &self.shared.metrics;
+                    let m = &self.parts.metrics;
                     // Label values come from the registry only: a producer's made-up language
                     // names must not grow the metrics without bound.
                     let known = self
-                        .shared
+                        .parts
                         .registry
                         .available
                         .iter()
@@ -120,7 +120,7 @@ impl Handler<Flushed> for ResultPublisher {
                     let secs = now.saturating_sub(result.created_at_ms) as f64 / 1000.0;
                     m.latency.with_label_values(&[language]).observe(secs);
                     tracing::info!(id = %result.id, status = %result.outcome.status, attempts = result.attempts, "result published");
-                    let _ = self.shared.events.send(Event {
+                    let _ = self.parts.events.send(Event {
                         id: result.id.clone(),
                         kind: EventKind::Finished(Arc::new(result)),
                     });

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::dispatcher::Overran;
-use super::{Connect, JobKey, Peers, Shared};
+use super::{Connect, JobKey, Peers, TreeParts};
 use crate::pods::PodKiller;
 
 #[derive(Message)]
@@ -32,7 +32,7 @@ pub struct Unwatch {
 }
 
 pub struct TimeoutWatchdog {
-    shared: Arc<Shared>,
+    parts: Arc<TreeParts>,
     peers: Option<Peers>,
     deadlines: HashMap<usize, Deadline>,
 }
@@ -45,9 +45,9 @@ struct Deadline {
 }
 
 impl TimeoutWatchdog {
-    pub fn new(shared: Arc<Shared>) -> TimeoutWatchdog {
+    pub fn new(parts: Arc<TreeParts>) -> TimeoutWatchdog {
         TimeoutWatchdog {
-            shared,
+            parts,
             peers: None,
             deadlines: HashMap::new(),
         }
@@ -64,7 +64,7 @@ impl TimeoutWatchdog {
         for runner in overdue {
             if let Some(d) = self.deadlines.remove(&runner) {
                 tracing::warn!(id = %d.key.id, attempt = d.key.attempt, runner, "job overran its deadline; the watchdog kills its pod");
-                self.shared.metrics.watchdog_kills.inc();
+                self.parts.metrics.watchdog_kills.inc();
                 d.killer.kill();
                 if let Some(peers) = &self.peers {
                     peers.dispatcher.do_send(Overran {
@@ -88,7 +88,7 @@ impl Actor for TimeoutWatchdog {
 
 impl actix::Supervised for TimeoutWatchdog {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.shared.count_restart("timeout_watchdog");
+        self.parts.count_restart("timeout_watchdog");
     }
 }
 

@@ -767,8 +767,11 @@ async fn system_info(
 
 async fn workers(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let (available, total) = match &state.scheduler {
-        Some(s) => (s.shared.standby.load(Ordering::Relaxed), s.shared.pool_size),
+    let (available, total) = match &state.tree {
+        Some(s) => (
+            s.parts.standby.load(Ordering::Relaxed),
+            s.parts.settings.pool_size,
+        ),
         None => (0, 0),
     };
     Ok(HttpResponse::Ok().json(json!([{

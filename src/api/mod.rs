@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::actors::queue_consumer::{QueueConsumer, Wake};
-use crate::actors::Shared;
+use crate::actors::TreeParts;
 use crate::callback::Targets;
 use crate::config::Settings;
 use crate::events::{EventBus, EventKind};
@@ -42,21 +42,21 @@ pub struct ApiState {
     /// Results as they are published (for `?wait=true` and server-sent events).
     pub events: EventBus,
     pub callbacks: Arc<Targets>,
-    /// The scheduler running in this process (`kiln serve`); `kiln api` has none.
-    pub scheduler: Option<LocalScheduler>,
+    /// The actor tree running in this process (`kiln serve`); `kiln api` has none.
+    pub tree: Option<LocalTree>,
     pub settings: Settings,
 }
 
-/// The scheduler beside the API in one process: its pods make the API ready, and a new
+/// The actor tree beside the API in one process: its pods make the API ready, and a new
 /// submission wakes its consumer.
-pub struct LocalScheduler {
-    pub shared: Arc<Shared>,
+pub struct LocalTree {
+    pub parts: Arc<TreeParts>,
     pub consumer: Addr<QueueConsumer>,
 }
 
 impl ApiState {
     fn wake(&self) {
-        if let Some(s) = &self.scheduler {
+        if let Some(s) = &self.tree {
             s.consumer.do_send(Wake);
         }
     }
@@ -401,13 +401,13 @@ async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
 
 async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let failure = state.queue.failure().map(|e| e.to_string());
-    let (body, standby) = match &state.scheduler {
+    let (body, standby) = match &state.tree {
         Some(s) => {
-            let standby = s.shared.standby.load(Ordering::Relaxed);
-            let trouble = s.shared.queue.trouble();
+            let standby = s.parts.standby.load(Ordering::Relaxed);
+            let trouble = s.parts.queue.trouble();
             let error = failure.or(trouble);
             (
-                json!({"standby_pods": standby, "pool_size": s.shared.pool_size, "queue_depth": state.queue.depth(), "error": error}),
+                json!({"standby_pods": standby, "pool_size": s.parts.settings.pool_size, "queue_depth": state.queue.depth(), "error": error}),
                 standby > 0 && error.is_none(),
             )
         }

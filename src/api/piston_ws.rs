@@ -82,8 +82,8 @@ async fn run(state: web::Data<ApiState>, mut ws: Session, mut messages: MessageS
     if init["type"] != "init" {
         return close(ws, NOT_INITIALIZED, "Not yet Initialized").await;
     }
-    // Sessions live in this process: its own scheduler and local pods run the job.
-    if state.scheduler.is_none() || state.settings.pods != crate::config::PodsKind::Local {
+    // Sessions live in this process: its own actor tree and local pods run the job.
+    if state.tree.is_none() || state.settings.pods != crate::config::PodsKind::Local {
         let _ = ws
             .text(json!({"type": "error", "message": "interactive runs need kiln serve with local pods"}).to_string())
             .await;

@@ -150,7 +150,7 @@ impl Embedded {
                         let _ = tx.send(Ok(instance.addr));
                         let _ = stopped.await;
                         instance.server.stop(false).await;
-                        instance.scheduler.shared.backend.shutdown();
+                        instance.tree.parts.backend.shutdown();
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));

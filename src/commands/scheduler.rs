@@ -10,8 +10,8 @@ use actix_web::{web, HttpResponse};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::actors::scheduler_root::SchedulerRoot;
-use crate::actors::Shared;
+use crate::actors::tree::ActorTree;
+use crate::actors::TreeParts;
 use crate::config::Settings;
 use crate::languages::Registry;
 use crate::metrics::Metrics;
@@ -29,7 +29,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new());
         let backend = crate::commands::startup::pod_backend(&settings, &registry, &metrics)?;
         let ops = web::Data::new(Ops {
-            shared: OnceLock::new(),
+            parts: OnceLock::new(),
             metrics: metrics.clone(),
             brokers: settings.kafka.brokers.clone(),
         });
@@ -58,23 +58,23 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         println!("kiln scheduler: /healthz, /readyz and /metrics on http://{addr}");
 
         let queue = Arc::new(connect(&settings, metrics.clone()).await?);
-        let shared = crate::commands::startup::shared_parts(
+        let parts = crate::commands::startup::tree_parts(
             &settings,
             queue.clone(),
             backend.clone(),
             registry.clone(),
             metrics,
         )?;
-        let scheduler = SchedulerRoot::start(shared.clone());
-        let _ = ops.shared.set(shared.clone());
+        let scheduler = ActorTree::start(parts.clone());
+        let _ = ops.parts.set(parts.clone());
         println!("{}", queue.describe());
         for line in backend.describe() {
             println!("{line}");
         }
         println!(
             "pool: {} pod runners, {} parallel jobs",
-            shared.total_runners(),
-            shared.max_parallel_jobs
+            parts.total_runners(),
+            parts.settings.max_parallel_jobs
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -90,7 +90,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         handle.stop(true).await;
-        shared.backend.shutdown();
+        parts.backend.shutdown();
         actix::System::current().stop();
         Ok(())
     })
@@ -98,20 +98,20 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
 /// What the ops endpoints see: the scheduler once it is connected.
 struct Ops {
-    shared: OnceLock<Arc<Shared>>,
+    parts: OnceLock<Arc<TreeParts>>,
     metrics: Arc<Metrics>,
     brokers: String,
 }
 
 async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
-    let Some(shared) = ops.shared.get() else {
+    let Some(parts) = ops.parts.get() else {
         let error = format!("connecting to Kafka at {}", ops.brokers);
         return HttpResponse::ServiceUnavailable().json(json!({"error": error}));
     };
-    let standby = shared.standby.load(Ordering::Relaxed);
-    let trouble = shared.queue.trouble();
+    let standby = parts.standby.load(Ordering::Relaxed);
+    let trouble = parts.queue.trouble();
     let body =
-        json!({"standby_pods": standby, "queue_depth": shared.queue.depth(), "error": trouble});
+        json!({"standby_pods": standby, "queue_depth": parts.queue.depth(), "error": trouble});
     if standby > 0 && trouble.is_none() {
         HttpResponse::Ok().json(body)
     } else {
@@ -120,8 +120,8 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 }
 
 async fn render_metrics(ops: web::Data<Ops>) -> HttpResponse {
-    if let Some(shared) = ops.shared.get() {
-        ops.metrics.queue_depth.set(shared.queue.depth() as i64);
+    if let Some(parts) = ops.parts.get() {
+        ops.metrics.queue_depth.set(parts.queue.depth() as i64);
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::actors::scheduler_root::SchedulerRoot;
-use crate::actors::Shared;
+use crate::actors::tree::ActorTree;
+use crate::actors::TreeParts;
 use crate::api::{routes, Admission, ApiState};
 use crate::config::{QueueKind, Settings};
 use crate::languages::Registry;
@@ -18,13 +18,13 @@ use crate::queue::embedded::EmbeddedQueue;
 use crate::queue::kafka_intake::KafkaIntake;
 use crate::queue::Intake;
 
-use super::startup::{pod_backend, shared_parts, until_terminated};
+use super::startup::{pod_backend, tree_parts, until_terminated};
 
 /// A started instance.
 pub struct Instance {
     pub addr: SocketAddr,
     pub server: actix_web::dev::ServerHandle,
-    pub scheduler: SchedulerRoot,
+    pub tree: ActorTree,
     pub registry: Arc<Registry>,
     pub backend_lines: Vec<String>,
     pub settings: Settings,
@@ -122,7 +122,7 @@ pub fn run_api(settings: Settings) -> anyhow::Result<()> {
                 crate::callback::Targets::from_settings(&settings.callback_allowed_networks)
                     .map_err(anyhow::Error::msg)?,
             ),
-            scheduler: None,
+            tree: None,
             settings: settings.clone(),
         };
         let (addr, handle) = serve_http(state, &settings.listen)?;
@@ -154,31 +154,31 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     let backend = pod_backend(&settings, &registry, &metrics)?;
     let mut backend_lines = backend.describe();
     let store = Arc::new(open_store(&settings)?);
-    let (shared, intake): (Arc<Shared>, Arc<dyn Intake>) = if settings.queue == QueueKind::Kafka {
+    let (parts, intake): (Arc<TreeParts>, Arc<dyn Intake>) = if settings.queue == QueueKind::Kafka {
         // The scheduler consumes the submissions topic; the API produces to it and answers from
         // the results topic, kept in the store.
         let queue = Arc::new(crate::commands::startup::connect(&settings, metrics.clone()).await?);
         let mut lines = vec![queue.describe()];
         lines.append(&mut backend_lines);
         backend_lines = lines;
-        let shared = shared_parts(&settings, queue, backend, registry.clone(), metrics)?;
-        let intake = connect_intake(&settings, store, shared.events.clone()).await?;
-        (shared, Arc::new(intake))
+        let parts = tree_parts(&settings, queue, backend, registry.clone(), metrics)?;
+        let intake = connect_intake(&settings, store, parts.events.clone()).await?;
+        (parts, Arc::new(intake))
     } else {
-        let shared = shared_parts(&settings, store.clone(), backend, registry.clone(), metrics)?;
-        (shared, store)
+        let parts = tree_parts(&settings, store.clone(), backend, registry.clone(), metrics)?;
+        (parts, store)
     };
-    let scheduler = SchedulerRoot::start(shared.clone());
+    let tree = ActorTree::start(parts.clone());
     let state = ApiState {
-        queue: Admission::new(intake, &settings, shared.metrics.clone()),
+        queue: Admission::new(intake, &settings, parts.metrics.clone()),
         registry: registry.clone(),
         policy: settings.limits.clone(),
-        metrics: shared.metrics.clone(),
-        events: shared.events.clone(),
-        callbacks: shared.callbacks.clone(),
-        scheduler: Some(crate::api::LocalScheduler {
-            shared,
-            consumer: scheduler.peers.consumer.clone(),
+        metrics: parts.metrics.clone(),
+        events: parts.events.clone(),
+        callbacks: parts.callbacks.clone(),
+        tree: Some(crate::api::LocalTree {
+            parts,
+            consumer: tree.peers.consumer.clone(),
         }),
         settings: settings.clone(),
     };
@@ -186,7 +186,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Instance> {
     Ok(Instance {
         addr,
         server: handle,
-        scheduler,
+        tree,
         registry,
         backend_lines,
         settings,
@@ -200,7 +200,7 @@ pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow:
     let config_file = config_file.map(|f| f.to_path_buf());
     actix::System::new().block_on(async move {
         let instance = start(settings).await?;
-        let pool = instance.scheduler.shared.total_runners();
+        let pool = instance.tree.parts.total_runners();
         println!("kiln listening on http://{}", instance.addr);
         let names: Vec<String> = instance
             .registry
@@ -225,7 +225,7 @@ pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow:
         until_terminated().await?;
         tracing::info!("shutting down: no new submissions; finishing running jobs");
         instance.server.stop(true).await;
-        let left = instance.scheduler.drain(Duration::from_secs(30)).await;
+        let left = instance.tree.drain(Duration::from_secs(30)).await;
         if left > 0 {
             tracing::warn!(
                 left,
@@ -234,7 +234,7 @@ pub fn run(settings: Settings, config_file: Option<&std::path::Path>) -> anyhow:
         }
         // Let the last results reach the journal.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        instance.scheduler.shared.backend.shutdown();
+        instance.tree.parts.backend.shutdown();
         actix::System::current().stop();
         Ok(())
     })

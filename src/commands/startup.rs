@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::actors::Shared;
+use crate::actors::{TreeParts, TreeSettings};
 use crate::config::{LogFormat, PodsKind, Settings};
 use crate::languages::Registry;
 use crate::metrics::Metrics;
@@ -73,13 +73,13 @@ pub fn pod_backend(
 
 /// What every actor shares, for one queue and one pod backend: the same tree runs over the
 /// embedded queue and over Kafka.
-pub fn shared_parts(
+pub fn tree_parts(
     settings: &Settings,
     queue: Arc<dyn crate::queue::Queue>,
     backend: Arc<dyn PodBackend>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<Arc<Shared>> {
+) -> anyhow::Result<Arc<TreeParts>> {
     let pools = backend.pools();
     let runners: usize = pools
         .iter()
@@ -112,25 +112,27 @@ pub fn shared_parts(
             }
         }
     };
-    Ok(Arc::new(Shared {
+    Ok(Arc::new(TreeParts {
         compile_cache,
         queue,
         backend,
         pools,
         registry,
-        policy: settings.limits.clone(),
         metrics,
         events: crate::events::bus(),
-        pool_size: settings.effective_pool_size(),
-        max_parallel_jobs,
-        max_attempts: settings.max_attempts,
-        watchdog_grace_ms: settings.watchdog_grace_ms,
-        inject_panic_probability: settings.inject_panic_probability,
         callbacks: Arc::new(
             crate::callback::Targets::from_settings(&settings.callback_allowed_networks)
                 .map_err(anyhow::Error::msg)?,
         ),
         standby: AtomicUsize::new(0),
+        settings: TreeSettings {
+            policy: settings.limits.clone(),
+            pool_size: settings.effective_pool_size(),
+            max_parallel_jobs,
+            max_attempts: settings.max_attempts,
+            watchdog_grace_ms: settings.watchdog_grace_ms,
+            inject_panic_probability: settings.inject_panic_probability,
+        },
     }))
 }
 

@@ -1,4 +1,4 @@
-//! SchedulerRoot: starts every actor under a supervisor and hands each the others' addresses.
+//! ActorTree: starts every actor under a supervisor and hands each the others' addresses.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,26 +10,26 @@ use super::pool_keeper::PoolKeeper;
 use super::queue_consumer::{Pause, QueueConsumer};
 use super::result_publisher::ResultPublisher;
 use super::timeout_watchdog::TimeoutWatchdog;
-use super::{Connect, Peers, Shared};
+use super::{Connect, Peers, TreeParts};
 
-/// The running scheduler. Dropping it does not stop the actors; `drain` does.
-pub struct SchedulerRoot {
+/// The running actor tree. Dropping it does not stop the actors; `drain` does.
+pub struct ActorTree {
     pub peers: Peers,
-    pub shared: Arc<Shared>,
+    pub parts: Arc<TreeParts>,
 }
 
-impl SchedulerRoot {
+impl ActorTree {
     /// Starts the actor tree on the current actix system.
-    pub fn start(shared: Arc<Shared>) -> SchedulerRoot {
-        let s = shared.clone();
+    pub fn start(parts: Arc<TreeParts>) -> ActorTree {
+        let s = parts.clone();
         let publisher = Supervisor::start(move |_| ResultPublisher::new(s));
-        let s = shared.clone();
+        let s = parts.clone();
         let watchdog = Supervisor::start(move |_| TimeoutWatchdog::new(s));
-        let s = shared.clone();
+        let s = parts.clone();
         let dispatcher = Supervisor::start(move |_| Dispatcher::new(s));
-        let s = shared.clone();
+        let s = parts.clone();
         let consumer = Supervisor::start(move |_| QueueConsumer::new(s));
-        let s = shared.clone();
+        let s = parts.clone();
         let pool = Supervisor::start(move |_| PoolKeeper::new(s));
         let peers = Peers {
             consumer,
@@ -43,7 +43,7 @@ impl SchedulerRoot {
         peers.dispatcher.do_send(Connect(peers.clone()));
         peers.consumer.do_send(Connect(peers.clone()));
         peers.pool.do_send(Connect(peers.clone()));
-        SchedulerRoot { peers, shared }
+        ActorTree { peers, parts }
     }
 
     /// Stops taking work and waits up to `grace` for running jobs to finish. Jobs still running
