@@ -160,6 +160,24 @@ pub struct Registry {
     pub unavailable: Vec<(String, String)>,
 }
 
+/// Why a submission's language cannot be run here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LanguageError {
+    #[error("unknown language {name:?}{}; available: {}", unavailable.as_ref().map(|why| format!(" (not available on this host: {why})")).unwrap_or_default(), available.join(", "))]
+    Unknown {
+        name: String,
+        /// Why this host cannot run it, when the registry knows the language.
+        unavailable: Option<String>,
+        available: Vec<String>,
+    },
+    #[error("{name} {asked} is not available; this host has {name} {here}")]
+    NoSuchVersion {
+        name: String,
+        asked: String,
+        here: String,
+    },
+}
+
 impl Registry {
     /// Reads the shipped registry and the optional override, and resolves every entry.
     pub fn load(override_file: Option<&Path>) -> Result<Registry, String> {
@@ -203,32 +221,29 @@ impl Registry {
     }
 
     /// Finds a language by name or alias, and by version prefix when one is given.
-    pub fn find(&self, name: &str, version: Option<&str>) -> Result<&Language, String> {
+    pub fn find(&self, name: &str, version: Option<&str>) -> Result<&Language, LanguageError> {
         let wanted = name.to_ascii_lowercase();
         let lang = self
             .available
             .iter()
             .find(|l| l.name == wanted || l.aliases.contains(&wanted))
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.available.iter().map(|l| l.name.as_str()).collect();
-                let why = self
+            .ok_or_else(|| LanguageError::Unknown {
+                name: name.to_string(),
+                unavailable: self
                     .unavailable
                     .iter()
                     .find(|(n, _)| *n == wanted)
-                    .map(|(_, w)| format!(" (not available on this host: {w})"))
-                    .unwrap_or_default();
-                format!(
-                    "unknown language {name:?}{why}; available: {}",
-                    known.join(", ")
-                )
+                    .map(|(_, why)| why.clone()),
+                available: self.available.iter().map(|l| l.name.clone()).collect(),
             })?;
         match version {
             None | Some("*") | Some("") => Ok(lang),
             Some(v) if version_matches(&lang.version, v) => Ok(lang),
-            Some(v) => Err(format!(
-                "{} {v} is not available; this host has {} {}",
-                lang.name, lang.name, lang.version
-            )),
+            Some(v) => Err(LanguageError::NoSuchVersion {
+                name: lang.name.clone(),
+                asked: v.to_string(),
+                here: lang.version.clone(),
+            }),
         }
     }
 
@@ -764,6 +779,53 @@ mod tests {
         assert!(err.contains("\"$1\""), "{err}");
         assert!(parse(&entry(r#"["{sh}", "-c", "cat \"$1\"", "sh", "{entry}"]"#)).is_ok());
         assert!(parse(&entry(r#"["node", "{entry_stem}.js"]"#)).is_ok());
+    }
+
+    #[test]
+    fn a_language_that_cannot_run_here_says_why_by_its_variant() {
+        let mut reg = Registry::load(None).unwrap();
+        reg.unavailable
+            .push(("nosuchlang".into(), "no nosuchlang-compiler on PATH".into()));
+        let python = reg.find("Python", None).unwrap();
+        assert_eq!(python.name, "python");
+        let e = reg.find("nosuchlang", None).unwrap_err();
+        let LanguageError::Unknown {
+            unavailable,
+            available,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            unavailable.as_deref(),
+            Some("no nosuchlang-compiler on PATH")
+        );
+        assert!(available.iter().any(|n| n == "python"));
+        assert!(e.to_string().starts_with(
+            "unknown language \"nosuchlang\" (not available on this host: no nosuchlang-compiler on PATH); available: "
+        ));
+        let LanguageError::Unknown { unavailable, .. } = reg.find("cobolx", None).unwrap_err()
+        else {
+            panic!("not unknown");
+        };
+        assert_eq!(unavailable, None);
+        let e = reg.find("python", Some("1")).unwrap_err();
+        assert_eq!(
+            e,
+            LanguageError::NoSuchVersion {
+                name: "python".into(),
+                asked: "1".into(),
+                here: python.version.clone(),
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "python 1 is not available; this host has python {}",
+                python.version
+            )
+        );
     }
 
     #[test]

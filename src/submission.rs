@@ -354,7 +354,7 @@ impl Submission {
     ) -> Result<Job, Invalid> {
         let lang = registry
             .find(&self.language, self.version.as_deref())
-            .map_err(Invalid)?;
+            .map_err(|e| Invalid(e.to_string()))?;
         let limits = self.limits(policy)?;
 
         // A source given without a name takes the language's default (for Java, its public

@@ -235,7 +235,11 @@ fn measure_load(
 
 pub fn run(kiln: &Path, o: &Options) -> Result<String, String> {
     let registry = Registry::load(None)?;
-    let base = registry.find("python", None)?.run[0].clone();
+    let base = registry
+        .find("python", None)
+        .map_err(|e| e.to_string())?
+        .run[0]
+        .clone();
     let scratch = std::env::temp_dir().join(format!("kiln-bench-http-{}", std::process::id()));
     let mut env = Vec::new();
     let python = if o.site_imports {

@@ -242,7 +242,11 @@ pub async fn run(brokers: &str, settings: &Settings, n: usize) -> Result<String,
 
     // (b) Python end to end, against the bare spawn.
     let registry = Registry::load(settings.languages_file.as_deref())?;
-    let python = registry.find("python", None)?.run[0].clone();
+    let python = registry
+        .find("python", None)
+        .map_err(|e| e.to_string())?
+        .run[0]
+        .clone();
     let mut py_settings = settings.clone();
     py_settings.kafka = py.clone();
     py_settings.warm_caches = false;

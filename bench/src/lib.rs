@@ -109,7 +109,11 @@ pub async fn engine(
     registry: &Registry,
     runs: usize,
 ) -> Result<EngineFigures, String> {
-    let python = registry.find("python", None)?.run[0].clone();
+    let python = registry
+        .find("python", None)
+        .map_err(|e| e.to_string())?
+        .run[0]
+        .clone();
     let policy = LimitPolicy::default();
     let sub = Submission {
         language: "python".into(),

@@ -425,7 +425,7 @@ impl Dispatcher {
     }
 
     /// A test of set `id` came back (or was lost: `Err`, run again up to `max_attempts`).
-    fn test_done(&mut self, id: &str, index: usize, result: Result<Finished, String>) {
+    fn test_done(&mut self, id: &str, index: usize, result: Result<Finished, Redelivery>) {
         let max_attempts = self.parts.settings.max_attempts;
         let Some(set) = self.sets.get_mut(id) else {
             return;
@@ -470,7 +470,7 @@ impl Dispatcher {
             Work::Whole(d) => d,
             Work::Test { id, index } => {
                 warn!(%id, test = index, %reason, "a test's run was lost");
-                self.test_done(&id, index, Err(reason.to_string()));
+                self.test_done(&id, index, Err(reason));
                 return;
             }
         };

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 
 use super::dispatcher::Dispatch;
 use super::{guard, Connect, Peers, TreeParts};
+use crate::queue::QueueError;
 
 pub struct QueueConsumer {
     parts: Arc<TreeParts>,
@@ -37,7 +38,7 @@ pub struct Pause;
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Fetched(Result<Vec<crate::queue::Delivery>, String>, usize);
+struct Fetched(Result<Vec<crate::queue::Delivery>, QueueError>, usize);
 
 impl QueueConsumer {
     pub fn new(parts: Arc<TreeParts>) -> QueueConsumer {
@@ -60,11 +61,7 @@ impl QueueConsumer {
         let me = ctx.address();
         actix::spawn(async move {
             let r = AssertUnwindSafe(take).catch_unwind().await;
-            let r = match r {
-                Ok(Ok(d)) => Ok(d),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("taking from the queue panicked".into()),
-            };
+            let r = r.unwrap_or(Err(QueueError::Panicked("taking from the queue")));
             me.do_send(Fetched(r, want));
         });
     }

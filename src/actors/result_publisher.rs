@@ -9,7 +9,7 @@ use actix::prelude::*;
 
 use super::{Connect, TreeParts};
 use crate::events::{Event, EventKind};
-use crate::queue::Delivery;
+use crate::queue::{Delivery, QueueError};
 use crate::result::{now_ms, RunResult};
 
 #[derive(Message)]
@@ -21,7 +21,7 @@ pub struct Publish {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Flushed(Result<(), String>, Vec<(Delivery, RunResult)>);
+struct Flushed(Result<(), QueueError>, Vec<(Delivery, RunResult)>);
 
 pub struct ResultPublisher {
     parts: Arc<TreeParts>,
@@ -47,8 +47,7 @@ impl ResultPublisher {
         let write = self.parts.queue.complete(batch.clone());
         let me = ctx.address();
         actix::spawn(async move {
-            let r = write.await.map_err(|e| e.to_string());
-            me.do_send(Flushed(r, batch));
+            me.do_send(Flushed(write.await, batch));
         });
     }
 }

@@ -71,7 +71,7 @@ impl TestSet {
     pub(super) fn record(
         &mut self,
         index: usize,
-        result: Result<Finished, String>,
+        result: Result<Finished, impl std::fmt::Display>,
         max_attempts: u32,
     ) {
         self.running -= 1;

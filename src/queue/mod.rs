@@ -31,6 +31,9 @@ pub enum QueueError {
     NoSpace(String),
     #[error("the queue is shut down")]
     Closed,
+    /// A call into the queue panicked (caught, so the actor that made it lives on).
+    #[error("{0} panicked")]
+    Panicked(&'static str),
 }
 
 /// What the scheduler needs from a queue.
