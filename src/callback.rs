@@ -139,12 +139,11 @@ impl Targets {
     }
 
     /// Refuses `addr` when it is inward and not allowed, saying which it is and what to set.
-    pub fn check(&self, addr: IpAddr) -> Result<(), String> {
+    pub fn check(&self, addr: IpAddr) -> Result<(), Inward> {
         match inward(addr) {
-            Some(what) if !self.allowed.iter().any(|n| n.contains(addr)) => Err(format!(
-                "{addr} is {what}: Kiln does not send callbacks into its own host or private \
-                 networks unless the operator lists them in callback_allowed_networks"
-            )),
+            Some(what) if !self.allowed.iter().any(|n| n.contains(addr)) => {
+                Err(Inward { addr, what })
+            }
             _ => Ok(()),
         }
     }
@@ -166,13 +165,22 @@ impl Targets {
 
     /// Checks a submission's callback URL before it is accepted: its host must resolve, and only
     /// to addresses a callback may reach.
-    pub async fn check_url(&self, url: &str) -> Result<(), String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("callback_url: {e}"))?;
+    pub async fn check_url(&self, url: &str) -> Result<(), CallbackError> {
+        let parsed = url::Url::parse(url)?;
+        let refused = |host: Option<&str>, inward| CallbackError::Refused {
+            url: url.to_string(),
+            host: host.map(str::to_string),
+            inward,
+        };
         let host = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => return self.checked(url, IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => return self.checked(url, IpAddr::V6(ip)),
+            Some(url::Host::Ipv4(ip)) => {
+                return self.check(IpAddr::V4(ip)).map_err(|e| refused(None, e))
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                return self.check(IpAddr::V6(ip)).map_err(|e| refused(None, e))
+            }
             Some(url::Host::Domain(d)) => d.to_string(),
-            None => return Err("callback_url has no host".into()),
+            None => return Err(CallbackError::NoHost),
         };
         let port = parsed.port_or_known_default().unwrap_or(80);
         let lookup = tokio::time::timeout(
@@ -182,20 +190,51 @@ impl Targets {
         .await;
         let addrs: Vec<SocketAddr> = match lookup {
             Ok(Ok(addrs)) => addrs.collect(),
-            Ok(Err(e)) => return Err(format!("callback_url: {host} does not resolve ({e})")),
-            Err(_) => return Err(format!("callback_url: resolving {host} took over 5 s")),
+            Ok(Err(e)) => {
+                return Err(CallbackError::Unresolved {
+                    host: host.clone(),
+                    error: e.to_string(),
+                })
+            }
+            Err(_) => return Err(CallbackError::SlowToResolve { host: host.clone() }),
         };
         for a in addrs {
-            self.check(a.ip())
-                .map_err(|e| format!("callback_url {url}: {host} resolves to {e}"))?;
+            self.check(a.ip()).map_err(|e| refused(Some(&host), e))?;
         }
         Ok(())
     }
+}
 
-    fn checked(&self, url: &str, ip: IpAddr) -> Result<(), String> {
-        self.check(ip)
-            .map_err(|e| format!("callback_url {url}: {e}"))
-    }
+/// An address a callback may not reach: inward, and not among the operator's networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{addr} is {what}: Kiln does not send callbacks into its own host or private networks \
+     unless the operator lists them in callback_allowed_networks"
+)]
+pub struct Inward {
+    pub addr: IpAddr,
+    /// Which kind of inward address ("a loopback address", "a private network address", ...).
+    pub what: &'static str,
+}
+
+/// Why a submission's `callback_url` is refused (a 422 at submission).
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("callback_url: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("callback_url has no host")]
+    NoHost,
+    #[error("callback_url: {host} does not resolve ({error})")]
+    Unresolved { host: String, error: String },
+    #[error("callback_url: resolving {host} took over 5 s")]
+    SlowToResolve { host: String },
+    /// The URL's address, or one its host resolves to, is inward.
+    #[error("callback_url {url}: {}{inward}", host.as_ref().map(|h| format!("{h} resolves to ")).unwrap_or_default())]
+    Refused {
+        url: String,
+        host: Option<String>,
+        inward: Inward,
+    },
 }
 
 /// Attempts per callback, and the wait before the second and third.
@@ -300,5 +339,40 @@ mod tests {
         assert!(targets.check(ip("fd00:2::5")).is_err());
         assert!(Targets::from_settings(&["10.0.0.0/33".into()]).is_err());
         assert!(Targets::from_settings(&["intranet".into()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_callback_url_says_why_by_its_variant() {
+        let targets = Targets::default();
+        let e = targets
+            .check_url("http://127.0.0.1:9/hook")
+            .await
+            .unwrap_err();
+        let CallbackError::Refused { host, inward, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!((host.as_deref(), inward.addr), (None, ip("127.0.0.1")));
+        assert_eq!(inward.what, "a loopback address");
+        assert!(e
+            .to_string()
+            .starts_with("callback_url http://127.0.0.1:9/hook: 127.0.0.1 is a loopback address"));
+        let e = targets
+            .check_url("http://localhost:9/hook")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, CallbackError::Refused { host: Some(h), .. } if h == "localhost"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(": localhost resolves to "), "{e}");
+        assert!(matches!(
+            targets.check_url("not a url").await,
+            Err(CallbackError::Url(_))
+        ));
+        assert!(matches!(
+            targets.check_url("unix:/run/socket").await,
+            Err(CallbackError::NoHost)
+        ));
+        assert!(targets.check_url("http://93.184.216.34/hook").await.is_ok());
     }
 }

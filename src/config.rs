@@ -144,14 +144,33 @@ impl Default for Settings {
     }
 }
 
+/// Why Kiln's settings cannot be used: it does not start with them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {} does not exist", .0.display())]
+    NoFile(PathBuf),
+    /// The file or the environment does not read as settings (a wrong type, an unknown mode).
+    #[error("configuration: {0}")]
+    Unreadable(#[from] config::ConfigError),
+    /// A number read but out of its range.
+    #[error("{setting} {rule}")]
+    OutOfRange {
+        setting: &'static str,
+        rule: &'static str,
+    },
+    /// A setting read but not valid, and why.
+    #[error("{setting}: {why}")]
+    Invalid { setting: &'static str, why: String },
+}
+
 impl Settings {
     /// Defaults, then `file`, then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Settings, String> {
-        let defaults = config::Config::try_from(&Settings::default()).map_err(|e| e.to_string())?;
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let defaults = config::Config::try_from(&Settings::default())?;
         let mut builder = config::Config::builder().add_source(defaults);
         if let Some(f) = file {
             if !f.is_file() {
-                return Err(format!("config file {} does not exist", f.display()));
+                return Err(ConfigError::NoFile(f.to_path_buf()));
             }
             builder = builder.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
@@ -164,24 +183,32 @@ impl Settings {
                 .with_list_parse_key("callback_allowed_networks")
                 .with_list_parse_key("pod_etc"),
         );
-        let settings: Settings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| format!("configuration: {e}"))?;
+        let settings: Settings = builder.build().and_then(|c| c.try_deserialize())?;
         settings.check()?;
         Ok(settings)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, why: String| ConfigError::Invalid { setting, why };
         if !(0.0..=1.0).contains(&self.inject_panic_probability) {
-            return Err("inject_panic_probability must be between 0 and 1".into());
+            return Err(ConfigError::OutOfRange {
+                setting: "inject_panic_probability",
+                rule: "must be between 0 and 1",
+            });
         }
         if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
+            return Err(ConfigError::OutOfRange {
+                setting: "max_attempts",
+                rule: "must be at least 1",
+            });
         }
-        crate::callback::Targets::from_settings(&self.callback_allowed_networks)?;
+        for network in &self.callback_allowed_networks {
+            network
+                .parse::<crate::callback::Network>()
+                .map_err(|e| invalid("callback_allowed_networks", e))?;
+        }
         for pattern in &self.pod_etc {
-            crate::sandbox::etc::check_pattern(pattern).map_err(|e| format!("pod_etc: {e}"))?;
+            crate::sandbox::etc::check_pattern(pattern).map_err(|e| invalid("pod_etc", e))?;
         }
         Ok(())
     }
@@ -286,6 +313,45 @@ mod tests {
     }
 
     #[test]
+    fn settings_kiln_cannot_start_with_are_refused_by_kind() {
+        let dir = std::env::temp_dir().join(format!("kiln-config-refused-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kiln.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Settings::load(Some(&file)).unwrap_err()
+        };
+        let e = load("max_attempts = 0\n");
+        assert!(matches!(
+            e,
+            ConfigError::OutOfRange {
+                setting: "max_attempts",
+                ..
+            }
+        ));
+        assert_eq!(e.to_string(), "max_attempts must be at least 1");
+        let e = load("callback_allowed_networks = [\"10.0.0.0/99\"]\n");
+        assert!(matches!(
+            e,
+            ConfigError::Invalid {
+                setting: "callback_allowed_networks",
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "callback_allowed_networks: \"10.0.0.0/99\": the prefix length must be 0 to 32"
+        );
+        let e = load("max_attempts = \"many\"\n");
+        assert!(matches!(e, ConfigError::Unreadable(_)), "{e:?}");
+        assert!(e.to_string().starts_with("configuration: "), "{e}");
+        let missing = dir.join("absent.toml");
+        let e = Settings::load(Some(&missing)).unwrap_err();
+        assert!(matches!(&e, ConfigError::NoFile(p) if p == &missing));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn modes_are_parsed_once_and_unknown_ones_are_refused_with_the_choices() {
         let dir = std::env::temp_dir().join(format!("kiln-config-modes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -307,6 +373,8 @@ mod tests {
 
         std::fs::write(&file, "pods = \"docker\"\n").unwrap();
         let refused = Settings::load(Some(&file)).unwrap_err();
+        assert!(matches!(refused, ConfigError::Unreadable(_)), "{refused:?}");
+        let refused = refused.to_string();
         assert!(
             refused.contains("docker")
                 && refused.contains("local")

@@ -205,7 +205,7 @@ async fn check_callback(state: &ApiState, env: &Envelope) -> Result<(), ApiError
             .callbacks
             .check_url(url)
             .await
-            .map_err(ApiError::Unprocessable),
+            .map_err(|e| ApiError::Unprocessable(e.to_string())),
         None => Ok(()),
     }
 }
