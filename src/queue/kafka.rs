@@ -559,56 +559,75 @@ fn accept(state: &Mutex<State>, topic: &str, message: &rdkafka::message::Borrowe
                 epoch,
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().unwrap_or_default().to_vec(),
-                reason,
+                reason: reason.to_string(),
             });
         }
     }
 }
 
 /// A submission from a message, and whether it came as bincode; or why it cannot be one.
-fn decode(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<(Submission, bool), String> {
-    let content_type = message
-        .headers()
-        .and_then(|h| {
-            h.iter()
-                .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                .map(|h| String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
-        })
-        .unwrap_or_else(|| JSON.to_string());
-    let payload = message.payload().unwrap_or_default();
-    let (submission, bincode): (Submission, bool) = match content_type.as_str() {
+fn decode(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<(Submission, bool), Undecodable> {
+    let content_type = message.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+            .map(|h| String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+    });
+    decode_payload(
+        content_type.as_deref(),
+        message.payload().unwrap_or_default(),
+    )
+}
+
+/// Why a message on the submissions topic is dead-lettered instead of run.
+#[derive(Debug, thiserror::Error)]
+pub enum Undecodable {
+    #[error("the JSON is not valid UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("malformed JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("malformed bincode: {0}")]
+    Bincode(String),
+    #[error("unknown content-type {0:?}; use {JSON} or {BINCODE}")]
+    ContentType(String),
+    #[error("schema_version {got} is not supported; this Kiln reads {reads}", reads = crate::submission::WIRE_VERSION)]
+    SchemaVersion { got: u32 },
+    #[error("id must be 1 to 128 characters of A-Z a-z 0-9 - _ . :")]
+    InvalidId,
+    #[error("a submission on Kafka needs an \"id\" (the key of its result)")]
+    NoId,
+}
+
+/// A submission from a message's content type (JSON when it has none) and payload.
+fn decode_payload(
+    content_type: Option<&str>,
+    payload: &[u8],
+) -> Result<(Submission, bool), Undecodable> {
+    let (submission, bincode): (Submission, bool) = match content_type.unwrap_or(JSON) {
         JSON => {
-            let text = std::str::from_utf8(payload)
-                .map_err(|e| format!("the JSON is not valid UTF-8: {e}"))?;
+            let text = std::str::from_utf8(payload).map_err(Undecodable::NotUtf8)?;
             (
-                serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?,
+                serde_json::from_str(text).map_err(Undecodable::Json)?,
                 false,
             )
         }
         BINCODE => (
-            Submission::from_bincode(payload).map_err(|e| format!("malformed bincode: {e}"))?,
+            Submission::from_bincode(payload).map_err(Undecodable::Bincode)?,
             true,
         ),
-        other => {
-            return Err(format!(
-                "unknown content-type {other:?}; use {JSON} or {BINCODE}"
-            ))
-        }
+        other => return Err(Undecodable::ContentType(other.to_string())),
     };
-    if submission
+    if let Some(v) = submission
         .schema_version
-        .is_some_and(|v| v != crate::submission::WIRE_VERSION)
+        .filter(|v| *v != crate::submission::WIRE_VERSION)
     {
-        return Err(format!(
-            "schema_version {} is not supported; this Kiln reads {}",
-            submission.schema_version.unwrap_or_default(),
-            crate::submission::WIRE_VERSION
-        ));
+        return Err(Undecodable::SchemaVersion { got: v });
     }
     match &submission.id {
         Some(id) if crate::submission::valid_id(id) => Ok((submission, bincode)),
-        Some(_) => Err("id must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into()),
-        None => Err("a submission on Kafka needs an \"id\" (the key of its result)".into()),
+        Some(_) => Err(Undecodable::InvalidId),
+        None => Err(Undecodable::NoId),
     }
 }
 
@@ -928,4 +947,60 @@ pub async fn create_topics(
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Result<(Submission, bool), Undecodable> {
+        decode_payload(Some(JSON), text.as_bytes())
+    }
+
+    #[test]
+    fn a_submission_is_read_as_json_by_default_or_as_bincode_when_it_says_so() {
+        let (sub, bincode) = decode_payload(
+            None,
+            br#"{"id":"a-1","language":"python","source":"print(1)"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (sub.id.as_deref(), sub.language.as_str(), bincode),
+            (Some("a-1"), "python", false)
+        );
+        let encoded = bincode::serde::encode_to_vec(&sub, bincode::config::standard()).unwrap();
+        let (again, bincode) = decode_payload(Some(BINCODE), &encoded).unwrap();
+        assert_eq!((again.id, bincode), (Some("a-1".to_string()), true));
+    }
+
+    #[test]
+    fn a_message_that_is_not_a_submission_is_refused_by_its_kind() {
+        let ok = r#""language":"python","source":"print(1)""#;
+        assert!(matches!(
+            decode_payload(Some(JSON), b"\xff{}"),
+            Err(Undecodable::NotUtf8(_))
+        ));
+        assert!(matches!(json("{\"id\":"), Err(Undecodable::Json(_))));
+        assert!(matches!(
+            decode_payload(Some(BINCODE), b"\x01\x02"),
+            Err(Undecodable::Bincode(_))
+        ));
+        let e = decode_payload(Some("text/plain"), b"print(1)").unwrap_err();
+        assert!(matches!(&e, Undecodable::ContentType(t) if t == "text/plain"));
+        assert_eq!(
+            e.to_string(),
+            format!("unknown content-type \"text/plain\"; use {JSON} or {BINCODE}")
+        );
+        let e = json(&format!(r#"{{"id":"x","schema_version":2,{ok}}}"#)).unwrap_err();
+        assert!(matches!(e, Undecodable::SchemaVersion { got: 2 }));
+        assert_eq!(
+            e.to_string(),
+            "schema_version 2 is not supported; this Kiln reads 1"
+        );
+        assert!(matches!(
+            json(&format!(r#"{{"id":"a b",{ok}}}"#)),
+            Err(Undecodable::InvalidId)
+        ));
+        assert!(matches!(json(&format!("{{{ok}}}")), Err(Undecodable::NoId)));
+    }
 }
