@@ -404,6 +404,16 @@ async fn clients_for(settings: &KubeSettings) -> anyhow::Result<(Client, Client)
 /// The longest a single request (create, patch, delete) or an exec's connection may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why no pod of a pool can be reserved for a pod runner.
+#[derive(Debug, thiserror::Error)]
+enum Unreservable {
+    /// The API server refuses to make the pool's pods (a quota, an admission policy): its words.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the scheduler is stopping")]
+    Stopping,
+}
+
 impl Inner {
     async fn connect(settings: KubeSettings, metrics: Arc<Metrics>) -> anyhow::Result<Inner> {
         let (client, streaming) = clients_for(&settings).await?;
@@ -790,7 +800,7 @@ impl Inner {
 
     /// Reserves a Ready, unclaimed pod of `pool` for a pod runner (this scheduler's own pods
     /// first: another scheduler's are claimed only when ours are all held).
-    fn reserve(&self, pool: usize) -> Result<Option<(String, String)>, String> {
+    fn reserve(&self, pool: usize) -> Result<Option<(String, String)>, Unreservable> {
         let mut state = self.state.lock().unwrap();
         let name = &self.pools[pool].name;
         let pick = state
@@ -806,14 +816,14 @@ impl Inner {
             return Ok(Some((n, rv)));
         }
         if let Some(why) = &state.refused[pool] {
-            return Err(why.clone());
+            return Err(Unreservable::Refused(why.clone()));
         }
         Ok(None)
     }
 
     /// Waits for a pod of `pool` to reserve. It waits as long as pods are on their way (or the
     /// API server is away); it fails only when the API server refuses to make them.
-    async fn wait_reserve(&self, pool: usize) -> Result<(String, String), String> {
+    async fn wait_reserve(&self, pool: usize) -> Result<(String, String), Unreservable> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -822,7 +832,7 @@ impl Inner {
                 return Ok(found);
             }
             if self.stopping.load(Ordering::Relaxed) {
-                return Err("the scheduler is stopping".into());
+                return Err(Unreservable::Stopping);
             }
             self.maintain.notify_one();
             let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
@@ -923,7 +933,7 @@ impl Inner {
                         .await
                         .map_err(|e| PodError::Create {
                             step: "reserve another pod after a claim conflict".into(),
-                            error: e,
+                            error: e.to_string(),
                         })?;
                     cancel.set_pod(&name);
                 }
@@ -1004,7 +1014,7 @@ impl Inner {
     async fn claim_many(self: Arc<Self>, n: usize, parallel: usize) -> Result<Duration, String> {
         let mut held = Vec::new();
         while held.len() < n {
-            held.push(self.wait_reserve(0).await?);
+            held.push(self.wait_reserve(0).await.map_err(|e| e.to_string())?);
         }
         let started = Instant::now();
         let mut queue = held.clone();
@@ -1430,7 +1440,7 @@ impl PodBackend for KubeBackend {
                 .await
                 .map_err(|e| PodError::Create {
                     step: "get a Ready runner pod".into(),
-                    error: e,
+                    error: e.to_string(),
                 })?;
             let cancel = Arc::new(Cancel::default());
             cancel.set_pod(&name);

@@ -494,7 +494,7 @@ impl LocalPod {
                 "wait for the pod to be ready",
                 format!("unexpected report {other:?}"),
             )),
-            Err(e) => Err(fail("wait for the pod to be ready", e)),
+            Err(e) => Err(fail("wait for the pod to be ready", e.to_string())),
         }
     }
 
@@ -527,15 +527,21 @@ impl LocalPod {
         }))
     }
 
-    async fn read_report(&mut self) -> Result<RunnerReport, String> {
+    /// The runner's next report; a closed or broken pipe is the connection lost, a frame that
+    /// does not read as a report the protocol broken.
+    async fn read_report(&mut self) -> Result<RunnerReport, Lost> {
+        use kiln_wire::frame::FrameError;
         read_frame_async(&mut self.from_runner)
             .await
             .map_err(|e| match e {
-                e if e.is_closed() => format!("kiln-runner closed its output ({e})"),
-                kiln_wire::frame::FrameError::TooBig(len) => {
-                    format!("kiln-runner sent a frame of {len} bytes")
+                e if e.is_closed() => {
+                    Lost::Connection(format!("kiln-runner closed its output ({e})"))
                 }
-                e => e.to_string(),
+                FrameError::TooBig(len) => {
+                    Lost::Protocol(format!("kiln-runner sent a frame of {len} bytes"))
+                }
+                e @ FrameError::Io(_) => Lost::Connection(e.to_string()),
+                e => Lost::Protocol(e.to_string()),
             })
     }
 
@@ -631,7 +637,7 @@ impl StandbyPod for LocalPod {
                                 )))
                             })
                         }
-                        Err(e) => break Err(PodError::Lost(Lost::Connection(e))),
+                        Err(lost) => break Err(PodError::Lost(lost)),
                     }
                 };
                 if let Some(relay) = relay {
