@@ -19,8 +19,13 @@ pub enum Enforcement {
     None,
 }
 
+/// Landlock refused a ruleset Kiln asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("landlock: {0}")]
+pub struct LandlockError(#[from] landlock::RulesetError);
+
 /// Confines the calling thread (between fork and exec: the program inherits it).
-pub fn confine(writable: &[&Path]) -> Result<Enforcement, String> {
+pub fn confine(writable: &[&Path]) -> Result<Enforcement, LandlockError> {
     let abi = ABI::V6;
     let writable: Vec<&Path> = writable.iter().copied().filter(|p| p.exists()).collect();
     let status: RestrictionStatus = Ruleset::default()
@@ -29,8 +34,7 @@ pub fn confine(writable: &[&Path]) -> Result<Enforcement, String> {
         .and_then(|r| r.create())
         .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
         .and_then(|r| r.add_rules(path_beneath_rules(writable, AccessFs::from_all(abi))))
-        .and_then(|r| r.restrict_self())
-        .map_err(|e| format!("landlock: {e}"))?;
+        .and_then(|r| r.restrict_self())?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => Enforcement::Full,
         RulesetStatus::PartiallyEnforced => Enforcement::Partial,

@@ -101,12 +101,18 @@ enum To {
     Kill,
 }
 
+/// A jump in the filter would be longer than classic BPF's 255 instructions: the list of denied
+/// calls has outgrown the filter's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the seccomp filter is too long")]
+pub struct FilterTooLong;
+
 impl SyscallFilter {
     /// One program (one attachment, one pass per call): the architecture, then x32 calls and
     /// clone3 (ENOSYS: its flags are in memory, out of a filter's reach, and the C library then
     /// falls back to clone, whose flags are checked), the denied calls, clone with a namespace
     /// flag and, without network, sockets of the IP, packet and netlink families: all EPERM.
-    pub fn new(network: bool) -> Result<SyscallFilter, String> {
+    pub fn new(network: bool) -> Result<SyscallFilter, FilterTooLong> {
         let mut body: Vec<(u16, u32, To, To)> = vec![
             (LD_W_ABS, ARCH, To::Next, To::Next),
             (JEQ, audit_arch(), To::Next, To::Kill),
@@ -139,7 +145,7 @@ impl SyscallFilter {
         }
         // The returns follow the body: allow first, so that falling off the end allows.
         let n = body.len();
-        let at = |to: To, i: usize| -> Result<u8, String> {
+        let at = |to: To, i: usize| -> Result<u8, FilterTooLong> {
             let target = match to {
                 To::Next => i + 1,
                 To::Allow => n,
@@ -147,7 +153,7 @@ impl SyscallFilter {
                 To::NoSys => n + 2,
                 To::Kill => n + 3,
             };
-            u8::try_from(target - (i + 1)).map_err(|_| "the seccomp filter is too long".into())
+            u8::try_from(target - (i + 1)).map_err(|_| FilterTooLong)
         };
         let mut program = Vec::with_capacity(n + 4);
         for (i, &(code, k, jt, jf)) in body.iter().enumerate() {

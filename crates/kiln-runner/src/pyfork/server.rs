@@ -70,7 +70,7 @@ struct Server {
     /// The server's own command line, which must be the program's.
     argv: Vec<String>,
     /// The seccomp filter of a job without network (its processes serve no other).
-    filter: Result<SyscallFilter, String>,
+    filter: Result<SyscallFilter, kiln_sandbox::seccomp::FilterTooLong>,
 }
 
 /// Accepts connections from Kiln and serves one request on each. Returns in a program's
