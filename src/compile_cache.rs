@@ -22,6 +22,7 @@ use crate::job::{Artifact, Job};
 use crate::metrics::Metrics;
 use crate::outcome::{Failure, Outcome, Status};
 use crate::pods::Finished;
+use crate::Locked as _;
 
 /// Changes when what goes into a key changes.
 const KEY_FORMAT: u32 = 1;
@@ -193,7 +194,7 @@ impl CompileCache {
     }
 
     fn forget(&self, key: &str) {
-        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.index.locked();
         if let Some((bytes, _)) = index.entries.remove(key) {
             index.total -= bytes;
             self.metrics.compile_cache_bytes.set(index.total as i64);
@@ -203,7 +204,7 @@ impl CompileCache {
     /// The entry for `key`, when there is a whole one.
     pub fn get(&self, key: &str) -> Option<Cached> {
         let known = {
-            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let index = self.index.locked();
             index.entries.contains_key(key)
         };
         let found = known.then(|| self.read(key)).flatten();
@@ -235,7 +236,7 @@ impl CompileCache {
                 if let Ok(f) = std::fs::File::options().append(true).open(&path) {
                     let _ = f.set_modified(SystemTime::now());
                 }
-                let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+                let mut index = self.index.locked();
                 if let Some(e) = index.entries.get_mut(key) {
                     e.1 = now;
                 }
@@ -278,7 +279,7 @@ impl CompileCache {
             return;
         }
         {
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut index = self.index.locked();
             if let Some((old, _)) = index.entries.insert(key.to_string(), (size, now_ns())) {
                 index.total -= old;
             }
@@ -293,7 +294,7 @@ impl CompileCache {
 
     /// Removes the least recently used entries until the cache is within its bound.
     fn evict(&self) {
-        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.index.locked();
         while index.total > self.max_bytes {
             let Some(oldest) = index
                 .entries
@@ -377,7 +378,7 @@ mod tests {
             "the least recently used was evicted"
         );
         assert!(c.get(&key(1)).is_some() && c.get(&key(3)).is_some());
-        assert!(c.index.lock().unwrap().total <= 3000);
+        assert!(c.index.locked().total <= 3000);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,6 +10,7 @@ use std::process::Command;
 use serde::Deserialize;
 
 use crate::entry_point::{EntryNames, EntryPoint, PLACEHOLDERS};
+use crate::Locked as _;
 
 /// The registry shipped with Kiln.
 pub const DEFAULT_REGISTRY: &str = include_str!("../config/languages.toml");
@@ -631,13 +632,13 @@ impl ProbeCache {
             return Ok(text.clone());
         }
         let text = run_capture(argv)?;
-        self.fresh.lock().unwrap().insert(key, text.clone());
+        self.fresh.locked().insert(key, text.clone());
         Ok(text)
     }
 
     /// Writes what was probed this time beside what was known (atomically; best effort).
     fn save(&self) {
-        let fresh = self.fresh.lock().unwrap();
+        let fresh = self.fresh.locked();
         let Some(path) = &self.path else { return };
         if fresh.is_empty() {
             return;

@@ -30,3 +30,36 @@ pub mod warm;
 
 /// A boxed future, as the two seams' traits (`pods::PodBackend`, `queue::Queue`) return them.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Kiln's one policy for a poisoned lock: take it over. Every panic in Kiln is caught where it
+/// happens (an actor's handler restarts the actor, a spawned task's panic becomes its error) and
+/// the rest goes on, so a lock is never left for dead; the code holding one keeps its data
+/// consistent at every point where it could panic.
+pub trait Locked<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> Locked<T> for std::sync::Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// [`Locked`] for a read-write lock.
+pub trait RwLocked<T> {
+    fn read_locked(&self) -> std::sync::RwLockReadGuard<'_, T>;
+    fn write_locked(&self) -> std::sync::RwLockWriteGuard<'_, T>;
+}
+
+impl<T> RwLocked<T> for std::sync::RwLock<T> {
+    fn read_locked(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_locked(&self) -> std::sync::RwLockWriteGuard<'_, T> {
+        self.write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -8,6 +8,8 @@ use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::Locked as _;
+
 pub use kiln_wire::session::{Chunk, Input};
 
 /// The pod's ends of a session.
@@ -25,7 +27,7 @@ fn sessions() -> &'static Mutex<HashMap<String, PodEnds>> {
 pub fn open(id: &str) -> (UnboundedSender<Input>, UnboundedReceiver<Chunk>) {
     let (input_tx, input_rx) = unbounded_channel();
     let (output_tx, output_rx) = unbounded_channel();
-    sessions().lock().unwrap_or_else(|p| p.into_inner()).insert(
+    sessions().locked().insert(
         id.to_string(),
         PodEnds {
             inputs: input_rx,
@@ -37,10 +39,7 @@ pub fn open(id: &str) -> (UnboundedSender<Input>, UnboundedReceiver<Chunk>) {
 
 /// The pod's ends of `id`'s session, once (a rerun after a lost pod runs without them).
 pub fn take(id: &str) -> Option<PodEnds> {
-    sessions()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(id)
+    sessions().locked().remove(id)
 }
 
 /// Forgets a session no pod took.

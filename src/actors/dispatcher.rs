@@ -645,3 +645,34 @@ impl Handler<InFlight> for Dispatcher {
         self.ledger.len() + self.retry.len() + self.waiting.len() + self.sets.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redelivery_is_counted_by_its_cause() {
+        let lost = |l| Redelivery::Pod(PodError::Lost(l));
+        assert_eq!(
+            Redelivery::RunnerRestarted.metric_label(),
+            "runner_restarted"
+        );
+        assert_eq!(lost(Lost::Watchdog).metric_label(), "watchdog");
+        assert_eq!(
+            lost(Lost::Connection("eof".into())).metric_label(),
+            "pod_lost"
+        );
+        assert_eq!(
+            lost(Lost::Gone("deleted".into())).metric_label(),
+            "pod_lost"
+        );
+        assert_eq!(
+            Redelivery::RunnerRestarted.to_string(),
+            "its pod runner crashed and was restarted"
+        );
+        assert_eq!(
+            lost(Lost::Watchdog).to_string(),
+            "the sandbox was lost during the job: the watchdog deleted the pod"
+        );
+    }
+}

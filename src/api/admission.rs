@@ -10,6 +10,7 @@ use super::ApiError;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::queue::{Envelope, Intake, QueueError, SubmissionState, Submitted};
+use crate::Locked as _;
 
 /// The queue as the API sees it: checked submission, and read-only questions about where
 /// submissions stand.
@@ -74,7 +75,7 @@ impl Admission {
     }
 
     fn admitting(&self) -> std::sync::MutexGuard<'_, Admitting> {
-        self.admitting.lock().unwrap_or_else(|e| e.into_inner())
+        self.admitting.locked()
     }
 
     /// Holds room for `submissions` carrying `bytes`, or says which bound they would pass.

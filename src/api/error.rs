@@ -71,3 +71,56 @@ impl ResponseError for ApiError {
         self.response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueError;
+
+    #[test]
+    fn each_error_has_its_status_its_retry_hint_and_its_words_as_json() {
+        let cases = [
+            (ApiError::BadRequest("no".into()), 400, None),
+            (ApiError::Unauthorized, 401, None),
+            (ApiError::TooLarge(10), 413, None),
+            (ApiError::QueueFull("full".into()), 429, Some("1")),
+            (QueueError::Closed.into(), 503, Some("1")),
+            (QueueError::NoSpace("disk".into()).into(), 507, Some("1")),
+        ];
+        for (error, status, retry) in cases {
+            let response = error.response();
+            assert_eq!(response.status().as_u16(), status, "{error}");
+            let retry_after = response
+                .headers()
+                .get("Retry-After")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(retry_after, retry, "{error}");
+        }
+        let unauthorized = ApiError::Unauthorized.response();
+        assert_eq!(
+            unauthorized.headers().get("WWW-Authenticate").unwrap(),
+            "Bearer"
+        );
+        assert_eq!(
+            ApiError::from(QueueError::Closed).to_string(),
+            "the queue is not available: the queue is shut down"
+        );
+        assert_eq!(
+            ApiError::QueueFull("1000 queued".into()).to_string(),
+            "1000 queued; retry later"
+        );
+    }
+
+    #[actix_web::test]
+    async fn the_body_is_the_message_under_error() {
+        let response = ApiError::TooLarge(1024).response();
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": "the body is over the limit of 1024 bytes"})
+        );
+    }
+}

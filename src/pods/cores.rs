@@ -5,6 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::Locked as _;
+
 /// The host's pinnable cores and how many running jobs each one holds.
 #[derive(Debug)]
 pub struct Cores {
@@ -40,7 +42,7 @@ impl Cores {
     }
 
     fn take_near(self: &Arc<Self>, n: u32, here: Option<u32>) -> Pinned {
-        let mut jobs_on = self.jobs_on.lock().unwrap_or_else(|p| p.into_inner());
+        let mut jobs_on = self.jobs_on.locked();
         let mut order: Vec<usize> = (0..jobs_on.len()).collect();
         order.sort_by_key(|&i| (jobs_on[i].1, Some(jobs_on[i].0) != here, jobs_on[i].0));
         let taken: Vec<u32> = order
@@ -60,7 +62,7 @@ impl Cores {
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        let mut jobs_on = self.cores.jobs_on.lock().unwrap_or_else(|p| p.into_inner());
+        let mut jobs_on = self.cores.jobs_on.locked();
         for core in &self.taken {
             if let Some(slot) = jobs_on.iter_mut().find(|(c, _)| c == core) {
                 slot.1 = slot.1.saturating_sub(1);

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::runner::pyfork::{LISTEN_FD, READY_LINE};
+use crate::Locked as _;
 use kiln_wire::frame as protocol;
 use kiln_wire::setup::{ForkedCommand, PodSetup, ServerSetup};
 
@@ -81,12 +82,12 @@ impl ForkServer {
             let _ = child.wait();
             return Err(why);
         }
-        server.state.lock().unwrap_or_else(|p| p.into_inner()).child = Some(child);
+        server.state.locked().child = Some(child);
         Ok(server)
     }
 
     pub fn pid(&self) -> Option<u32> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.locked();
         state.child.as_ref().map(|c| c.id())
     }
 
@@ -96,7 +97,7 @@ impl ForkServer {
         match connect_abstract(&self.name) {
             Ok(fd) => Some(fd),
             Err(e) => {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut state = self.state.locked();
                 let dead = !matches!(state.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
                 if dead && !state.stopped && state.started.elapsed() >= RESTART_EVERY {
                     tracing::warn!(error = %e, "python fork server is gone; starting it again");
@@ -153,7 +154,7 @@ impl ForkServer {
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     tracing::warn!("python fork server: {line}");
-                    let mut text = text.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut text = text.locked();
                     if text.len() < 4096 {
                         text.push_str(&line);
                         text.push('\n');
@@ -204,7 +205,7 @@ impl Startup {
             Err(_) => {
                 // Give its last words a moment to reach the log.
                 std::thread::sleep(Duration::from_millis(50));
-                let text = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+                let text = self.stderr.locked();
                 Err(if text.trim().is_empty() {
                     format!("the server (pid {}) never said it was ready", self.pid)
                 } else {
@@ -218,7 +219,7 @@ impl Startup {
 impl ForkServer {
     /// Ends the server for good (Kiln's shutdown); pods made afterwards exec the interpreter.
     pub fn stop(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.locked();
         if let Some(mut child) = state.child.take() {
             let _ = child.kill();
             let _ = child.wait();

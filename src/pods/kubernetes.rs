@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use super::{BoxFuture, Lost, PodBackend, PodError, PodKiller, Pool, StandbyPod};
 use crate::job::Job;
 use crate::metrics::Metrics;
+use crate::Locked as _;
 use kiln_wire::frame::{encode, read_frame_async};
 use kiln_wire::report::{Finished, RunnerReport};
 
@@ -345,7 +346,7 @@ impl KubeBackend {
 
     /// Ready standby pods of pool 0 that no pod runner holds.
     pub fn ready_standby(&self) -> usize {
-        let state = self.inner.state.lock().unwrap();
+        let state = self.inner.state.locked();
         let pool = &self.inner.pools[0].name;
         state
             .pods
@@ -363,7 +364,7 @@ impl KubeBackend {
 
     /// Runner pods this backend's watch sees, by name: (pool, claimed by, ready).
     pub fn snapshot(&self) -> Vec<(String, String, Option<String>, bool)> {
-        let state = self.inner.state.lock().unwrap();
+        let state = self.inner.state.locked();
         state
             .pods
             .iter()
@@ -486,7 +487,7 @@ impl Inner {
                 return;
             }
             {
-                let mut state = self.state.lock().unwrap();
+                let mut state = self.state.locked();
                 match event {
                     Ok(Event::Init) => listing = Some(HashMap::new()),
                     Ok(Event::InitApply(pod)) => {
@@ -551,7 +552,7 @@ impl Inner {
                 // claimed it since, its resourceVersion changed and the API server refuses (409).
                 let seen = (reason != "claimed_unused")
                     .then(|| {
-                        let state = self.state.lock().unwrap();
+                        let state = self.state.locked();
                         state.pods.get(&name).map(|v| v.resource_version.clone())
                     })
                     .flatten();
@@ -562,7 +563,7 @@ impl Inner {
 
     /// What the maintainer should do now: pods to create per pool, pods to delete with why.
     fn plan(&self) -> Plan {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         if !state.synced {
             return (Vec::new(), Vec::new());
         }
@@ -651,7 +652,7 @@ impl Inner {
         let pod = self.pod_object(pool);
         let result = self.pods.create(&PostParams::default(), &pod).await;
         self.count("create", result.is_ok());
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         state.creating[pool] -= 1;
         match result {
             Ok(made) => {
@@ -801,7 +802,7 @@ impl Inner {
     /// Reserves a Ready, unclaimed pod of `pool` for a pod runner (this scheduler's own pods
     /// first: another scheduler's are claimed only when ours are all held).
     fn reserve(&self, pool: usize) -> Result<Option<(String, String)>, Unreservable> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         let name = &self.pools[pool].name;
         let pick = state
             .pods
@@ -840,7 +841,7 @@ impl Inner {
     }
 
     fn release(&self, name: &str) {
-        self.state.lock().unwrap().reserved.remove(name);
+        self.state.locked().reserved.remove(name);
         self.changed.notify_waiters();
         self.maintain.notify_one();
     }
@@ -882,7 +883,7 @@ impl Inner {
 
     /// The pod is gone or going (deleted, evicted, ended) by the watch's account.
     fn pod_lost(&self, name: &str) -> Option<String> {
-        let state = self.state.lock().unwrap();
+        let state = self.state.locked();
         if !state.synced {
             return None;
         }
@@ -943,7 +944,7 @@ impl Inner {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     // The pod may have changed meanwhile (it was never claimed by us: the claim
                     // failed); take the watch's newest version.
-                    if let Some(v) = self.state.lock().unwrap().pods.get(&name) {
+                    if let Some(v) = self.state.locked().pods.get(&name) {
                         if v.claimed_by.is_none() {
                             rv = v.resource_version.clone();
                         }
@@ -990,7 +991,7 @@ impl Inner {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(v) = self.state.lock().unwrap().pods.get(&name) {
+            if let Some(v) = self.state.locked().pods.get(&name) {
                 if v.ready {
                     break v.resource_version.clone();
                 }
@@ -1003,7 +1004,7 @@ impl Inner {
             }
             let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
         };
-        self.state.lock().unwrap().reserved.insert(name.clone());
+        self.state.locked().reserved.insert(name.clone());
         let cancel = Arc::new(Cancel::default());
         self.run(0, name, rv, job, Box::new(|| {}), cancel, None)
             .await
@@ -1177,7 +1178,7 @@ impl Inner {
                 if n == 0 {
                     break;
                 }
-                let mut d = collect.lock().unwrap();
+                let mut d = collect.locked();
                 if d.len() < 16 << 10 {
                     d.extend_from_slice(&buf[..n]);
                 }
@@ -1265,7 +1266,7 @@ impl Inner {
             let _ = tokio::time::timeout(Duration::from_millis(100), &mut drain).await;
         }
         drain.abort();
-        let diagnostics = String::from_utf8_lossy(&diagnostics.lock().unwrap()).into_owned();
+        let diagnostics = String::from_utf8_lossy(&diagnostics.locked()).into_owned();
         self.tell_layers(&diagnostics);
         match report.map(|r| r.into_finished(timing)) {
             Ok(Ok(finished)) => Ok(finished),
@@ -1287,7 +1288,7 @@ impl Inner {
         else {
             return;
         };
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         if !state.layers_told {
             state.layers_told = true;
             tracing::info!(
@@ -1374,11 +1375,11 @@ struct Cancel {
 
 impl Cancel {
     fn why(&self) -> Option<Lost> {
-        self.why.lock().unwrap().clone()
+        self.why.locked().clone()
     }
 
     fn set_pod(&self, name: &str) {
-        *self.pod.lock().unwrap() = name.to_string();
+        *self.pod.locked() = name.to_string();
     }
 }
 
@@ -1466,7 +1467,7 @@ impl PodBackend for KubeBackend {
     }
 
     fn demand(&self, pool: usize, running: usize, waiting: usize) {
-        let mut state = self.inner.state.lock().unwrap();
+        let mut state = self.inner.state.locked();
         if let Some(d) = state.demand.get_mut(pool) {
             *d = (running, waiting);
         }
@@ -1543,8 +1544,8 @@ impl StandbyPod for KubePod {
         let (inner, cancel, handle) =
             (self.inner.clone(), self.cancel.clone(), self.handle.clone());
         PodKiller::new(move || {
-            *cancel.why.lock().unwrap() = Some(Lost::Watchdog);
-            let name = cancel.pod.lock().unwrap().clone();
+            *cancel.why.locked() = Some(Lost::Watchdog);
+            let name = cancel.pod.locked().clone();
             let inner = inner.clone();
             handle.spawn(async move { inner.delete_pod(&name, "watchdog").await });
         })

@@ -18,6 +18,7 @@ use super::{BoxFuture, Finished, Lost, PodBackend, PodError, PodKiller, StandbyP
 use crate::job::Job;
 use crate::languages::Registry;
 use crate::sandbox::cgroup::{CgroupLayout, RemoveGroup};
+use crate::{Locked as _, RwLocked as _};
 use kiln_wire::frame::{encode, read_frame_async};
 use kiln_wire::report::RunnerReport;
 use kiln_wire::setup::{CgroupPaths, ForkedCommand, PodSetup};
@@ -268,10 +269,7 @@ impl LocalBackend {
         if self.rootless {
             return false;
         }
-        self.overlays
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((host_dir, pod_path));
+        self.overlays.write_locked().push((host_dir, pod_path));
         true
     }
 
@@ -283,11 +281,7 @@ impl LocalBackend {
             masked: self.settings.masked.clone(),
             hostname: "kiln".into(),
             sandbox_user: (!self.rootless).then_some(self.settings.sandbox_user),
-            overlays: self
-                .overlays
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            overlays: self.overlays.read_locked().clone(),
             fork_server: None,
             local_zygotes: 1,
         }
@@ -359,12 +353,7 @@ impl PodBackend for LocalBackend {
         if let Some(server) = self.running_fork_server() {
             server.stop();
         }
-        let pods: Vec<(i32, Option<CgroupPaths>)> = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
+        let pods: Vec<(i32, Option<CgroupPaths>)> = self.live.locked().drain().collect();
         for (pid, _) in &pods {
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
@@ -431,9 +420,7 @@ impl PodBackend for LocalBackend {
                     error: e.to_string(),
                 }
             })?;
-            live.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(spawned.pid, cgroup.clone());
+            live.locked().insert(spawned.pid, cgroup.clone());
             let mut pod = LocalPod {
                 id,
                 pid: spawned.pid,
@@ -547,10 +534,7 @@ impl LocalPod {
 
     /// Kills the runner (and with it the whole pod), reaps it and removes the cgroup.
     async fn retire(&mut self) {
-        if !std::mem::replace(
-            &mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()),
-            true,
-        ) {
+        if !std::mem::replace(&mut *self.reaped.locked(), true) {
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
             let pid = self.pid;
             let _ = tokio::task::spawn_blocking(move || {
@@ -562,10 +546,7 @@ impl LocalPod {
         if let Some(c) = self.cgroup.take() {
             let _ = tokio::task::spawn_blocking(move || c.remove()).await;
         }
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.pid);
+        self.live.locked().remove(&self.pid);
     }
 }
 
@@ -578,7 +559,7 @@ impl StandbyPod for LocalPod {
         let pid = self.pid;
         let reaped = self.reaped.clone();
         PodKiller::new(move || {
-            let reaped = reaped.lock().unwrap_or_else(|p| p.into_inner());
+            let reaped = reaped.locked();
             if !*reaped {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -659,10 +640,7 @@ impl StandbyPod for LocalPod {
 
 impl Drop for LocalPod {
     fn drop(&mut self) {
-        if !std::mem::replace(
-            &mut *self.reaped.lock().unwrap_or_else(|p| p.into_inner()),
-            true,
-        ) {
+        if !std::mem::replace(&mut *self.reaped.locked(), true) {
             // Dropped without retire (a panicking owner): kill and reap on a helper thread.
             let pid = self.pid;
             let cgroup = self.cgroup.take();
@@ -674,7 +652,7 @@ impl Drop for LocalPod {
                 if let Some(c) = cgroup {
                     let _ = c.remove();
                 }
-                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+                live.locked().remove(&pid);
             });
         }
     }
@@ -820,5 +798,32 @@ unsafe fn write_proc_file(path: &std::ffi::CStr, content: &[u8]) {
     if fd >= 0 {
         libc::write(fd, content.as_ptr().cast(), content.len());
         libc::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_of_process_is_kept_ready_only_while_one_of_the_last_32_jobs_used_it() {
+        let h = JobHistory::default();
+        // At start every kind counts as recent.
+        assert!(JobHistory::recent(&h.forked) && JobHistory::recent(&h.execd));
+        for _ in 0..31 {
+            h.record(true, false);
+        }
+        // 31 forkable jobs: the start's bits are not all pushed out yet.
+        assert!(JobHistory::recent(&h.execd) && JobHistory::recent(&h.compiled));
+        h.record(true, false);
+        assert!(JobHistory::recent(&h.forked));
+        assert!(
+            !JobHistory::recent(&h.execd),
+            "32 forkable jobs: no exec'd one among them"
+        );
+        assert!(!JobHistory::recent(&h.compiled));
+        h.record(false, true);
+        assert!(JobHistory::recent(&h.execd) && JobHistory::recent(&h.compiled));
+        assert!(JobHistory::recent(&h.forked));
     }
 }

@@ -24,6 +24,7 @@ pub use super::Submitted;
 use super::{Delivery, Envelope, Intake, Queue, QueueError, SubmissionState};
 use crate::result::{now_ms, RunResult};
 use crate::BoxFuture;
+use crate::{Locked as _, RwLocked as _};
 
 const SUBMISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("submissions");
 const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
@@ -117,15 +118,11 @@ impl Store {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        self.db
-            .read()
-            .map_err(|_| QueueError::Closed)?
-            .clone()
-            .ok_or(QueueError::Closed)
+        self.db.read_locked().clone().ok_or(QueueError::Closed)
     }
 
     fn failure(&self) -> Option<QueueError> {
-        self.failure.lock().map(|f| f.clone()).unwrap_or(None)
+        self.failure.locked().clone()
     }
 
     /// Bytes free on the data dir's filesystem (for unprivileged users).
@@ -159,12 +156,8 @@ impl Store {
             )),
         };
         tracing::error!(error = %why, "the journal failed a write; it is reopened once a second until writes work again");
-        if let Ok(mut f) = self.failure.lock() {
-            *f = Some(why);
-        }
-        if let Ok(mut db) = self.db.write() {
-            *db = None;
-        }
+        *self.failure.locked() = Some(why);
+        *self.db.write_locked() = None;
     }
 
     /// Reopens the file (redb recovers it to its last commit) and checks that a write goes
@@ -181,12 +174,8 @@ impl Store {
                 if let Err(e) = remove_unreferenced_files(&db, &self.files) {
                     tracing::warn!(error = %e, "removing result files of failed writes failed");
                 }
-                if let Ok(mut slot) = self.db.write() {
-                    *slot = Some(Arc::new(db));
-                }
-                if let Ok(mut f) = self.failure.lock() {
-                    *f = None;
-                }
+                *self.db.write_locked() = Some(Arc::new(db));
+                *self.failure.locked() = None;
                 tracing::info!(path = %self.path.display(), "the journal works again");
                 true
             }
@@ -383,11 +372,7 @@ impl EmbeddedQueue {
     }
 
     fn send(&self, w: Write) -> Result<(), QueueError> {
-        self.writes
-            .lock()
-            .map_err(|_| QueueError::Closed)?
-            .send(w)
-            .map_err(|_| QueueError::Closed)
+        self.writes.locked().send(w).map_err(|_| QueueError::Closed)
     }
 
     /// Journals new submissions durably (one fsync for the lot), then makes them ready.
@@ -407,10 +392,7 @@ impl EmbeddedQueue {
         for ((id, weight), seq) in ids.into_iter().zip(seqs) {
             match seq {
                 Some(seq) => {
-                    self.memory
-                        .lock()
-                        .map_err(|_| QueueError::Closed)?
-                        .add(seq, weight);
+                    self.memory.locked().add(seq, weight);
                     outcome.push(Submitted::Accepted);
                 }
                 None => {
@@ -427,7 +409,7 @@ impl EmbeddedQueue {
     fn take_now(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let db = self.store.db()?;
         let batch: Vec<Ready> = {
-            let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
+            let mut m = self.memory.locked();
             let n = max.min(m.ready.len());
             let batch: Vec<_> = m.ready.drain(..n).collect();
             m.taking += batch.len();
@@ -466,7 +448,7 @@ impl EmbeddedQueue {
             Ok(out)
         };
         let taken = read();
-        let mut m = self.memory.lock().map_err(|_| QueueError::Closed)?;
+        let mut m = self.memory.locked();
         m.taking -= batch.len();
         match taken {
             Ok(taken) => Ok(taken
@@ -518,7 +500,7 @@ impl EmbeddedQueue {
 
     /// Bytes carried by the submissions accepted and not yet finished.
     pub fn queued_bytes(&self) -> usize {
-        self.memory.lock().map(|m| m.total_weight).unwrap_or(0)
+        self.memory.locked().total_weight
     }
 
     /// Where a submission stands; `None` for an id never submitted (or expired).
@@ -561,10 +543,7 @@ fn state_in(
             .map_err(store_err)?;
         return Ok(evicted.map(|at| SubmissionState::Evicted { at_ms: at.value() }));
     }
-    let running = memory
-        .lock()
-        .map(|m| m.running.contains_key(id))
-        .unwrap_or(false);
+    let running = memory.locked().running.contains_key(id);
     Ok(Some(if running {
         SubmissionState::Running
     } else {
@@ -622,7 +601,8 @@ impl Queue for EmbeddedQueue {
         Box::pin(async move {
             sent?;
             wait.await.map_err(|_| QueueError::Closed)??;
-            if let Ok(mut m) = memory.lock() {
+            {
+                let mut m = memory.locked();
                 for id in ids {
                     if let Some(ready) = m.running.remove(&id) {
                         m.total_weight -= ready.weight as usize;
@@ -723,9 +703,7 @@ fn compact_if_bloated(store: &Store) {
     let Ok(len) = std::fs::metadata(&store.path).map(|m| m.len()) else {
         return;
     };
-    let Ok(mut slot) = store.db.write() else {
-        return;
-    };
+    let mut slot = store.db.write_locked();
     let Some(db) = slot.as_mut().and_then(Arc::get_mut) else {
         return;
     };

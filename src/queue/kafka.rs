@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::result::{now_ms, RunResult};
 use crate::submission::Submission;
 use crate::BoxFuture;
+use crate::Locked as _;
 
 /// Content types a submission (and its result) may be written in.
 pub const JSON: &str = "application/json";
@@ -191,7 +192,7 @@ impl ConsumerContext for Context {
                         tracing::warn!(error = %e, "reading committed offsets failed; starting from the group's position");
                         (*tpl).clone()
                     });
-                let mut state = lock(&self.state);
+                let mut state = self.state.locked();
                 for elem in committed.elements_for_topic(&self.topic) {
                     let offsets = match elem.offset() {
                         Offset::Offset(o) => PartitionOffsets::from_commit(o, elem.metadata()),
@@ -207,7 +208,7 @@ impl ConsumerContext for Context {
             }
             Rebalance::Revoke(tpl) => {
                 let gone = partitions_of(tpl);
-                let mut state = lock(&self.state);
+                let mut state = self.state.locked();
                 for p in &gone {
                     state.owned.remove(p);
                 }
@@ -237,10 +238,6 @@ impl ConsumerContext for Context {
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
-}
-
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn kafka_err(step: &str) -> impl Fn(KafkaError) -> QueueError + '_ {
@@ -346,7 +343,7 @@ impl KafkaQueue {
                 let mut paused = false;
                 while !stop.load(Ordering::Relaxed) {
                     let (load, span, dead) = {
-                        let s = lock(&state);
+                        let s = state.locked();
                         (
                             s.ready.len() + s.running,
                             s.widest_span(),
@@ -381,7 +378,7 @@ impl KafkaQueue {
                             while let Some(Ok(more)) = consumer.poll(Duration::ZERO) {
                                 accept(&state, &topic, &more);
                             }
-                            if let Some(wake) = &*wake.lock().unwrap_or_else(|p| p.into_inner()) {
+                            if let Some(wake) = &*wake.locked() {
                                 wake();
                             }
                         }
@@ -504,7 +501,7 @@ fn accept(state: &Mutex<State>, topic: &str, message: &rdkafka::message::Borrowe
         return;
     }
     let (partition, offset) = (message.partition(), message.offset());
-    let mut s = lock(state);
+    let mut s = state.locked();
     let Some(owned) = s.owned.get_mut(&partition) else {
         return; // revoked while the message was on its way
     };
@@ -651,10 +648,10 @@ struct Record {
 
 impl Transactor {
     fn publish(&self, done: Vec<(Delivery, RunResult)>) -> Result<(), QueueError> {
-        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut producer = self.producer.locked();
         // What is still ours, and what it finishes.
         let (records, finishes, dead_taken, completed) = {
-            let s = lock(&self.state);
+            let s = self.state.locked();
             let mut records = Vec::new();
             let mut finishes: Vec<(i32, i64, u64)> = Vec::new();
             for (delivery, result) in &done {
@@ -686,11 +683,11 @@ impl Transactor {
             }
         };
         if finishes.is_empty() {
-            forget(&mut lock(&self.state));
+            forget(&mut self.state.locked());
             return Ok(());
         }
         let offsets = {
-            let s = lock(&self.state);
+            let s = self.state.locked();
             let mut touched: HashMap<i32, PartitionOffsets> = HashMap::new();
             for (p, o, epoch) in &finishes {
                 if s.owns(*p, *epoch) {
@@ -761,7 +758,7 @@ impl Transactor {
                 .with_label_values(&[&self.settings.submissions_topic])
                 .inc_by(dead_taken.len() as u64);
         }
-        let mut s = lock(&self.state);
+        let mut s = self.state.locked();
         for (p, o, epoch) in finishes {
             if s.owns(p, epoch) {
                 if let Some(owned) = s.owned.get_mut(&p) {
@@ -869,7 +866,7 @@ fn send(producer: &TxProducer, r: &Record) -> Result<(), KafkaError> {
 
 impl Queue for KafkaQueue {
     fn take(&self, max: usize) -> BoxFuture<'static, Result<Vec<Delivery>, QueueError>> {
-        let mut s = lock(&self.state);
+        let mut s = self.state.locked();
         let n = max.min(s.ready.len());
         let taken: Vec<Delivery> = s.ready.drain(..n).collect();
         s.running += taken.len();
@@ -889,12 +886,12 @@ impl Queue for KafkaQueue {
     }
 
     fn depth(&self) -> usize {
-        let s = lock(&self.state);
+        let s = self.state.locked();
         s.ready.len() + s.running
     }
 
     fn on_ready(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
+        *self.wake.locked() = Some(wake);
     }
 
     fn trouble(&self) -> Option<String> {

@@ -22,6 +22,7 @@ use super::{Envelope, Intake, QueueError, SubmissionState, Submitted};
 use crate::events::{Event, EventBus, EventKind};
 use crate::result::{ResultView, RunResult};
 use crate::BoxFuture;
+use crate::Locked as _;
 
 /// Ids produced by this instance whose result has not been read yet, so that a GET can say
 /// "queued"; the oldest are forgotten past this many.
@@ -185,7 +186,7 @@ impl KafkaIntake {
                     }
                 }
                 {
-                    let mut p = produced.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut p = produced.locked();
                     for r in &batch {
                         p.ids.remove(&r.id);
                     }
@@ -263,12 +264,7 @@ impl Intake for KafkaIntake {
             let mut out = Vec::with_capacity(envelopes.len());
             let mut sending = Vec::new();
             for (i, env) in envelopes.iter().enumerate() {
-                let produced = self
-                    .produced
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .ids
-                    .contains(&env.id);
+                let produced = self.produced.locked().ids.contains(&env.id);
                 match self.store.state(&env.id)? {
                     Some(done @ SubmissionState::Done(_)) => {
                         out.push(Some(Submitted::Existing(done)))
@@ -285,10 +281,7 @@ impl Intake for KafkaIntake {
             let sent = futures_util::future::join_all(futures).await;
             for (i, r) in which.into_iter().zip(sent) {
                 r?;
-                self.produced
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .add(envelopes[i].id.clone());
+                self.produced.locked().add(envelopes[i].id.clone());
                 out[i] = Some(Submitted::Accepted);
             }
             Ok(out
@@ -303,8 +296,7 @@ impl Intake for KafkaIntake {
             Some(s) => Ok(Some(s)),
             None => Ok(self
                 .produced
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .locked()
                 .ids
                 .contains(id)
                 .then_some(SubmissionState::Queued)),
@@ -312,7 +304,7 @@ impl Intake for KafkaIntake {
     }
 
     fn depth(&self) -> usize {
-        self.produced.lock().map(|p| p.ids.len()).unwrap_or(0)
+        self.produced.locked().ids.len()
     }
 
     /// Submissions wait in Kafka, not here.
