@@ -436,3 +436,159 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            wall_time_ms: 2000,
+            cpu_time_ms: 1000,
+            memory_bytes: 256 << 20,
+            processes: 64,
+            output_bytes: 1 << 20,
+            file_size_bytes: 1 << 20,
+            open_files: 64,
+            network: false,
+            cpus: 1,
+        }
+    }
+
+    /// Without a memory cgroup: memory is then judged from the peak RSS.
+    fn isolation() -> Isolation {
+        Isolation {
+            cgroup: None,
+            owns_pid_namespace: true,
+            sandbox_user: None,
+            pod_bounds: false,
+            work_dir: "/work".into(),
+        }
+    }
+
+    fn ended(exit_code: Option<i32>, signal: Option<i32>) -> Execution {
+        Execution {
+            exit_code,
+            signal,
+            stdout: b"42 \n\n".to_vec(),
+            stderr: Vec::new(),
+            wall_time_ms: 10,
+            cpu_time_ms: 5,
+            memory_bytes: 1 << 20,
+            oom_killed: false,
+            breach: None,
+            times: None,
+        }
+    }
+
+    fn judge(run: &Execution, expected: Option<&[u8]>) -> (Status, String) {
+        let (status, message) = verdict(run, &limits(), expected, &isolation());
+        (status, message.unwrap_or_default())
+    }
+
+    #[test]
+    fn a_clean_exit_is_accepted_or_a_wrong_answer_by_its_output_and_a_code_is_a_runtime_error() {
+        let ok = ended(Some(0), None);
+        assert_eq!(judge(&ok, None).0, Status::Accepted);
+        // Trailing spaces and blank lines are not a difference.
+        assert_eq!(judge(&ok, Some(b"42")).0, Status::Accepted);
+        assert_eq!(
+            judge(&ok, Some(b"43\n")),
+            (
+                Status::WrongAnswer,
+                "stdout differs from expected_output".into()
+            )
+        );
+        assert_eq!(
+            judge(&ended(Some(3), None), None),
+            (Status::RuntimeError, "exited with code 3".into())
+        );
+        assert_eq!(judge(&ended(None, None), None).0, Status::InternalError);
+    }
+
+    #[test]
+    fn the_limit_that_ended_a_run_decides_its_status_before_its_exit() {
+        let mut run = ended(None, Some(libc::SIGKILL));
+        run.breach = Some(Breach::Output);
+        assert_eq!(judge(&run, None).0, Status::OutputLimitExceeded);
+        let mut run = ended(None, Some(libc::SIGKILL));
+        run.oom_killed = true;
+        assert_eq!(
+            judge(&run, None),
+            (
+                Status::MemoryLimitExceeded,
+                format!("memory limit of {} bytes exceeded", 256 << 20)
+            )
+        );
+        // A SIGKILL with the CPU time used up is the CPU limit, whoever sent it.
+        let mut run = ended(None, Some(libc::SIGKILL));
+        run.cpu_time_ms = 1000;
+        assert_eq!(
+            judge(&run, None),
+            (
+                Status::TimeLimitExceeded,
+                "cpu time limit of 1000 ms exceeded".into()
+            )
+        );
+        let mut run = ended(None, Some(libc::SIGKILL));
+        run.breach = Some(Breach::WallTime);
+        assert_eq!(
+            judge(&run, None),
+            (
+                Status::TimeLimitExceeded,
+                "wall time limit of 2000 ms exceeded".into()
+            )
+        );
+        // The same SIGKILL with CPU time to spare and no breach is the program's own.
+        assert_eq!(
+            judge(&ended(None, Some(libc::SIGKILL)), None).0,
+            Status::Signaled
+        );
+    }
+
+    #[test]
+    fn signals_are_named_and_a_failure_near_the_memory_limit_without_a_cgroup_is_memory() {
+        assert_eq!(
+            judge(&ended(None, Some(libc::SIGSEGV)), None),
+            (Status::Signaled, "killed by signal 11 (SIGSEGV)".into())
+        );
+        assert_eq!(
+            judge(&ended(None, Some(libc::SIGXFSZ)), None).1,
+            format!(
+                "killed by signal {} (SIGXFSZ): file size limit of 1048576 bytes exceeded",
+                libc::SIGXFSZ
+            )
+        );
+        let mut run = ended(Some(1), None);
+        run.memory_bytes = 200 << 20;
+        assert_eq!(judge(&run, None).0, Status::MemoryLimitExceeded);
+        // The same peak with a clean exit is just a program that used memory.
+        let mut run = ended(Some(0), None);
+        run.memory_bytes = 200 << 20;
+        assert_eq!(judge(&run, None).0, Status::Accepted);
+    }
+
+    #[test]
+    fn a_build_artifact_is_what_the_compile_step_made_not_the_sources_as_given() {
+        let dir = std::env::temp_dir().join(format!("kiln-artifact-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("out")).unwrap();
+        fs::write(dir.join("main.c"), "int main(){}").unwrap();
+        fs::write(dir.join("out/main"), "ELF").unwrap();
+        let sources = [JobFile {
+            name: "main.c".into(),
+            content: b"int main(){}".to_vec().into(),
+        }];
+        let mut files = collect_artifact(&dir, &sources).unwrap();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            (files[0].name.as_str(), &files[0].content.0[..]),
+            ("out/main", &b"ELF"[..])
+        );
+        // A source the compile step rewrote is part of what it made.
+        fs::write(dir.join("main.c"), "generated").unwrap();
+        assert_eq!(collect_artifact(&dir, &sources).unwrap().len(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
