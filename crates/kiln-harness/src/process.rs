@@ -280,13 +280,10 @@ pub fn wait_ready(url: &str, since: Instant, timeout: Duration) -> Result<Durati
 mod tests {
     use super::*;
 
-    /// A stand-in "kiln" that prints an address line and then waits (a shell script).
-    fn script(dir: &Path, body: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = dir.join("fake-kiln");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
+    /// A stand-in "kiln": `sh -c body`, whose own arguments follow `--` (no script file is
+    /// written: exec'ing a file just written races other tests' forks, ETXTBSY).
+    fn shell(body: &str, name: &str) -> Spec {
+        Spec::new("/bin/sh", name).args(["-c", body, "--"])
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -298,16 +295,14 @@ mod tests {
 
     #[test]
     fn the_url_is_the_end_of_the_first_line_and_arguments_and_environment_arrive() {
-        let dir = temp("url");
-        let bin = script(
-            &dir,
+        let mut p = shell(
             "echo \"kiln scheduler: $1 $KILN_X on http://127.0.0.1:9\"; exec sleep 30",
-        );
-        let mut p = Spec::new(&bin, "fake")
-            .arg("first")
-            .env("KILN_X", "x")
-            .start()
-            .unwrap();
+            "fake",
+        )
+        .arg("first")
+        .env("KILN_X", "x")
+        .start()
+        .unwrap();
         assert_eq!(
             p.first_line(),
             "kiln scheduler: first x on http://127.0.0.1:9"
@@ -318,14 +313,12 @@ mod tests {
         assert!(!p.is_running());
         // Reaped: no such process any more.
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_process_that_ends_before_its_first_line_is_an_error_quoting_its_stderr() {
         let dir = temp("ended");
-        let bin = script(&dir, "echo 'no such setting' >&2; exit 3");
-        let Err(e) = Spec::new(&bin, "kiln serve")
+        let Err(e) = shell("echo 'no such setting' >&2; exit 3", "kiln serve")
             .stderr(Stderr::File(dir.join("stderr")))
             .start()
         else {
@@ -345,15 +338,12 @@ mod tests {
     fn dropping_stops_it_with_sigterm_first() {
         let dir = temp("drop");
         let marker = dir.join("terminated");
-        let bin = script(
-            &dir,
-            &format!(
-                "trap 'touch {}; exit 0' TERM; echo 'kiln listening on http://x'; \
-                 while true; do sleep 0.05; done",
-                marker.display()
-            ),
+        let body = format!(
+            "trap 'touch {}; exit 0' TERM; echo 'kiln listening on http://x'; \
+             while true; do sleep 0.05; done",
+            marker.display()
         );
-        let p = Spec::new(&bin, "fake").start().unwrap();
+        let p = shell(&body, "fake").start().unwrap();
         drop(p);
         assert!(marker.exists(), "the process did not hear SIGTERM");
         std::fs::remove_dir_all(dir).unwrap();
