@@ -94,7 +94,7 @@ impl Metrics {
         let k8s_job_phase = HistogramVec::new(
             HistogramOpts::new(
                 "kiln_k8s_job_phase_seconds",
-                "Where a job's time goes on a Kubernetes runner pod: claim (the API server's patch), exec_connect (the exec stream through the API server and kubelet), runner (the runner's own work, by its clock), exec_transfer (the rest of the exec round trip)",
+                "Where a job's time goes on a Kubernetes runner pod: claim (the API server's patch), exec_connect or direct_connect (reaching the runner: the exec stream through the API server and kubelet, or the pod network), runner (the runner's own work, by its clock), exec_transfer or direct_transfer (the rest of the round trip)",
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -284,6 +284,130 @@ fn a_pool_on_the_real_node_runs_jobs_in_real_containers() {
     drop(server);
 }
 
+/// Greets a runner's direct port as `kiln_wire::direct` says, with `token`; prints the answer.
+const DIRECT_HELLO: &str = r#"
+import socket, struct, sys
+ip, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+s = socket.create_connection((ip, port), timeout=10)
+payload = bytes([len(token)]) + token
+s.sendall(struct.pack('<I', len(payload)) + payload)
+head = s.recv(4)
+n = struct.unpack('<I', head)[0]
+data = b''
+while len(data) < n:
+    data += s.recv(n - len(data))
+print('ready' if data[0] == 0 else 'refused: ' + data[2:2 + data[1]].decode())
+"#;
+
+#[test]
+fn jobs_reach_runner_pods_straight_and_runners_refuse_strangers() {
+    let Some(kubeconfig) = cluster() else { return };
+    let Some(_node) = real_node() else { return };
+    let ns = Namespace::new(&kubeconfig, "real-direct");
+    let server = real_pool(&ns, &kubeconfig, "direct-0", 2, 3, "256Mi");
+    for i in 1..=3 {
+        let r = run(
+            &server,
+            json!({"language": "python", "source": format!("print({i} * 7)")}),
+        );
+        assert_eq!(
+            (r["status"].as_str(), r["stdout"].as_str()),
+            (Some("accepted"), Some(format!("{}\n", i * 7).as_str())),
+            "{r}"
+        );
+    }
+    // They went over the pod network: no exec stream was opened.
+    let metrics = server.get_text("/metrics");
+    let value = |line_start: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("kiln_k8s_job_phase_seconds_count{phase=\"direct_connect\"}") >= 3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("kiln_k8s_api_requests_total{op=\"exec\"}"),
+        0.0,
+        "{metrics}"
+    );
+
+    ns.wait_pods(
+        "two Ready standby pods",
+        std::time::Duration::from_secs(120),
+        |p| {
+            p.values()
+                .filter(|(_, claimed, ready)| *ready && claimed.is_empty())
+                .count()
+                >= 2
+        },
+    );
+    let standby: Vec<String> = ns
+        .runner_pods()
+        .into_iter()
+        .filter(|(_, (_, claimed, ready))| *ready && claimed.is_empty())
+        .map(|(name, _)| name)
+        .collect();
+    let (target, other) = (&standby[0], &standby[1]);
+    let ip = ns.kubectl(&["get", "pod", target, "-o", "jsonpath={.status.podIP}"]);
+    let port = kiln_wire::direct::PORT;
+
+    // From this host, with a token that is not the pod's.
+    let mut stream = std::net::TcpStream::connect((ip.trim(), port)).expect("the runner listens");
+    kiln_wire::frame::write_frame(
+        &mut stream,
+        &kiln_wire::direct::Hello {
+            token: "not-the-token".into(),
+        },
+    )
+    .unwrap();
+    let answer: kiln_wire::direct::Answer = kiln_wire::frame::read_frame(&mut stream)
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(
+        answer,
+        kiln_wire::direct::Answer::Refused("wrong credential".into())
+    );
+    // From another pod (a runner pod's own processes have a network; its jobs do not).
+    let said = ns.kubectl(&[
+        "exec",
+        other,
+        "--",
+        "python3",
+        "-c",
+        DIRECT_HELLO,
+        ip.trim(),
+        &port.to_string(),
+        "a-guess",
+    ]);
+    assert_eq!(said.trim(), "refused: wrong credential");
+    // Both are in the runner's log, and the pod still waits for its job.
+    eventually(
+        "the refusals in the runner's log",
+        std::time::Duration::from_secs(30),
+        || {
+            ns.kubectl(&["logs", target])
+                .lines()
+                .filter(|l| {
+                    l.contains("refused a connection from") && l.ends_with("wrong credential")
+                })
+                .count()
+                >= 2
+        },
+    );
+    let pod = get(&ns, &format!("pod/{target}"));
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    // The runner pod still has no service-account token.
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false, "{pod}");
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(!mounts.contains("serviceaccount"), "{mounts}");
+    drop(server);
+}
+
 /// A Go program that says whether its GOCACHE holds links into the image's warm cache and files
 /// of its own.
 const GO_CACHE_PROBE: &str = r#"package main

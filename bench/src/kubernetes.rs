@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kiln::config::Settings;
+use kiln::job::Job;
 use kiln::languages::Registry;
 use kiln::metrics::Metrics;
 use kiln::outcome::Status;
-use kiln::pods::kubernetes::{KubeBackend, KubeSettings, PoolSettings};
+use kiln::pods::kubernetes::{KubeBackend, KubeSettings, PoolSettings, Transport};
 use kiln::pods::PodBackend;
 use kiln::submission::{LimitPolicy, Submission};
 use kube::api::{DeleteParams, PostParams};
@@ -62,7 +63,7 @@ fn wait_standby(b: &KubeBackend, n: usize) -> Result<(), String> {
 }
 
 /// Runs the measurements in a namespace of their own, removed afterwards.
-pub fn run(settings: &Settings, runs: usize) -> Result<String, String> {
+pub fn run(settings: &Settings, runs: usize) -> Result<(String, Figures), String> {
     let mut k = settings.kubernetes.clone();
     if k.runner_command == KubeSettings::default().runner_command && k.pod_template.is_none() {
         // On a kwok cluster the exec'd command runs on this host: this build's runner. (A pod
@@ -70,6 +71,8 @@ pub fn run(settings: &Settings, runs: usize) -> Result<String, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let runner: PathBuf = exe.with_file_name("kiln-runner");
         k.runner_command = vec![runner.display().to_string(), "exec".into()];
+        // kwok's pods have no network of their own: the exec path, on this host.
+        k.transport = Transport::Exec;
     }
     let namespace = format!("kiln-bench-{}", std::process::id());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -132,9 +135,18 @@ fn machine_busy() -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
-/// The sums of the backend's job phase histogram, by phase.
-fn phases(metrics: &Metrics) -> [f64; 4] {
-    ["claim", "exec_connect", "runner", "exec_transfer"].map(|p| {
+/// The sums of the backend's job phase histogram, by phase (the connect and transfer of
+/// whichever path the backend takes).
+fn phases(metrics: &Metrics) -> [f64; 6] {
+    [
+        "claim",
+        "exec_connect",
+        "runner",
+        "exec_transfer",
+        "direct_connect",
+        "direct_transfer",
+    ]
+    .map(|p| {
         metrics
             .k8s_job_phase
             .with_label_values(&[p])
@@ -142,7 +154,7 @@ fn phases(metrics: &Metrics) -> [f64; 4] {
     })
 }
 
-fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, String> {
+fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<(String, Figures), String> {
     let registry = Registry::load(None)?;
     let sub = Submission {
         language: "python".into(),
@@ -160,34 +172,24 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
     let local = kiln::commands::startup::local_backend(&Settings::default(), &registry)
         .map_err(|e| format!("{e:#}"))?;
 
-    // (1) Warm standby pod, a pod made for the job, and a local pod, interleaved.
-    let metrics = Arc::new(Metrics::new());
-    let pool = backend_with(k, namespace, "bench-warm", 2, metrics.clone())?;
-    wait_standby(&pool, 1)?;
-    let (mut warm, mut cold, mut on_local) = (Vec::new(), Vec::new(), Vec::new());
-    let mut requests = 0u64;
-    let mut split = [0f64; 4];
+    // (1) Warm standby pods (by the direct path and by exec, when the cluster's pods can be
+    // reached directly), a pod made for the job, and a local pod, interleaved.
+    let direct = k.transport == Transport::Direct;
+    let mut warm_paths = Vec::new();
+    if direct {
+        warm_paths.push(WarmPath::start(k, namespace, "bench-direct")?);
+    }
+    let exec = KubeSettings {
+        transport: Transport::Exec,
+        ..k.clone()
+    };
+    warm_paths.push(WarmPath::start(&exec, namespace, "bench-exec")?);
+    let (mut cold, mut on_local) = (Vec::new(), Vec::new());
     for i in 0..runs + 1 {
-        wait_standby(&pool, 1)?;
-        let before = pool.api_requests();
-        let pod = rt.block_on(pool.create(0)).map_err(|e| e.to_string())?;
-        // As a pod runner's reserved pod does, it waits a moment for its job: meanwhile its exec
-        // stream is opened and its runner started.
-        std::thread::sleep(Duration::from_millis(300));
-        let phases_before = phases(&metrics);
-        let t = Instant::now();
-        let outcome = rt
-            .block_on(pod.run(job.clone()))
-            .map_err(|e| e.to_string())?
-            .outcome;
-        let took = t.elapsed();
-        let phases_after = phases(&metrics);
-        if outcome.status != Status::Accepted || outcome.stdout.as_utf8() != Some("1\n") {
-            return Err(format!("the warm run answered {outcome:?}"));
+        for path in warm_paths.iter_mut() {
+            path.once(&rt, &job, i > 0)?;
         }
-        // The replacement pod and the used pod's deletion are this job's cost too.
-        wait_standby(&pool, 2)?;
-        let requests_warm = pool.api_requests() - before;
+        let pool = &warm_paths[0].pool;
         let t2 = Instant::now();
         let outcome = pool
             .run_cold(job.clone())
@@ -208,17 +210,13 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
             return Err(format!("the local run answered {outcome:?}"));
         }
         if i > 0 {
-            warm.push(took);
             cold.push(cold_took);
             on_local.push(local_took);
-            requests += requests_warm;
-            for (s, (a, b)) in split.iter_mut().zip(phases_after.iter().zip(phases_before)) {
-                *s += a - b;
-            }
         }
     }
-    let per_job = requests as f64 / runs as f64;
-    pool.shutdown();
+    for path in &warm_paths {
+        path.pool.shutdown();
+    }
     local.shutdown();
 
     // (2) Claims per second: 16 Ready standby pods claimed as fast as one scheduler can.
@@ -243,41 +241,140 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<String, Str
     let churn_rate = 12.0 / churn_took.as_secs_f64();
     let churn_cpu_ms = churn_cpu.as_secs_f64() * 1000.0 / 12.0;
 
-    let (w, c, l) = (Summary::of(warm), Summary::of(cold), Summary::of(on_local));
+    let (c, l) = (Summary::of(cold), Summary::of(on_local));
     let mean_ms = |sum: f64| sum * 1000.0 / runs as f64;
-    Ok(format!(
-        "kubernetes: one job (python print(1)) on a warm standby pod, on a pod created for it, and on a local pod of this machine, {runs} runs each, interleaved\n\
-         \x20 warm standby (claim + job through the exec stream opened on standby + outcome): p50 {}  p99 {}  mean {}\n\
-         \x20 pod made per job (create + Ready + exec + outcome): p50 {}  p99 {}  mean {}\n\
+    let mut report = format!(
+        "kubernetes: one job (python print(1)) on a warm standby pod, on a pod created for it, and on a local pod of this machine, {runs} runs each, interleaved\n"
+    );
+    let exec_p50 = warm_paths.last().map(|p| Summary::of(p.took.clone()).p50);
+    for path in &warm_paths {
+        let w = Summary::of(path.took.clone());
+        let s = &path.split;
+        let (connect, transfer, way) = match path.transport {
+            Transport::Direct => (s[4], s[5], "the pod network"),
+            Transport::Exec => (s[1], s[3], "the exec stream"),
+        };
+        report += &format!(
+            "  warm standby, {:?} path (claim + job through {way}, opened on standby + outcome): p50 {}  p99 {}  mean {}\n\
+             \x20   its time (means): claim {:.2} ms, connecting {:.2} ms, runner {:.2} ms, rest of the round trip {:.2} ms; API requests per job {:.1}\n\
+             \x20   ratio per-job pod / this: p50 {:.1}x; this / local pod: p50 {:.1}x{}\n",
+            path.transport,
+            ms(w.p50),
+            ms(w.p99),
+            ms(w.mean),
+            mean_ms(s[0]),
+            mean_ms(connect),
+            mean_ms(s[2]),
+            mean_ms(transfer),
+            path.requests as f64 / runs as f64,
+            c.p50.as_secs_f64() / w.p50.as_secs_f64(),
+            w.p50.as_secs_f64() / l.p50.as_secs_f64(),
+            match (path.transport, exec_p50) {
+                (Transport::Direct, Some(e)) =>
+                    format!("; exec path / this: p50 {:.1}x", e.as_secs_f64() / w.p50.as_secs_f64()),
+                _ => String::new(),
+            },
+        );
+    }
+    report += &format!(
+        "  pod made per job (create + Ready + job + outcome): p50 {}  p99 {}  mean {}\n\
          \x20 local pod (kiln serve's, this machine): p50 {}  p99 {}  mean {}\n\
-         \x20 ratio per-job pod / warm pod: p50 {:.1}x  p99 {:.1}x  mean {:.1}x\n\
-         \x20 ratio warm pod / local pod: p50 {:.1}x  p99 {:.1}x\n\
-         \x20 a warm job's time (means): claim {:.2} ms, waiting for the exec stream {:.2} ms, runner {:.2} ms, rest of the exec round trip {:.2} ms\n\
-         \x20 API requests per warm job: {per_job:.1} (claim, exec, delete, and the replacement's create)\n\
          \x20 claims per second, one scheduler, 4 at a time: median {:.0}/s (of 3 rounds of 16: {:.0}, {:.0}, {:.0})\n\
          \x20 pod churn: 12 pods created to Ready in {} ({churn_rate:.1} pods/s), {churn_cpu_ms:.0} ms of machine CPU per pod",
-        ms(w.p50),
-        ms(w.p99),
-        ms(w.mean),
         ms(c.p50),
         ms(c.p99),
         ms(c.mean),
         ms(l.p50),
         ms(l.p99),
         ms(l.mean),
-        c.p50.as_secs_f64() / w.p50.as_secs_f64(),
-        c.p99.as_secs_f64() / w.p99.as_secs_f64(),
-        c.mean.as_secs_f64() / w.mean.as_secs_f64(),
-        w.p50.as_secs_f64() / l.p50.as_secs_f64(),
-        w.p99.as_secs_f64() / l.p99.as_secs_f64(),
-        mean_ms(split[0]),
-        mean_ms(split[1]),
-        mean_ms(split[2]),
-        mean_ms(split[3]),
         rates[1],
         rates[0],
         rates[1],
         rates[2],
         ms(churn_took),
-    ))
+    );
+    let figures = Figures {
+        warm_direct_p50_ms: warm_paths
+            .iter()
+            .find(|p| p.transport == Transport::Direct)
+            .map(|p| Summary::of(p.took.clone()).p50.as_secs_f64() * 1000.0),
+        warm_exec_p50_ms: exec_p50.map(|d| d.as_secs_f64() * 1000.0),
+        api_requests_per_job_one_job_pods: warm_paths
+            .first()
+            .map(|p| p.requests as f64 / runs as f64),
+    };
+    Ok((report, figures))
+}
+
+/// The figures `kiln bench --kubernetes --json FILE` writes.
+#[derive(Debug, serde::Serialize)]
+pub struct Figures {
+    pub warm_direct_p50_ms: Option<f64>,
+    pub warm_exec_p50_ms: Option<f64>,
+    pub api_requests_per_job_one_job_pods: Option<f64>,
+}
+
+/// A pool of warm standby pods reached one way, and what its jobs took.
+struct WarmPath {
+    transport: Transport,
+    pool: KubeBackend,
+    metrics: Arc<Metrics>,
+    took: Vec<Duration>,
+    requests: u64,
+    split: [f64; 6],
+}
+
+impl WarmPath {
+    fn start(k: &KubeSettings, namespace: &str, instance: &str) -> Result<WarmPath, String> {
+        let metrics = Arc::new(Metrics::new());
+        let pool = backend_with(k, namespace, instance, 2, metrics.clone())?;
+        wait_standby(&pool, 1)?;
+        Ok(WarmPath {
+            transport: k.transport,
+            pool,
+            metrics,
+            took: Vec::new(),
+            requests: 0,
+            split: [0.0; 6],
+        })
+    }
+
+    /// One job on a reserved standby pod; counted unless it is the warm-up.
+    fn once(&mut self, rt: &tokio::runtime::Runtime, job: &Job, count: bool) -> Result<(), String> {
+        let pool = &self.pool;
+        wait_standby(pool, 1)?;
+        let before = pool.api_requests();
+        let pod = rt.block_on(pool.create(0)).map_err(|e| e.to_string())?;
+        // As a pod runner's reserved pod does, it waits a moment for its job: meanwhile its
+        // connection is opened (and on the exec path its runner started).
+        std::thread::sleep(Duration::from_millis(300));
+        let phases_before = phases(&self.metrics);
+        let t = Instant::now();
+        let outcome = rt
+            .block_on(pod.run(job.clone()))
+            .map_err(|e| e.to_string())?
+            .outcome;
+        let took = t.elapsed();
+        let phases_after = phases(&self.metrics);
+        if outcome.status != Status::Accepted || outcome.stdout.as_utf8() != Some("1\n") {
+            return Err(format!(
+                "the warm run ({:?}) answered {outcome:?}",
+                self.transport
+            ));
+        }
+        // The replacement pod and the used pod's deletion are this job's cost too.
+        wait_standby(pool, 2)?;
+        if count {
+            self.took.push(took);
+            self.requests += pool.api_requests() - before;
+            for (s, (a, b)) in self
+                .split
+                .iter_mut()
+                .zip(phases_after.iter().zip(phases_before))
+            {
+                *s += a - b;
+            }
+        }
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -41,6 +42,10 @@ struct Cli {
     /// `[kubernetes]` settings (e.g. `kubernetes.kubeconfig` from scripts/k8s).
     #[arg(long)]
     kubernetes: bool,
+    /// With --kubernetes: also write its figures as JSON to this file (warm_direct_p50_ms,
+    /// warm_exec_p50_ms, api_requests_per_job_one_job_pods).
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Each language's program in this directory (e.g. tests/languages) through a standby
     /// pod against the bare toolchain on the host.
     #[arg(long)]
@@ -89,6 +94,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
         site_imports,
         kafka,
         kubernetes,
+        json,
         languages,
         test_sets,
         queue,
@@ -106,8 +112,13 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if kubernetes {
-        let report = kiln_bench::kubernetes::run(&s, runs).map_err(anyhow::Error::msg)?;
+        let (report, figures) =
+            kiln_bench::kubernetes::run(&s, runs).map_err(anyhow::Error::msg)?;
         println!("{report}");
+        if let Some(path) = &json {
+            std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         return Ok(0);
     }
     if let Some(brokers) = kafka {

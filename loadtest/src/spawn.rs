@@ -297,7 +297,7 @@ pub fn kafka_k8s(apis: usize, schedulers: usize, partitions: u32) -> anyhow::Res
         format!(
             // kwok runs each exec on this host and slows down when the machine is loaded: the
             // watchdog waits longer than a production deployment would.
-            "pods = \"kubernetes\"\nwatchdog_grace_ms = 60000\n[kubernetes]\nnamespace = \"{ns}\"\nkubeconfig = \"{}\"\nrunner_command = [\"{}\", \"exec\"]\nready_timeout_secs = 30\n[[kubernetes.pools]]\nname = \"default\"\nmin = 2\nmax = 6\n",
+            "pods = \"kubernetes\"\nwatchdog_grace_ms = 60000\n[kubernetes]\nnamespace = \"{ns}\"\nkubeconfig = \"{}\"\ntransport = \"exec\"\nrunner_command = [\"{}\", \"exec\"]\nready_timeout_secs = 30\n[[kubernetes.pools]]\nname = \"default\"\nmin = 2\nmax = 6\n",
             kubeconfig.display(),
             runner.display()
         ),

@@ -2,9 +2,10 @@
 //! pod template; a watcher (not polling) keeps this scheduler's view of them. A pod runner
 //! reserves a Ready, unclaimed pod; when its job comes it claims the pod with a patch that carries
 //! the resourceVersion it saw (the API server refuses it with 409 if anyone changed the pod
-//! since, so two schedulers never run two jobs in one pod), execs `kiln-runner exec` in it over
-//! the exec WebSocket with one job frame on stdin, reads one report frame from stdout, and deletes
-//! the pod. Pods carry an ownerReference to this scheduler's own Pod (in-cluster) or to a
+//! since, so two schedulers never run two jobs in one pod), hands the runner its one job frame
+//! (over the pod network with the pod's own token, `kiln_wire::direct`; or, with `transport =
+//! "exec"`, by exec'ing `kiln-runner exec` over the exec WebSocket), reads its report frames, and
+//! deletes the pod. Pods carry an ownerReference to this scheduler's own Pod (in-cluster) or to a
 //! ConfigMap per scheduler instance, so Kubernetes removes a dead scheduler's pods; a scheduler
 //! also removes, at start, what an earlier life of itself left.
 
@@ -51,7 +52,13 @@ pub struct KubeSettings {
     pub kubeconfig: Option<PathBuf>,
     /// This scheduler's stable name (a StatefulSet pod name). Default: the host name.
     pub instance: Option<String>,
-    /// What is exec'd in a runner pod; it reads one job frame and writes one report frame.
+    /// How a job reaches its runner pod: `direct` (over the pod network, no API request) or
+    /// `exec` (through the API server's exec WebSocket and the kubelet).
+    pub transport: Transport,
+    /// The port runners listen on for the direct path.
+    pub runner_port: u16,
+    /// What is exec'd in a runner pod on the exec path; it reads one job frame and writes one
+    /// report frame.
     pub runner_command: Vec<String>,
     /// Runner image and its pull policy, for pools that do not name their own.
     pub image: String,
@@ -78,6 +85,8 @@ impl Default for KubeSettings {
             namespace: "kiln".into(),
             kubeconfig: None,
             instance: None,
+            transport: Transport::Direct,
+            runner_port: kiln_wire::direct::PORT,
             runner_command: vec!["kiln-runner".into(), "exec".into()],
             image: "kiln-runner:0.1.0".into(),
             image_pull_policy: "IfNotPresent".into(),
@@ -90,6 +99,18 @@ impl Default for KubeSettings {
             pools: Vec::new(),
         }
     }
+}
+
+/// How a job reaches its runner pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Straight to the runner over the pod network (`kiln_wire::direct`): the pod's token in
+    /// its spec proves the scheduler; no API request and no stream through the kubelet.
+    Direct,
+    /// `kiln-runner exec` over the API server's exec WebSocket (through the kubelet): for
+    /// clusters whose network keeps schedulers from reaching pods.
+    Exec,
 }
 
 /// One pool: `[[kubernetes.pools]]`.
@@ -159,8 +180,11 @@ impl KubeSettings {
                 return Err(format!("kubernetes pool {} is named twice", p.name));
             }
         }
-        if self.runner_command.is_empty() {
+        if self.transport == Transport::Exec && self.runner_command.is_empty() {
             return Err("kubernetes.runner_command is empty".into());
+        }
+        if self.transport == Transport::Direct && self.runner_port == 0 {
+            return Err("kubernetes.runner_port must be a port (1 to 65535)".into());
         }
         let instance = self.instance();
         if instance.is_empty() || instance.len() > 63 || dns_label(&instance) != instance {
@@ -203,6 +227,10 @@ struct PodView {
     ended: bool,
     resource_version: String,
     created: Option<std::time::SystemTime>,
+    /// Where the direct path reaches its runner, once the pod has an address.
+    ip: Option<std::net::IpAddr>,
+    /// The token its runner asks of the direct path (from the pod's spec).
+    token: Option<String>,
 }
 
 impl PodView {
@@ -228,6 +256,16 @@ impl PodView {
                 created: meta.creation_timestamp.as_ref().map(|t| {
                     std::time::UNIX_EPOCH + Duration::from_secs(t.0.as_second().max(0) as u64)
                 }),
+                ip: status
+                    .and_then(|s| s.pod_ip.as_deref())
+                    .and_then(|ip| ip.parse().ok()),
+                token: pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.env.as_ref())
+                    .and_then(|env| env.iter().find(|e| e.name == kiln_wire::direct::TOKEN_ENV))
+                    .and_then(|e| e.value.clone()),
             },
         ))
     }
@@ -752,6 +790,30 @@ impl Inner {
         meta["labels"] = json!(labels);
         meta["ownerReferences"] = json!([self.owner]);
         pod["spec"]["automountServiceAccountToken"] = json!(false);
+        if self.settings.transport == Transport::Direct {
+            // A token of this pod's own: whoever has it may hand the runner its job.
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            if let Some(container) = pod["spec"]["containers"].get_mut(0) {
+                let env = &mut container["env"];
+                if !env.is_array() {
+                    *env = json!([]);
+                }
+                let env = env.as_array_mut().expect("an array");
+                env.retain(|e| {
+                    e["name"] != kiln_wire::direct::TOKEN_ENV
+                        && e["name"] != kiln_wire::direct::PORT_ENV
+                });
+                env.push(json!({"name": kiln_wire::direct::TOKEN_ENV, "value": token}));
+                env.push(json!({
+                    "name": kiln_wire::direct::PORT_ENV,
+                    "value": self.settings.runner_port.to_string()
+                }));
+            }
+        }
         serde_json::from_value(pod).expect("a runner pod object is a Pod")
     }
 
@@ -1052,7 +1114,10 @@ impl Inner {
     /// Opens the runner's exec stream in `name` once, ahead of its job: the runner starts and
     /// waits for the job frame while the pod is still on standby. None when it cannot be opened
     /// now (the job then connects on its own).
-    async fn open_exec(self: Arc<Self>, name: String) -> Option<Early> {
+    async fn open_early(self: Arc<Self>, name: String) -> Option<Early> {
+        if self.settings.transport == Transport::Direct {
+            return self.connect_direct(&name).await.ok().map(Early::Direct);
+        }
         let r = tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.streams
@@ -1062,7 +1127,117 @@ impl Inner {
         self.count("exec", matches!(r, Ok(Ok(_))));
         let mut attached = r.ok()?.ok()?;
         let ended = Box::pin(attached.take_status()?);
-        Some(Early { attached, ended })
+        Some(Early::Exec { attached, ended })
+    }
+
+    /// Connects to the runner of pod `name` over the pod network and gives it the pod's token;
+    /// `Lost::Protocol` when the runner refuses it (retrying would not help).
+    async fn connect_direct(&self, name: &str) -> Result<tokio::net::TcpStream, Lost> {
+        use kiln_wire::direct::{Answer, Hello};
+        let (ip, token) = {
+            let state = self.state.locked();
+            let view = state.pods.get(name);
+            (view.and_then(|v| v.ip), view.and_then(|v| v.token.clone()))
+        };
+        let Some(token) = token else {
+            return Err(Lost::Protocol(format!(
+                "pod {name} has no {} in its spec (made for the exec path)",
+                kiln_wire::direct::TOKEN_ENV
+            )));
+        };
+        let ip = ip.ok_or_else(|| Lost::Connection(format!("pod {name} has no IP yet")))?;
+        let addr = std::net::SocketAddr::new(ip, self.settings.runner_port);
+        let greet = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            stream.write_all(&encode(&Hello { token })?).await?;
+            let answer = read_frame_async::<Answer, _>(&mut stream).await?;
+            Ok::<_, kiln_wire::frame::FrameError>((stream, answer))
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, greet).await {
+            Ok(Ok((stream, Answer::Ready))) => Ok(stream),
+            Ok(Ok((_, Answer::Refused(why)))) => Err(Lost::Protocol(format!(
+                "the runner in pod {name} refused the connection: {why}"
+            ))),
+            Ok(Err(e)) => Err(Lost::Connection(format!(
+                "connecting to the runner in pod {name} at {addr}: {e}"
+            ))),
+            Err(_) => Err(Lost::Connection(format!(
+                "the runner in pod {name} at {addr} did not answer within {REQUEST_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// The direct path: the job frame over the connection to the runner, its reports back.
+    async fn run_direct(
+        &self,
+        name: &str,
+        frame: &[u8],
+        started: Box<dyn FnOnce() + Send>,
+        cancel: &Cancel,
+        early: Option<tokio::net::TcpStream>,
+    ) -> Result<Finished, PodError> {
+        let connecting = Instant::now();
+        let mut stream = match early {
+            Some(s) => s,
+            None => {
+                // The pod may not have its address in our view yet, or its runner may not
+                // listen yet: retried a while (the job has not started).
+                let mut backoff = Duration::from_millis(20);
+                loop {
+                    if let Some(why) = cancel.why().or_else(|| self.pod_lost(name).map(Lost::Gone))
+                    {
+                        return Err(PodError::Lost(why));
+                    }
+                    match self.connect_direct(name).await {
+                        Ok(s) => break s,
+                        Err(refused @ Lost::Protocol(_)) => return Err(PodError::Lost(refused)),
+                        Err(e) if backoff < Duration::from_secs(10) => {
+                            tracing::debug!(pod = name, error = %e, "the runner is not reachable yet; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                        }
+                        Err(e) => return Err(PodError::Lost(e)),
+                    }
+                }
+            }
+        };
+        let connected = connecting.elapsed();
+        if let Err(e) = stream.write_all(frame).await {
+            return Err(PodError::Lost(Lost::Connection(format!(
+                "sending the job to pod {name}: {e}"
+            ))));
+        }
+        started();
+        let sent = Instant::now();
+        let read = async {
+            let mut timing = None;
+            loop {
+                match read_frame_async::<RunnerReport, _>(&mut stream).await? {
+                    RunnerReport::Timing(t) => timing = Some(t),
+                    report => return Ok::<_, kiln_wire::frame::FrameError>((report, timing)),
+                }
+            }
+        };
+        tokio::pin!(read);
+        let (report, timing) = loop {
+            tokio::select! {
+                r = &mut read => break r.map_err(|e| PodError::Lost(Lost::Connection(format!(
+                    "reading the outcome from the runner in pod {name}: {e}"
+                ))))?,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if let Some(why) = cancel.why().or_else(|| self.pod_lost(name).map(Lost::Gone)) {
+                        return Err(PodError::Lost(why));
+                    }
+                }
+            }
+        };
+        self.record_phases("direct", connected, sent.elapsed(), timing.as_ref());
+        report.into_finished(timing).map_err(|other| {
+            PodError::Lost(Lost::Protocol(format!(
+                "the runner in pod {name} reported {other:?} instead of an outcome"
+            )))
+        })
     }
 
     async fn exec(
@@ -1077,21 +1252,39 @@ impl Inner {
             step: "encode the job".into(),
             error: e.to_string(),
         })?;
+        let early = match early {
+            Some(task) => task.await.ok().flatten(),
+            None => None,
+        };
+        if self.settings.transport == Transport::Direct {
+            let early = match early {
+                Some(Early::Direct(stream)) => Some(stream),
+                _ => None,
+            };
+            return self.run_direct(name, &frame, started, cancel, early).await;
+        }
         let params = exec_params(frame.len());
         let connecting = Instant::now();
         // The stream opened on standby, when it is there and has not ended; the job has not been
         // sent, so a stream that broke meanwhile costs only a new one.
         let early = match early {
-            Some(task) => task.await.ok().flatten().and_then(|mut e| {
+            Some(Early::Exec {
+                attached,
+                mut ended,
+            }) => {
                 use futures_util::FutureExt;
-                e.ended.as_mut().now_or_never().is_none().then_some(e)
-            }),
-            None => None,
+                ended
+                    .as_mut()
+                    .now_or_never()
+                    .is_none()
+                    .then_some((attached, ended))
+            }
+            _ => None,
         };
         // Reaching the pod: retried while the API server is away (the job has not started).
         let mut backoff = Duration::from_millis(100);
         let (mut attached, ended) = match early {
-            Some(e) => (e.attached, Some(e.ended)),
+            Some((attached, ended)) => (attached, Some(ended)),
             None => (
                 self.connect_exec(name, &params, cancel, &mut backoff)
                     .await?,
@@ -1245,21 +1438,7 @@ impl Inner {
             Err(e) => (Err(e), None),
         };
         attached.abort();
-        // Where a job's time went: reaching the pod, the runner's own work (by its clock), and
-        // the rest of the round trip (API server, kubelet, runtime and back).
-        let runner = timing
-            .as_ref()
-            .map(|t| Duration::from_micros(t.done_us))
-            .unwrap_or_default();
-        let phase = |name: &str, d: Duration| {
-            self.metrics
-                .k8s_job_phase
-                .with_label_values(&[name])
-                .observe(d.as_secs_f64())
-        };
-        phase("exec_connect", connected);
-        phase("runner", runner);
-        phase("exec_transfer", answered.saturating_sub(runner));
+        self.record_phases("exec", connected, answered, timing.as_ref());
         // The runner's stderr came before its outcome; the stream need not end for it (an aborted
         // exec's stderr may stay open). Only a failed read waits a moment for the last words.
         if report.is_err() {
@@ -1278,6 +1457,31 @@ impl Inner {
                 diagnostics.trim()
             )))),
         }
+    }
+
+    /// Where a job's time went on path `path` (`exec`, `direct`): reaching the pod, the runner's
+    /// own work (by its clock), and the rest of the round trip (`answered`, from the job sent to
+    /// its outcome, less the runner's part: the network, and on the exec path the API server, the
+    /// kubelet and the runtime).
+    fn record_phases(
+        &self,
+        path: &str,
+        connected: Duration,
+        answered: Duration,
+        timing: Option<&kiln_wire::report::Timing>,
+    ) {
+        let runner = timing
+            .map(|t| Duration::from_micros(t.done_us))
+            .unwrap_or_default();
+        let phase = |name: &str, d: Duration| {
+            self.metrics
+                .k8s_job_phase
+                .with_label_values(&[name])
+                .observe(d.as_secs_f64())
+        };
+        phase(&format!("{path}_connect"), connected);
+        phase("runner", runner);
+        phase(&format!("{path}_transfer"), answered.saturating_sub(runner));
     }
 
     /// Logs once what the runner says of its layers in the pods.
@@ -1390,7 +1594,8 @@ struct KubePod {
     name: String,
     rv: String,
     cancel: Arc<Cancel>,
-    /// The runner's exec stream, opened while the pod waits for its job.
+    /// The way into the runner (exec stream or direct connection), opened while the pod waits
+    /// for its job.
     early: Option<tokio::task::JoinHandle<Option<Early>>>,
 }
 
@@ -1403,10 +1608,14 @@ type EndedStream = std::pin::Pin<
     >,
 >;
 
-/// An exec stream opened ahead of its job, with the future of its end.
-struct Early {
-    attached: AttachedProcess,
-    ended: EndedStream,
+/// The way into a runner pod, opened ahead of its job: an exec stream with the future of its
+/// end, or a direct connection whose runner has taken the pod's token.
+enum Early {
+    Exec {
+        attached: AttachedProcess,
+        ended: EndedStream,
+    },
+    Direct(tokio::net::TcpStream),
 }
 
 /// The exec stream's settings: stdin, stdout and stderr, with room for a job frame of `frame`
@@ -1445,7 +1654,7 @@ impl PodBackend for KubeBackend {
                 })?;
             let cancel = Arc::new(Cancel::default());
             cancel.set_pod(&name);
-            let early = Some(tokio::spawn(inner.clone().open_exec(name.clone())));
+            let early = Some(tokio::spawn(inner.clone().open_early(name.clone())));
             Ok(Box::new(KubePod {
                 inner,
                 pool,

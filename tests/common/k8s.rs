@@ -205,7 +205,7 @@ impl Namespace {
             "watchdog_grace_ms = 60000\n".to_string()
         };
         let text = format!(
-            "pods = \"kubernetes\"\n{grace}{extra}\n[kubernetes]\nnamespace = \"{}\"\ninstance = \"{instance}\"\nkubeconfig = \"{}\"\nrunner_command = [\"{}\", \"exec\"]\nready_timeout_secs = 30\n{pools}\n",
+            "pods = \"kubernetes\"\n{grace}{extra}\n[kubernetes]\nnamespace = \"{}\"\ninstance = \"{instance}\"\nkubeconfig = \"{}\"\ntransport = \"exec\"\nrunner_command = [\"{}\", \"exec\"]\nready_timeout_secs = 30\n{pools}\n",
             self.name,
             self.kubeconfig.display(),
             env!("CARGO_BIN_EXE_kiln-runner"),

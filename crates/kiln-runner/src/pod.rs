@@ -11,6 +11,7 @@ use super::run_job;
 use super::zygote::Zygote;
 use kiln_sandbox::cgroup::Cgroup;
 use kiln_sandbox::setup::{enter_pod, PodSetup, SetupError, WORK_DIR};
+use kiln_wire::direct;
 use kiln_wire::frame::{decode, encode, read_frame, write_frame};
 use kiln_wire::job::Job;
 use kiln_wire::outcome::{Outcome, Status};
@@ -188,19 +189,137 @@ pub fn run_exec() -> i32 {
     }
 }
 
-/// Standby mode: a Kubernetes runner pod's main process. It does nothing until the pod is
-/// deleted; jobs arrive through exec.
+/// Standby mode: a Kubernetes runner pod's main process. With a token in its environment it
+/// takes its one job over the pod network (`kiln_wire::direct`); without one it does nothing
+/// until the pod is deleted, and jobs arrive through exec.
 pub fn stand_by() -> i32 {
-    // As a container's pid 1 a signal's default action does not apply: exit on SIGTERM/SIGINT.
-    extern "C" fn leave(_: libc::c_int) {
-        unsafe { libc::_exit(0) };
+    // As a container's pid 1 a signal's default action does not apply: exit on SIGTERM/SIGINT,
+    // when it comes from outside the container's pid namespace (the runtime stopping the pod:
+    // its sender has no pid here). A job's program in the same namespace cannot end the runner
+    // under its own job that way.
+    extern "C" fn leave(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+        if unsafe { (*info).si_pid() } == 0 {
+            unsafe { libc::_exit(0) };
+        }
     }
+    // SAFETY: installing a handler that only reads its siginfo and calls _exit.
     unsafe {
-        libc::signal(libc::SIGTERM, leave as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, leave as *const () as libc::sighandler_t);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = leave as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_SIGINFO;
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+    }
+    if let Ok(token) = std::env::var(direct::TOKEN_ENV) {
+        // Not dumpable: no process of the job (the same uid) reads the token from
+        // /proc/1/environ or attaches to the runner.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        let port = std::env::var(direct::PORT_ENV)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(direct::PORT);
+        return match std::net::TcpListener::bind(("0.0.0.0", port)) {
+            Ok(listener) => serve_direct(&token, listener),
+            Err(e) => {
+                eprintln!("kiln-runner: listening on port {port} for the direct path: {e}");
+                2
+            }
+        };
     }
     loop {
         unsafe { libc::pause() };
+    }
+}
+
+/// The direct path's runner. Each connection first proves the pod's token; several may wait at
+/// once (the scheduler that reserved the pod keeps one open while the pod is on standby, and
+/// another scheduler may be the one that claims it), and the first that sends a job gets its
+/// outcome: every later one is refused.
+fn serve_direct(token: &str, listener: std::net::TcpListener) -> i32 {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    /// Connections served at once; more are closed unanswered.
+    const MAX_OPEN: usize = 16;
+    let token: Arc<str> = token.into();
+    let served = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        if open.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN {
+            open.fetch_sub(1, Ordering::SeqCst);
+            eprintln!("kiln-runner: refused a connection: {MAX_OPEN} are open already");
+            continue;
+        }
+        let (token, served, open) = (token.clone(), served.clone(), open.clone());
+        std::thread::spawn(move || {
+            serve_connection(stream, &token, &served);
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    0
+}
+
+/// One connection of the direct path: its greeting, then perhaps the pod's one job.
+fn serve_connection(
+    mut stream: std::net::TcpStream,
+    token: &str,
+    served: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "an unknown peer".to_string(), |a| a.to_string());
+    // A peer that connects and says nothing is let go after this long.
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = stream.set_nodelay(true);
+    let refuse = |stream: &mut std::net::TcpStream, why: &str| {
+        eprintln!("kiln-runner: refused a connection from {peer}: {why}");
+        let _ = write_frame(stream, &direct::Answer::Refused(why.into()));
+    };
+    let hello = match read_frame::<direct::Hello>(&mut stream) {
+        // Closed before a word (a TCP probe, a scheduler that let the pod go): nothing to say.
+        Ok(None) => return,
+        Ok(Some(h)) => h,
+        Err(e) => return refuse(&mut stream, &format!("no greeting ({e})")),
+    };
+    if !direct::same_token(&hello.token, token) {
+        return refuse(&mut stream, "wrong credential");
+    }
+    if served.load(Ordering::SeqCst) {
+        return refuse(&mut stream, "this pod has run its job");
+    }
+    if write_frame(&mut stream, &direct::Answer::Ready).is_err() {
+        return;
+    }
+    // The connection is opened while the pod is on standby: its job may come much later.
+    let _ = stream.set_read_timeout(None);
+    let job = match read_frame::<Job>(&mut stream) {
+        // The scheduler lost its claim to another: nothing ran, the next may come.
+        Ok(None) => return,
+        other => other,
+    };
+    if served.swap(true, Ordering::SeqCst) {
+        // Two claims of one pod cannot both succeed; should a second job come, it is not run.
+        eprintln!("kiln-runner: a second job from {peer} was not run: this pod has run its job");
+        return;
+    }
+    let finished = match job {
+        Ok(Some(job)) => {
+            eprintln!(
+                "kiln-runner: layers {}",
+                super::layers::Layers::here().line()
+            );
+            run_in_temp_dir(&job, true)
+        }
+        Ok(None) => unreachable!("returned above"),
+        Err(e) => Finished::of(Outcome::failed(
+            Status::Rejected,
+            format!("the job could not be decoded: {e}"),
+        )),
+    };
+    if let Err(e) = write_outcome(&mut stream, finished) {
+        eprintln!("kiln-runner: writing the outcome to {peer}: {e}");
     }
 }
 
@@ -317,4 +436,45 @@ fn write_outcome(out: &mut impl Write, finished: Finished) -> io::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     out.write_all(&frames.concat())?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greet(port: u16, token: &str) -> (std::net::TcpStream, direct::Answer) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write_frame(
+            &mut s,
+            &direct::Hello {
+                token: token.into(),
+            },
+        )
+        .unwrap();
+        let answer = read_frame(&mut s).unwrap().expect("an answer");
+        (s, answer)
+    }
+
+    #[test]
+    fn the_direct_path_asks_the_pods_token_and_a_connection_without_a_job_leaves_it_waiting() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || serve_direct("the-pods-token", listener));
+        let (_, answer) = greet(port, "a-guess");
+        assert_eq!(answer, direct::Answer::Refused("wrong credential".into()));
+        // A scheduler that reserved the pod waits with its connection open; another one may
+        // greet meanwhile (it is the one whose claim will succeed).
+        let (waiting, answer) = greet(port, "the-pods-token");
+        assert_eq!(answer, direct::Answer::Ready);
+        let (_, answer) = greet(port, "the-pods-token");
+        assert_eq!(answer, direct::Answer::Ready);
+        // The first lost its claim: it goes without sending a job, and the pod still waits.
+        drop(waiting);
+        let (_, answer) = greet(port, "the-pods-token");
+        assert_eq!(answer, direct::Answer::Ready);
+        // Silence is not a greeting: the runner lets it go and goes on answering others.
+        let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_, answer) = greet(port, "");
+        assert_eq!(answer, direct::Answer::Refused("wrong credential".into()));
+    }
 }
