@@ -251,11 +251,19 @@ fn measure(k: &KubeSettings, namespace: &str, runs: usize) -> Result<(String, Fi
         let w = Summary::of(path.took.clone());
         let s = &path.split;
         let (connect, transfer, way) = match path.transport {
-            Transport::Direct => (s[4], s[5], "the pod network"),
-            Transport::Exec => (s[1], s[3], "the exec stream"),
+            Transport::Direct => (
+                s[4],
+                s[5],
+                "job through the pod network, opened on standby, with the claim beside it",
+            ),
+            Transport::Exec => (
+                s[1],
+                s[3],
+                "claim, then job through the exec stream opened on standby",
+            ),
         };
         report += &format!(
-            "  warm standby, {:?} path (claim + job through {way}, opened on standby + outcome): p50 {}  p99 {}  mean {}\n\
+            "  warm standby, {:?} path ({way}; outcome): p50 {}  p99 {}  mean {}\n\
              \x20   its time (means): claim {:.2} ms, connecting {:.2} ms, runner {:.2} ms, rest of the round trip {:.2} ms; API requests per job {:.1}\n\
              \x20   ratio per-job pod / this: p50 {:.1}x; this / local pod: p50 {:.1}x{}\n",
             path.transport,

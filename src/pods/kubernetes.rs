@@ -974,6 +974,11 @@ impl Inner {
         cancel: Arc<Cancel>,
         mut early: Option<tokio::task::JoinHandle<Option<Early>>>,
     ) -> Result<Finished, PodError> {
+        if self.settings.transport == Transport::Direct {
+            return self
+                .run_direct_job(pool, name, rv, job, started, cancel, early)
+                .await;
+        }
         let label = format!("{}/{}", job.id, self.instance);
         let t0 = Instant::now();
         // Claim: conflicts move on to another pod; an unreachable API server is waited out.
@@ -1131,8 +1136,9 @@ impl Inner {
     }
 
     /// Connects to the runner of pod `name` over the pod network and gives it the pod's token;
-    /// `Lost::Protocol` when the runner refuses it (retrying would not help).
-    async fn connect_direct(&self, name: &str) -> Result<tokio::net::TcpStream, Lost> {
+    /// `Lost::Protocol` when the runner refuses it (retrying would not help), `Taken` when it has
+    /// taken another job.
+    async fn connect_direct(&self, name: &str) -> Result<tokio::net::TcpStream, DirectError> {
         use kiln_wire::direct::{Answer, Hello};
         let (ip, token) = {
             let state = self.state.locked();
@@ -1140,10 +1146,10 @@ impl Inner {
             (view.and_then(|v| v.ip), view.and_then(|v| v.token.clone()))
         };
         let Some(token) = token else {
-            return Err(Lost::Protocol(format!(
+            return Err(DirectError::Lost(Lost::Protocol(format!(
                 "pod {name} has no {} in its spec (made for the exec path)",
                 kiln_wire::direct::TOKEN_ENV
-            )));
+            ))));
         };
         let ip = ip.ok_or_else(|| Lost::Connection(format!("pod {name} has no IP yet")))?;
         let addr = std::net::SocketAddr::new(ip, self.settings.runner_port);
@@ -1154,29 +1160,33 @@ impl Inner {
             let answer = read_frame_async::<Answer, _>(&mut stream).await?;
             Ok::<_, kiln_wire::frame::FrameError>((stream, answer))
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, greet).await {
-            Ok(Ok((stream, Answer::Ready))) => Ok(stream),
-            Ok(Ok((_, Answer::Refused(why)))) => Err(Lost::Protocol(format!(
+        let lost = match tokio::time::timeout(REQUEST_TIMEOUT, greet).await {
+            Ok(Ok((stream, Answer::Ready))) => return Ok(stream),
+            Ok(Ok((_, Answer::Taken))) => return Err(DirectError::Taken),
+            Ok(Ok((_, Answer::Refused(why)))) => Lost::Protocol(format!(
                 "the runner in pod {name} refused the connection: {why}"
-            ))),
-            Ok(Err(e)) => Err(Lost::Connection(format!(
+            )),
+            Ok(Err(e)) => Lost::Connection(format!(
                 "connecting to the runner in pod {name} at {addr}: {e}"
-            ))),
-            Err(_) => Err(Lost::Connection(format!(
+            )),
+            Err(_) => Lost::Connection(format!(
                 "the runner in pod {name} at {addr} did not answer within {REQUEST_TIMEOUT:?}"
-            ))),
-        }
+            )),
+        };
+        Err(DirectError::Lost(lost))
     }
 
     /// The direct path: the job frame over the connection to the runner, its reports back.
+    /// `started` is called once the job is sent (and left for the next pod when this one's runner
+    /// had taken another job before).
     async fn run_direct(
         &self,
         name: &str,
         frame: &[u8],
-        started: Box<dyn FnOnce() + Send>,
+        started: &mut Option<Box<dyn FnOnce() + Send>>,
         cancel: &Cancel,
         early: Option<tokio::net::TcpStream>,
-    ) -> Result<Finished, PodError> {
+    ) -> Result<Finished, DirectError> {
         let connecting = Instant::now();
         let mut stream = match early {
             Some(s) => s,
@@ -1187,28 +1197,29 @@ impl Inner {
                 loop {
                     if let Some(why) = cancel.why().or_else(|| self.pod_lost(name).map(Lost::Gone))
                     {
-                        return Err(PodError::Lost(why));
+                        return Err(why.into());
                     }
                     match self.connect_direct(name).await {
                         Ok(s) => break s,
-                        Err(refused @ Lost::Protocol(_)) => return Err(PodError::Lost(refused)),
-                        Err(e) if backoff < Duration::from_secs(10) => {
+                        Err(DirectError::Lost(e @ Lost::Connection(_)))
+                            if backoff < Duration::from_secs(10) =>
+                        {
                             tracing::debug!(pod = name, error = %e, "the runner is not reachable yet; retrying");
                             tokio::time::sleep(backoff).await;
                             backoff *= 2;
                         }
-                        Err(e) => return Err(PodError::Lost(e)),
+                        Err(e) => return Err(e),
                     }
                 }
             }
         };
         let connected = connecting.elapsed();
         if let Err(e) = stream.write_all(frame).await {
-            return Err(PodError::Lost(Lost::Connection(format!(
-                "sending the job to pod {name}: {e}"
-            ))));
+            return Err(Lost::Connection(format!("sending the job to pod {name}: {e}")).into());
         }
-        started();
+        if let Some(started) = started.take() {
+            started();
+        }
         let sent = Instant::now();
         let read = async {
             let mut timing = None;
@@ -1222,22 +1233,135 @@ impl Inner {
         tokio::pin!(read);
         let (report, timing) = loop {
             tokio::select! {
-                r = &mut read => break r.map_err(|e| PodError::Lost(Lost::Connection(format!(
+                r = &mut read => break r.map_err(|e| Lost::Connection(format!(
                     "reading the outcome from the runner in pod {name}: {e}"
-                ))))?,
+                )))?,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if let Some(why) = cancel.why().or_else(|| self.pod_lost(name).map(Lost::Gone)) {
-                        return Err(PodError::Lost(why));
+                        return Err(why.into());
                     }
                 }
             }
         };
         self.record_phases("direct", connected, sent.elapsed(), timing.as_ref());
-        report.into_finished(timing).map_err(|other| {
-            PodError::Lost(Lost::Protocol(format!(
+        match report.into_finished(timing) {
+            Ok(finished) => Ok(finished),
+            Err(RunnerReport::SetupFailed { step, .. })
+                if step == kiln_wire::direct::TAKEN_STEP =>
+            {
+                Err(DirectError::Taken)
+            }
+            Err(other) => Err(Lost::Protocol(format!(
                 "the runner in pod {name} reported {other:?} instead of an outcome"
-            )))
-        })
+            ))
+            .into()),
+        }
+    }
+
+    /// A job on the direct path. The runner runs one job, the first to come, so the claim that
+    /// labels the pod ours in every scheduler's view goes alongside the job instead of before
+    /// it; a pod whose runner had taken another's job (the job never started there) is let go
+    /// undeleted (its job's scheduler deletes it) and the job goes to another.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_direct_job(
+        self: Arc<Self>,
+        pool: usize,
+        mut name: String,
+        mut rv: String,
+        job: Job,
+        started: Box<dyn FnOnce() + Send>,
+        cancel: Arc<Cancel>,
+        mut early: Option<tokio::task::JoinHandle<Option<Early>>>,
+    ) -> Result<Finished, PodError> {
+        let label = format!("{}/{}", job.id, self.instance);
+        let frame = encode(&job).map_err(|e| PodError::Create {
+            step: "encode the job".into(),
+            error: e.to_string(),
+        })?;
+        let mut started = Some(started);
+        loop {
+            if let Some(why) = cancel.why() {
+                self.release(&name);
+                return Err(PodError::Lost(why));
+            }
+            let claim = tokio::spawn(self.clone().claim_alongside(
+                name.clone(),
+                rv.clone(),
+                label.clone(),
+            ));
+            let stream = match early.take() {
+                Some(task) => match task.await.ok().flatten() {
+                    Some(Early::Direct(s)) => Some(s),
+                    _ => None,
+                },
+                None => None,
+            };
+            match self
+                .run_direct(&name, &frame, &mut started, &cancel, stream)
+                .await
+            {
+                Err(DirectError::Taken) => {
+                    claim.abort();
+                    tracing::debug!(pod = %name, "the pod's runner had taken another job; trying another pod");
+                    self.release(&name);
+                    (name, rv) = self
+                        .wait_reserve(pool)
+                        .await
+                        .map_err(|e| PodError::Create {
+                            step: "reserve another pod after the runner had another job".into(),
+                            error: e.to_string(),
+                        })?;
+                    cancel.set_pod(&name);
+                }
+                result => {
+                    // The outcome goes back at once; the used pod is deleted behind it (after
+                    // its claim, so that the patch does not meet a pod being deleted).
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _ = claim.await;
+                        me.delete_pod(&name, "used").await;
+                        me.release(&name);
+                    });
+                    return result.map_err(|e| match e {
+                        DirectError::Lost(lost) => PodError::Lost(lost),
+                        DirectError::Taken => unreachable!("matched above"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Claims pod `name` for `label` beside its job: waits out an unreachable API server a while;
+    /// a conflict means another scheduler claimed it first, whose job the runner refuses if ours
+    /// came first.
+    async fn claim_alongside(self: Arc<Self>, name: String, mut rv: String, label: String) {
+        let t = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        while backoff < Duration::from_secs(30) {
+            match self.claim(&name, &rv, &label).await {
+                Ok(true) => {
+                    self.metrics
+                        .k8s_job_phase
+                        .with_label_values(&["claim"])
+                        .observe(t.elapsed().as_secs_f64());
+                    return;
+                }
+                Ok(false) => {
+                    tracing::debug!(pod = %name, "another scheduler claimed the pod; its runner takes the first job that comes");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, ?backoff, "claiming a pod failed; the API server may be away, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    if let Some(v) = self.state.locked().pods.get(&name) {
+                        if v.claimed_by.is_none() {
+                            rv = v.resource_version.clone();
+                        }
+                    }
+                }
+            }
+        }
     }
 
     async fn exec(
@@ -1256,13 +1380,6 @@ impl Inner {
             Some(task) => task.await.ok().flatten(),
             None => None,
         };
-        if self.settings.transport == Transport::Direct {
-            let early = match early {
-                Some(Early::Direct(stream)) => Some(stream),
-                _ => None,
-            };
-            return self.run_direct(name, &frame, started, cancel, early).await;
-        }
         let params = exec_params(frame.len());
         let connecting = Instant::now();
         // The stream opened on standby, when it is there and has not ended; the job has not been
@@ -1607,6 +1724,19 @@ type EndedStream = std::pin::Pin<
             > + Send,
     >,
 >;
+
+/// Why a job did not finish on the direct path's pod.
+enum DirectError {
+    /// The pod's runner had taken another job: this one never started there.
+    Taken,
+    Lost(Lost),
+}
+
+impl From<Lost> for DirectError {
+    fn from(lost: Lost) -> DirectError {
+        DirectError::Lost(lost)
+    }
+}
 
 /// The way into a runner pod, opened ahead of its job: an exec stream with the future of its
 /// end, or a direct connection whose runner has taken the pod's token.

@@ -287,7 +287,8 @@ fn serve_connection(
         return refuse(&mut stream, "wrong credential");
     }
     if served.load(Ordering::SeqCst) {
-        return refuse(&mut stream, "this pod has run its job");
+        let _ = write_frame(&mut stream, &direct::Answer::Taken);
+        return;
     }
     if write_frame(&mut stream, &direct::Answer::Ready).is_err() {
         return;
@@ -300,8 +301,15 @@ fn serve_connection(
         other => other,
     };
     if served.swap(true, Ordering::SeqCst) {
-        // Two claims of one pod cannot both succeed; should a second job come, it is not run.
-        eprintln!("kiln-runner: a second job from {peer} was not run: this pod has run its job");
+        // Another connection's job came first: this one never runs here, and says so, so that
+        // its scheduler sends it to another pod.
+        let _ = write_frame(
+            &mut stream,
+            &RunnerReport::SetupFailed {
+                step: direct::TAKEN_STEP.into(),
+                error: "this pod has taken another job".into(),
+            },
+        );
         return;
     }
     let finished = match job {
@@ -472,6 +480,24 @@ mod tests {
         drop(waiting);
         let (_, answer) = greet(port, "the-pods-token");
         assert_eq!(answer, direct::Answer::Ready);
+        // A job taken: later greetings are told so, and a job sent on a connection greeted
+        // before it is answered as not run.
+        // (A frame that is no job: the first is rejected, and it is the pod's one job still.)
+        let not_a_job = [1u8, 0, 0, 0, 0xff];
+        let (mut first, _) = greet(port, "the-pods-token");
+        let (mut second, _) = greet(port, "the-pods-token");
+        first.write_all(&not_a_job).unwrap();
+        match read_frame::<RunnerReport>(&mut first).unwrap() {
+            Some(RunnerReport::Finished(o)) => assert_eq!(o.status, Status::Rejected),
+            other => panic!("{other:?}"),
+        }
+        second.write_all(&not_a_job).unwrap();
+        match read_frame::<RunnerReport>(&mut second).unwrap() {
+            Some(RunnerReport::SetupFailed { step, .. }) => assert_eq!(step, direct::TAKEN_STEP),
+            other => panic!("{other:?}"),
+        }
+        let (_, answer) = greet(port, "the-pods-token");
+        assert_eq!(answer, direct::Answer::Taken);
         // Silence is not a greeting: the runner lets it go and goes on answering others.
         let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_, answer) = greet(port, "");

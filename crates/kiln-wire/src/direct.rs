@@ -6,10 +6,12 @@
 //! scheduler that made the pod put in its spec: schedulers read it from the pod object; runner
 //! pods have no service-account token, so no other pod can. The runner answers with an
 //! [`Answer`]; once `Ready`, the next frame is the `Job` and the runner's reply the frames of a
-//! `Finished` (timing, then the outcome), as on the exec path. A runner runs one job: it refuses
-//! every later connection, as it refuses a wrong token, and says so on its standard error (the
-//! pod's log). A connection that closes before its job (a scheduler that lost the claim) leaves
-//! the pod waiting for the next.
+//! `Finished` (timing, then the outcome), as on the exec path. A runner runs one job, the first
+//! to come, whichever scheduler sends it: a later greeting is answered `Taken`, a later job
+//! `SetupFailed` at [`TAKEN_STEP`] (it never ran), so a scheduler may send its job as it claims
+//! the pod rather than after. A wrong token is refused and the refusal written to the runner's
+//! standard error (the pod's log). A connection that closes before its job leaves the pod
+//! waiting for the next.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +32,15 @@ pub struct Hello {
 pub enum Answer {
     /// Send the job.
     Ready,
-    /// Not from this connection: the reason (a wrong token, the job already run).
+    /// Not from this connection: the reason (a wrong token).
     Refused(String),
+    /// The pod has taken a job already (the first to come): send yours to another pod.
+    Taken,
 }
+
+/// The step a runner names in `RunnerReport::SetupFailed` for a job it did not run because
+/// another connection's job came first: the job never started, and another pod may take it.
+pub const TAKEN_STEP: &str = "take the job";
 
 /// Compares two tokens in time that does not depend on where they differ.
 pub fn same_token(a: &str, b: &str) -> bool {
